@@ -1,0 +1,252 @@
+//! `Checkout`: a request's way through the pool, and `Connecting`: a dial it was allowed.
+//!
+//! A checkout resolves to a connection, but on the way it may hand its caller a
+//! [`Connecting`] permit ("you may dial now"). The caller runs the dial on its own (usually a
+//! spawned task) and keeps polling the checkout: whichever comes first — a returned
+//! connection or the finished dial — is delivered, and the other goes back to the pool. This
+//! is how a request sits in both of Go's queues at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::{Instant, Sleep};
+
+use super::conn::{Lease, Pooled};
+use super::error::{BoxError, Error, Kind};
+use super::inner::{self, Shared, Start, WaiterRef};
+use super::{ConnId, ConnectKey, Poolable};
+use crate::stats::WaitOutcome;
+
+/// What a [`Checkout`] produced.
+#[derive(Debug)]
+pub enum Step<T: Poolable> {
+    /// The caller may dial a new connection for this key; finish the permit with the result.
+    /// Keep polling the checkout afterwards.
+    Dial(Connecting<T>),
+    /// A connection.
+    Ready(Pooled<T>),
+}
+
+/// A request waiting for a connection of one key. Created by
+/// [`Pool::checkout`](super::Pool::checkout).
+///
+/// Poll it with [`step`](Checkout::step) until it returns [`Step::Ready`] or an error.
+///
+/// # Cancel safety
+///
+/// Dropping a checkout takes the request out of the queues (with `*_wait_out` events, outcome
+/// `Cancelled`). A connection delivered to it in the meantime goes back to the pool, and a dial
+/// permission it never picked up is passed on. A dial it already started keeps running and
+/// its connection serves the next waiter or goes idle.
+pub struct Checkout<T: Poolable> {
+    shared: Arc<Shared<T>>,
+    key: ConnectKey,
+    state: State<T>,
+    timeout: Option<Pin<Box<Sleep>>>,
+}
+
+enum State<T> {
+    Ready(Lease<T>),
+    Waiting(WaiterRef),
+    Failed(Error),
+    Done,
+}
+
+impl<T: Poolable> Checkout<T> {
+    pub(super) fn new(shared: Arc<Shared<T>>, key: ConnectKey, wants_shared: bool) -> Checkout<T> {
+        let mut locked = shared.lock();
+        let start = locked.checkout(&key, wants_shared);
+        let deadline = shared.config.wait_timeout.map(|t| locked.now() + t);
+        locked.finish(&shared);
+        let (state, timeout) = match start {
+            Ok(Start::Ready(lease)) => (State::Ready(lease), None),
+            Ok(Start::Wait(r)) => (
+                State::Waiting(r),
+                deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            ),
+            Err(e) => (State::Failed(e), None),
+        };
+        Checkout {
+            shared,
+            key,
+            state,
+            timeout,
+        }
+    }
+
+    /// The key this checkout waits on.
+    pub fn key(&self) -> &ConnectKey {
+        &self.key
+    }
+
+    /// Whether a connection was available at once (no waiting, no dial).
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Ready(_))
+    }
+
+    /// Waits for the next step: a dial permit or a connection.
+    ///
+    /// # Errors
+    ///
+    /// The pool-wait timeout elapsed ([`Error::is_timeout`], with a snapshot), the pool was
+    /// closed, or the dial this request started failed ([`Error::is_dial`]).
+    pub async fn step(&mut self) -> Result<Step<T>, Error> {
+        std::future::poll_fn(|cx| self.poll_step(cx)).await
+    }
+
+    /// Polls for the next step; see [`step`](Checkout::step).
+    pub fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step<T>, Error>> {
+        let wref = match std::mem::replace(&mut self.state, State::Done) {
+            State::Ready(lease) => return Poll::Ready(Ok(Step::Ready(self.pooled(lease)))),
+            State::Failed(e) => return Poll::Ready(Err(e)),
+            State::Done => return Poll::Ready(Err(Error::new(Kind::PolledAfterCompletion))),
+            State::Waiting(r) => r,
+        };
+        // Poll the timer before taking the lock; a delivered result still wins below.
+        let timed_out = self
+            .timeout
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let mut locked = self.shared.lock();
+        let polled = locked.poll_waiter(wref, cx.waker());
+        let out = match polled {
+            inner::Poll::Done(Ok(lease)) => Poll::Ready(Ok(lease)),
+            inner::Poll::Done(Err(e)) => Poll::Ready(Err(e)),
+            inner::Poll::Dial(id, shared_hint) => {
+                self.state = State::Waiting(wref);
+                let started = locked.now();
+                locked.finish(&self.shared);
+                return Poll::Ready(Ok(Step::Dial(Connecting {
+                    shared: Some(self.shared.clone()),
+                    key: self.key.clone(),
+                    id,
+                    owner: wref,
+                    shared_hint,
+                    started,
+                })));
+            }
+            inner::Poll::Pending if timed_out => {
+                let snapshot = locked.snapshot();
+                locked.cancel_waiter(wref, WaitOutcome::TimedOut);
+                Poll::Ready(Err(Error::new(Kind::WaitTimeout).with_snapshot(snapshot)))
+            }
+            inner::Poll::Pending => {
+                self.state = State::Waiting(wref);
+                Poll::Pending
+            }
+        };
+        locked.finish(&self.shared);
+        out.map(|r| r.map(|lease| Step::Ready(self.pooled(lease))))
+    }
+
+    fn pooled(&self, lease: Lease<T>) -> Pooled<T> {
+        Pooled::new(lease, self.key.clone(), Arc::downgrade(&self.shared))
+    }
+
+    /// Drives the checkout to a connection, running each dial it is allowed with `dial` on a
+    /// spawned tokio task, so that a dial outlives a request that stops waiting for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`step`](Checkout::step).
+    pub async fn connect_with<F, Fut>(mut self, mut dial: F) -> Result<Pooled<T>, Error>
+    where
+        F: FnMut(ConnId) -> Fut,
+        Fut: Future<Output = Result<T, BoxError>> + Send + 'static,
+    {
+        loop {
+            match self.step().await? {
+                Step::Ready(conn) => return Ok(conn),
+                Step::Dial(permit) => {
+                    let fut = dial(permit.id());
+                    tokio::spawn(async move { permit.finish(fut.await) });
+                }
+            }
+        }
+    }
+}
+
+impl<T: Poolable> Drop for Checkout<T> {
+    fn drop(&mut self) {
+        if let State::Waiting(wref) = self.state {
+            let mut locked = self.shared.lock();
+            locked.cancel_waiter(wref, WaitOutcome::Cancelled);
+            locked.finish(&self.shared);
+        }
+    }
+}
+
+impl<T: Poolable> std::fmt::Debug for Checkout<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkout").field("key", &self.key).finish()
+    }
+}
+
+/// Permission to dial one connection for a key, counted against `max_conns_per_host` from
+/// the moment it was granted.
+///
+/// # Drop behavior
+///
+/// Dropping it without [`finish`](Connecting::finish) counts as a failed dial: the slot is
+/// released and the request that started it gets an error ([`Error::is_dial`]).
+pub struct Connecting<T: Poolable> {
+    /// `Some` until finished.
+    shared: Option<Arc<Shared<T>>>,
+    key: ConnectKey,
+    id: ConnId,
+    owner: WaiterRef,
+    shared_hint: bool,
+    started: Instant,
+}
+
+impl<T: Poolable> Connecting<T> {
+    /// The id the new connection will have.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The key to dial.
+    pub fn key(&self) -> &ConnectKey {
+        &self.key
+    }
+
+    /// Hands the dial's result to the pool: a connection serves the request that started the
+    /// dial if it still waits, else the oldest waiter, else goes idle; an error goes to the
+    /// request that started the dial and frees the slot.
+    pub fn finish(mut self, result: Result<T, BoxError>) {
+        self.complete(result.map_err(inner::dial_error));
+    }
+
+    fn complete(&mut self, result: Result<T, Error>) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let mut locked = shared.lock();
+        locked.finish_dial(
+            &self.key,
+            self.id,
+            self.owner,
+            self.shared_hint,
+            self.started,
+            result,
+        );
+        locked.finish(&shared);
+    }
+}
+
+impl<T: Poolable> Drop for Connecting<T> {
+    fn drop(&mut self) {
+        self.complete(Err(Error::new(Kind::DialAbandoned)));
+    }
+}
+
+impl<T: Poolable> std::fmt::Debug for Connecting<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connecting")
+            .field("key", &self.key)
+            .field("id", &self.id)
+            .finish()
+    }
+}

@@ -1,0 +1,227 @@
+//! What the pool holds: the [`Poolable`] trait, connection ids, and the [`Pooled`] lease a
+//! request gets.
+//!
+//! A `Pooled` goes back to the pool when it is dropped or [`released`](Pooled::release);
+//! [`discard`](Pooled::discard) closes it instead. This module does not decide where a
+//! returned connection goes — that is `inner.rs`.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::inner::Shared;
+use super::ConnectKey;
+use crate::stats::CloseReason;
+
+/// A connection the pool can hold: it knows whether it is still open, and whether it can be
+/// shared by concurrent requests (HTTP/2).
+///
+/// The pool gives every connection its [`ConnId`] when the dial that makes it starts; the
+/// connection itself does not need to carry one.
+///
+/// # Examples
+///
+/// ```
+/// use poolscope::pool::Poolable;
+/// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
+///
+/// #[derive(Clone)]
+/// struct H2 { open: Arc<AtomicBool> }
+///
+/// impl Poolable for H2 {
+///     fn is_open(&self) -> bool { self.open.load(Ordering::Acquire) }
+///     // A multiplexed connection hands out another handle to itself.
+///     fn share(&self) -> Option<Self> { Some(self.clone()) }
+/// }
+/// ```
+pub trait Poolable: Send + Sized + 'static {
+    /// Whether the connection can still carry a request. Called at checkout and return, with
+    /// the pool lock held: it must be cheap and must not block or call back into the pool.
+    fn is_open(&self) -> bool;
+
+    /// For a multiplexed connection, another handle to the same connection; `None` for a
+    /// connection that serves one request at a time (HTTP/1). Called with the pool lock held,
+    /// under the same rules as [`is_open`](Poolable::is_open).
+    fn share(&self) -> Option<Self>;
+}
+
+/// A connection's id, unique within one pool, given when its dial starts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The id as a number (ids start at 1 and grow).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnId({})", self.0)
+    }
+}
+
+/// How a request got its connection: what Go's `httptrace.GotConnInfo` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseInfo {
+    /// The connection.
+    pub conn_id: ConnId,
+    /// The connection served an earlier request.
+    pub reused: bool,
+    /// The connection came from the idle list (or an idle HTTP/2 connection).
+    pub was_idle: bool,
+    /// How long it was idle, if `was_idle`.
+    pub idle_time: Duration,
+    /// How long the request waited in the pool's queues (zero when served at once).
+    pub waited: Duration,
+    /// The connection is shared with concurrent requests (HTTP/2).
+    pub shared: bool,
+}
+
+/// Bookkeeping that travels with a connection through the pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnMeta {
+    pub(crate) id: ConnId,
+    pub(crate) created: Instant,
+    /// Requests served, the current one included while leased.
+    pub(crate) requests: u64,
+}
+
+/// A connection leased by the pool, as the pool hands it over before it becomes a `Pooled`.
+pub(crate) struct Lease<T> {
+    pub(crate) conn: T,
+    pub(crate) meta: ConnMeta,
+    pub(crate) info: LeaseInfo,
+}
+
+/// What happened to a connection given back with [`Pooled::release`]: Go's `PutIdleConn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Returned {
+    /// It went into the idle list.
+    Idle,
+    /// It went straight to a waiting request.
+    HandedOver,
+    /// It is a shared (HTTP/2) connection; other requests may still use it.
+    Shared,
+    /// It was closed.
+    Closed(CloseReason),
+}
+
+/// A connection checked out of the pool. Derefs to the connection.
+///
+/// # Drop behavior
+///
+/// Dropping a `Pooled` returns the connection to the pool (as [`release`](Pooled::release)
+/// does): it goes to the oldest waiting request of its key, or into the idle list, or is
+/// closed if it is no longer open or a limit says so. If the pool is gone, it is closed.
+pub struct Pooled<T: Poolable> {
+    /// `Some` until the connection is returned or discarded.
+    conn: Option<T>,
+    key: ConnectKey,
+    meta: ConnMeta,
+    info: LeaseInfo,
+    pool: Weak<Shared<T>>,
+}
+
+impl<T: Poolable> Pooled<T> {
+    pub(crate) fn new(lease: Lease<T>, key: ConnectKey, pool: Weak<Shared<T>>) -> Pooled<T> {
+        Pooled {
+            conn: Some(lease.conn),
+            key,
+            meta: lease.meta,
+            info: lease.info,
+            pool,
+        }
+    }
+
+    /// The key the connection belongs to.
+    pub fn key(&self) -> &ConnectKey {
+        &self.key
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.meta.id
+    }
+
+    /// How this request got the connection.
+    pub fn info(&self) -> &LeaseInfo {
+        &self.info
+    }
+
+    /// Gives the connection back to the pool and says where it went.
+    pub fn release(mut self) -> Returned {
+        self.give_back(None)
+    }
+
+    /// Closes the connection instead of returning it (it cannot carry another request), and
+    /// frees its slot for the next request waiting to dial.
+    pub fn discard(mut self) {
+        self.give_back(Some(CloseReason::NotReusable));
+    }
+
+    fn give_back(&mut self, close: Option<CloseReason>) -> Returned {
+        let Some(conn) = self.conn.take() else {
+            return Returned::Closed(CloseReason::NotReusable);
+        };
+        let lease = Lease {
+            conn,
+            meta: self.meta,
+            info: self.info,
+        };
+        match self.pool.upgrade() {
+            Some(shared) => shared.put(&self.key, lease, close),
+            // The pool is gone; dropping the lease closes the connection.
+            None => Returned::Closed(CloseReason::PoolClosed),
+        }
+    }
+}
+
+impl<T: Poolable> Deref for Pooled<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // Invariant: `conn` is `Some` until `give_back`, which only runs from `release`,
+        // `discard` (both consume `self`) and `drop`.
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("Pooled used after it was returned"),
+        }
+    }
+}
+
+impl<T: Poolable> DerefMut for Pooled<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match &mut self.conn {
+            Some(conn) => conn,
+            None => unreachable!("Pooled used after it was returned"),
+        }
+    }
+}
+
+impl<T: Poolable> Drop for Pooled<T> {
+    fn drop(&mut self) {
+        self.give_back(None);
+    }
+}
+
+impl<T: Poolable> fmt::Debug for Pooled<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pooled")
+            .field("key", &self.key)
+            .field("info", &self.info)
+            .finish()
+    }
+}

@@ -1,0 +1,1360 @@
+//! The pool's state and every rule that changes it, all under one mutex.
+//!
+//! Each `Locked` method runs with the pool lock held (the guard lives in `Locked`). They never
+//! call foreign code: hooks, wakers and connection drops are collected in [`Effects`] and run by
+//! [`Locked::finish`] after the guard is released. `Poolable::is_open` / `share` are the only
+//! calls out, and the trait documents that they run under the lock.
+//!
+//! # Implementation details
+//!
+//! Per key ([`Host`]): an idle list (oldest first, taken from the back: most recently used
+//! first), shared HTTP/2 connections, and two FIFO queues of waiter references. A waiter is an
+//! entry in the `waiters` slab that the [`Checkout`](super::Checkout) future owns; queues hold
+//! `(index, id)` references and skip dead ones lazily, compacting when they are mostly dead.
+//! Delivering to a waiter stores the result in its slab entry and wakes it; a checkout that is
+//! dropped with a result waiting puts the connection back, so nothing is lost in the race.
+//!
+//! `Host::total` counts dialing + active + idle connections of the key. It goes up when a dial
+//! is granted and comes down exactly once per connection, in [`Locked::release_slot`], which
+//! first offers the slot to the oldest live request waiting for permission to dial.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use slab::Slab;
+use tokio::time::Instant;
+
+use super::conn::{ConnMeta, Lease, LeaseInfo, Returned};
+use super::error::{BoxError, Error, Kind};
+use super::{Config, ConnId, ConnectKey, Poolable};
+use crate::stats::{
+    CloseReason, ConnClosed, ConnOpened, ConnReused, Event, HostSnapshot, IdleConnIn, IdleConnOut,
+    IdleOutReason, Limit, PoolLimits, PoolSnapshot, Stats, WaitIn, WaitOut, WaitOutcome,
+};
+
+/// The state shared by every handle of one pool.
+pub(crate) struct Shared<T> {
+    state: Mutex<State<T>>,
+    pub(super) config: Config,
+    pub(super) stats: Stats,
+    /// Live `Pool` handles; the pool closes when it reaches zero.
+    pub(super) handles: AtomicUsize,
+}
+
+pub(super) struct State<T> {
+    hosts: HashMap<ConnectKey, Host<T>>,
+    /// Requests waiting in this pool. Owned by their `Checkout`: only it removes an entry.
+    waiters: Slab<Waiter<T>>,
+    /// HTTP/1 idle connections across all keys.
+    idle_total: usize,
+    /// Global idle order for `max_idle` (oldest first), only kept when `max_idle` is set.
+    /// Entries whose connection already left the idle list are skipped lazily.
+    idle_order: VecDeque<(u64, ConnectKey)>,
+    next_seq: u64,
+    next_conn: u64,
+    next_waiter: u64,
+    /// A reaper task is running (or about to be spawned).
+    reaper_running: bool,
+    /// Set once, when the last handle is dropped; nothing is pooled after.
+    closed: bool,
+}
+
+/// One key's connections and queues.
+struct Host<T> {
+    /// HTTP/1 idle connections, oldest first (increasing `seq`).
+    idle: VecDeque<Idle<T>>,
+    /// Multiplexed connections; they stay here while in use.
+    shared: Vec<SharedConn<T>>,
+    /// Requests waiting for a connection; every waiting request is here.
+    idle_waitq: VecDeque<WaiterRef>,
+    /// Requests waiting for permission to dial (`max_conns_per_host` reached).
+    dial_waitq: VecDeque<WaiterRef>,
+    /// Live entries of `idle_waitq` (it may hold dead references too).
+    idle_waiting: usize,
+    /// Live entries of `dial_waitq`.
+    dial_waiting: usize,
+    /// Dialing + active + idle connections; bounded by `max_conns_per_host`.
+    total: usize,
+    /// Dials granted and not finished.
+    connecting: usize,
+    /// Of `connecting`, dials expected to produce a shared connection: new requests that
+    /// expect HTTP/2 wait for them instead of dialing.
+    shared_dialing: usize,
+}
+
+struct Idle<T> {
+    conn: T,
+    meta: ConnMeta,
+    seq: u64,
+    since: Instant,
+}
+
+struct SharedConn<T> {
+    conn: T,
+    meta: ConnMeta,
+    /// Requests using it now.
+    leases: usize,
+    /// When `leases` last dropped to zero (valid while `leases == 0`).
+    idle_since: Instant,
+    /// Found closed while leased: no new leases; it leaves when the last one returns.
+    dead: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WaiterRef {
+    idx: usize,
+    id: u64,
+}
+
+struct Waiter<T> {
+    id: u64,
+    key: ConnectKey,
+    since: Instant,
+    wants_shared: bool,
+    in_idle_queue: bool,
+    in_dial_queue: bool,
+    /// A dial for this request is granted or in progress.
+    dialing: bool,
+    /// Permission to dial, granted but not yet picked up by the checkout.
+    grant: Option<ConnId>,
+    /// What was delivered; the checkout takes it.
+    result: Option<Result<Lease<T>, Error>>,
+    waker: Option<Waker>,
+}
+
+/// Which queues a waiter is leaving, taken from it in one step.
+struct Leaving {
+    key: ConnectKey,
+    since: Instant,
+    in_idle: bool,
+    in_dial: bool,
+}
+
+impl<T> Waiter<T> {
+    /// Takes the waiter out of both queues' bookkeeping; the caller emits the events.
+    fn leave(&mut self) -> Leaving {
+        let l = Leaving {
+            key: self.key.clone(),
+            since: self.since,
+            in_idle: self.in_idle_queue,
+            in_dial: self.in_dial_queue,
+        };
+        self.in_idle_queue = false;
+        self.in_dial_queue = false;
+        l
+    }
+}
+
+/// What a checkout found when it started.
+pub(super) enum Start<T> {
+    Ready(Lease<T>),
+    Wait(WaiterRef),
+}
+
+/// What a waiting checkout finds when polled.
+pub(super) enum Poll<T> {
+    Done(Result<Lease<T>, Error>),
+    Dial(ConnId, bool),
+    Pending,
+}
+
+/// Work collected under the lock and done after it is released.
+pub(super) struct Effects<T> {
+    /// Whether events are built at all (some hook is registered).
+    record: bool,
+    now: Instant,
+    events: Vec<Event>,
+    wakers: Vec<Waker>,
+    /// Connections leaving the pool; dropping them closes them.
+    drops: Vec<T>,
+    spawn_reaper: bool,
+}
+
+/// The pool lock and what to do after it.
+pub(super) struct Locked<'a, T> {
+    st: MutexGuard<'a, State<T>>,
+    cfg: &'a Config,
+    stats: &'a Stats,
+    fx: Effects<T>,
+}
+
+impl<T> Host<T> {
+    fn new() -> Host<T> {
+        Host {
+            idle: VecDeque::new(),
+            shared: Vec::new(),
+            idle_waitq: VecDeque::new(),
+            dial_waitq: VecDeque::new(),
+            idle_waiting: 0,
+            dial_waiting: 0,
+            total: 0,
+            connecting: 0,
+            shared_dialing: 0,
+        }
+    }
+
+    fn shared_idle(&self) -> usize {
+        self.shared.iter().filter(|s| s.leases == 0).count()
+    }
+
+    fn is_unused(&self) -> bool {
+        self.total == 0 && self.idle_waiting == 0 && self.dial_waiting == 0
+    }
+}
+
+/// Whether `r` still names a live waiter.
+fn live<T>(waiters: &Slab<Waiter<T>>, r: WaiterRef) -> bool {
+    waiters.get(r.idx).is_some_and(|w| w.id == r.id)
+}
+
+/// Drops dead references at the front, and compacts the queue when most of it is dead.
+fn clean_queue<T>(
+    q: &mut VecDeque<WaiterRef>,
+    live_count: usize,
+    waiters: &Slab<Waiter<T>>,
+    in_queue: fn(&Waiter<T>) -> bool,
+) {
+    let alive = |r: &WaiterRef| {
+        waiters
+            .get(r.idx)
+            .is_some_and(|w| w.id == r.id && in_queue(w))
+    };
+    while q.front().is_some_and(|r| !alive(r)) {
+        q.pop_front();
+    }
+    if q.len() > 2 * live_count + 16 {
+        q.retain(alive);
+    }
+}
+
+fn in_idle_queue<T>(w: &Waiter<T>) -> bool {
+    w.in_idle_queue
+}
+
+fn in_dial_queue<T>(w: &Waiter<T>) -> bool {
+    w.in_dial_queue
+}
+
+impl<T: Poolable> Shared<T> {
+    pub(super) fn new(config: Config, stats: Stats) -> Shared<T> {
+        Shared {
+            state: Mutex::new(State {
+                hosts: HashMap::new(),
+                waiters: Slab::new(),
+                idle_total: 0,
+                idle_order: VecDeque::new(),
+                next_seq: 0,
+                next_conn: 0,
+                next_waiter: 0,
+                reaper_running: false,
+                closed: false,
+            }),
+            config,
+            stats,
+            handles: AtomicUsize::new(1),
+        }
+    }
+
+    /// Takes the pool lock. A poisoned lock is used as is: no invariant is left half-updated
+    /// by a panic in foreign code, because none runs under the lock.
+    pub(super) fn lock(&self) -> Locked<'_, T> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Locked {
+            st,
+            cfg: &self.config,
+            stats: &self.stats,
+            fx: Effects {
+                record: !self.stats.is_empty(),
+                now: Instant::now(),
+                events: Vec::new(),
+                wakers: Vec::new(),
+                drops: Vec::new(),
+                spawn_reaper: false,
+            },
+        }
+    }
+
+    /// Returns a leased connection (see [`Locked::put`]).
+    pub(crate) fn put(
+        self: &Arc<Self>,
+        key: &ConnectKey,
+        lease: Lease<T>,
+        close: Option<CloseReason>,
+    ) -> Returned {
+        let mut locked = self.lock();
+        let out = locked.put(key, lease, close);
+        locked.finish(self);
+        out
+    }
+
+    pub(super) fn add_handle(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops a handle; returns true if it was the last one.
+    pub(super) fn drop_handle(&self) -> bool {
+        self.handles.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+impl<T> Effects<T> {
+    fn push(&mut self, ev: impl FnOnce() -> Event) {
+        if self.record {
+            self.events.push(ev());
+        }
+    }
+}
+
+impl<'a, T: Poolable> Locked<'a, T> {
+    /// Releases the lock, then closes dropped connections, calls hooks and wakes waiters.
+    pub(super) fn finish(self, shared: &Arc<Shared<T>>) {
+        let Locked { st, fx, stats, .. } = self;
+        drop(st); // release the lock before running any foreign code
+        drop(fx.drops);
+        for ev in &fx.events {
+            stats.dispatch(ev);
+        }
+        for w in fx.wakers {
+            w.wake();
+        }
+        if fx.spawn_reaper {
+            super::reaper::spawn(shared);
+        }
+    }
+
+    pub(super) fn now(&self) -> Instant {
+        self.fx.now
+    }
+
+    fn host(&mut self, key: &ConnectKey) -> &mut Host<T> {
+        self.st.hosts.entry(key.clone()).or_insert_with(Host::new)
+    }
+
+    fn remove_host_if_unused(&mut self, key: &ConnectKey) {
+        if self.st.hosts.get(key).is_some_and(Host::is_unused) {
+            self.st.hosts.remove(key);
+        }
+    }
+
+    // ----- checkout -------------------------------------------------------------------
+
+    /// Go's `queueForIdleConn` then `queueForDial`: a shared connection, else the most
+    /// recently used idle one, else the request waits, and dials if the per-host cap allows.
+    pub(super) fn checkout(
+        &mut self,
+        key: &ConnectKey,
+        wants_shared: bool,
+    ) -> Result<Start<T>, Error> {
+        if self.st.closed {
+            return Err(Error::new(Kind::PoolClosed));
+        }
+        if let Some(lease) = self.take_shared(key) {
+            return Ok(Start::Ready(lease));
+        }
+        if let Some(lease) = self.take_idle(key) {
+            return Ok(Start::Ready(lease));
+        }
+        let now = self.now();
+        let id = self.st.next_waiter;
+        self.st.next_waiter += 1;
+        let idx = self.st.waiters.insert(Waiter {
+            id,
+            key: key.clone(),
+            since: now,
+            wants_shared,
+            in_idle_queue: true,
+            in_dial_queue: false,
+            dialing: false,
+            grant: None,
+            result: None,
+            waker: None,
+        });
+        let wref = WaiterRef { idx, id };
+        let State { hosts, waiters, .. } = &mut *self.st;
+        let host = hosts.entry(key.clone()).or_insert_with(Host::new);
+        clean_queue(
+            &mut host.idle_waitq,
+            host.idle_waiting,
+            waiters,
+            in_idle_queue,
+        );
+        host.idle_waitq.push_back(wref);
+        host.idle_waiting += 1;
+        let waiting = host.idle_waiting;
+        let expect_shared_dial = wants_shared && host.shared_dialing > 0;
+        self.fx.push(|| {
+            Event::IdleConnWaitIn(WaitIn {
+                key: key.clone(),
+                at: now.into_std(),
+                waiters: waiting,
+            })
+        });
+        if !expect_shared_dial {
+            self.queue_for_dial(key, wref);
+        }
+        Ok(Start::Wait(wref))
+    }
+
+    /// Leases a shared connection of `key`, dropping closed ones that nobody uses.
+    fn take_shared(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
+        let now = self.now();
+        let host = self.st.hosts.get_mut(key)?;
+        let mut i = 0;
+        let mut closed = Vec::new();
+        let mut found = None;
+        while i < host.shared.len() {
+            let s = &mut host.shared[i];
+            if s.dead || !s.conn.is_open() || self.cfg.lifetime_over(s.meta.created, now) {
+                s.dead = true;
+                if s.leases == 0 {
+                    closed.push(host.shared.swap_remove(i));
+                    continue;
+                }
+            } else if let Some(conn) = s.conn.share() {
+                found = Some((i, conn));
+                break;
+            }
+            i += 1;
+        }
+        for s in closed {
+            let reason = if self.cfg.lifetime_over(s.meta.created, now) {
+                (IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime)
+            } else {
+                (IdleOutReason::Broken, CloseReason::Broken)
+            };
+            self.idle_out(key, s.meta.id, now - s.idle_since, reason.0);
+            self.close(key, s.conn, s.meta, reason.1);
+        }
+        let (i, conn) = found?;
+        let host = self.st.hosts.get_mut(key)?;
+        let s = &mut host.shared[i];
+        let was_idle = s.leases == 0;
+        let idle_time = if was_idle {
+            now - s.idle_since
+        } else {
+            Duration::ZERO
+        };
+        let reused = s.meta.requests > 0;
+        s.leases += 1;
+        s.meta.requests += 1;
+        let meta = s.meta;
+        if was_idle {
+            self.idle_out(key, meta.id, idle_time, IdleOutReason::Reused);
+        }
+        Some(Lease {
+            conn,
+            meta,
+            info: LeaseInfo {
+                conn_id: meta.id,
+                reused,
+                was_idle,
+                idle_time,
+                waited: Duration::ZERO,
+                shared: true,
+            },
+        })
+    }
+
+    /// Pops the most recently used idle connection of `key`, closing expired or broken ones.
+    fn take_idle(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
+        let now = self.now();
+        loop {
+            let host = self.st.hosts.get_mut(key)?;
+            let idle = host.idle.pop_back()?;
+            self.st.idle_total -= 1;
+            let idle_time = now - idle.since;
+            let unusable = if self.cfg.idle_expired(idle.since, now) {
+                Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
+            } else if self.cfg.lifetime_over(idle.meta.created, now) {
+                Some((IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime))
+            } else if !idle.conn.is_open() {
+                Some((IdleOutReason::Broken, CloseReason::Broken))
+            } else {
+                None
+            };
+            if let Some((out, close)) = unusable {
+                self.idle_out(key, idle.meta.id, idle_time, out);
+                self.close(key, idle.conn, idle.meta, close);
+                continue;
+            }
+            self.idle_out(key, idle.meta.id, idle_time, IdleOutReason::Reused);
+            let mut meta = idle.meta;
+            let reused = meta.requests > 0;
+            meta.requests += 1;
+            return Some(Lease {
+                conn: idle.conn,
+                meta,
+                info: LeaseInfo {
+                    conn_id: meta.id,
+                    reused,
+                    was_idle: true,
+                    idle_time,
+                    waited: Duration::ZERO,
+                    shared: false,
+                },
+            });
+        }
+    }
+
+    /// Grants `w` permission to dial if the per-host cap allows, else queues it for a slot.
+    fn queue_for_dial(&mut self, key: &ConnectKey, wref: WaiterRef) {
+        let cap = self.cfg.max_conns_per_host;
+        let now = self.now();
+        let State { hosts, waiters, .. } = &mut *self.st;
+        let host = hosts.entry(key.clone()).or_insert_with(Host::new);
+        if cap.is_none_or(|cap| host.total < cap) {
+            host.total += 1;
+            self.grant(key, wref);
+            return;
+        }
+        clean_queue(
+            &mut host.dial_waitq,
+            host.dial_waiting,
+            waiters,
+            in_dial_queue,
+        );
+        host.dial_waitq.push_back(wref);
+        host.dial_waiting += 1;
+        let waiting = host.dial_waiting;
+        if let Some(w) = waiters.get_mut(wref.idx) {
+            w.in_dial_queue = true;
+        }
+        self.fx.push(|| {
+            Event::ConnsPerHostWaitIn(WaitIn {
+                key: key.clone(),
+                at: now.into_std(),
+                waiters: waiting,
+            })
+        });
+        self.limit_hit(Limit::MaxConnsPerHost);
+    }
+
+    /// Gives a waiter a dial slot already counted in `total`.
+    fn grant(&mut self, key: &ConnectKey, wref: WaiterRef) {
+        let conn_id = ConnId(self.st.next_conn + 1);
+        self.st.next_conn += 1;
+        let Some(w) = self.st.waiters.get_mut(wref.idx) else {
+            return;
+        };
+        w.grant = Some(conn_id);
+        w.dialing = true;
+        let wants_shared = w.wants_shared;
+        if let Some(waker) = w.waker.take() {
+            self.fx.wakers.push(waker);
+        }
+        let host = self.host(key);
+        host.connecting += 1;
+        if wants_shared {
+            host.shared_dialing += 1;
+        }
+    }
+
+    /// What a waiting checkout finds: a result, a grant to pick up, or nothing yet (then its
+    /// waker is stored).
+    pub(super) fn poll_waiter(&mut self, wref: WaiterRef, waker: &Waker) -> Poll<T> {
+        let Some(w) = self
+            .st
+            .waiters
+            .get_mut(wref.idx)
+            .filter(|w| w.id == wref.id)
+        else {
+            return Poll::Done(Err(Error::new(Kind::PolledAfterCompletion)));
+        };
+        if let Some(result) = w.result.take() {
+            self.st.waiters.remove(wref.idx);
+            return Poll::Done(result);
+        }
+        if let Some(id) = w.grant.take() {
+            return Poll::Dial(id, w.wants_shared);
+        }
+        match &mut w.waker {
+            Some(old) if old.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Removes a waiter whose checkout is dropped or timed out. Anything already delivered to
+    /// it goes back to the pool; a grant it never used frees its slot.
+    pub(super) fn cancel_waiter(&mut self, wref: WaiterRef, outcome: WaitOutcome) {
+        if !live(&self.st.waiters, wref) {
+            return;
+        }
+        let mut w = self.st.waiters.remove(wref.idx);
+        let key = w.key.clone();
+        let leaving = w.leave();
+        self.leave_queues(&leaving, outcome);
+        if w.grant.is_some() {
+            self.drop_grant(&key, w.wants_shared);
+        }
+        if let Some(Ok(mut lease)) = w.result {
+            // Delivered but never used: not a request served.
+            lease.meta.requests -= 1;
+            self.put(&key, lease, None);
+        }
+        self.remove_host_if_unused(&key);
+    }
+
+    /// Emits one `*_wait_out` for each queue a waiter left and updates the live counts.
+    fn leave_queues(&mut self, l: &Leaving, outcome: WaitOutcome) {
+        let now = self.now();
+        let waited = now - l.since;
+        let Some(host) = self.st.hosts.get_mut(&l.key) else {
+            return;
+        };
+        let key = &l.key;
+        if l.in_idle {
+            host.idle_waiting -= 1;
+            let waiters = host.idle_waiting;
+            self.fx.push(|| {
+                Event::IdleConnWaitOut(WaitOut {
+                    key: key.clone(),
+                    at: now.into_std(),
+                    waiters,
+                    waited,
+                    outcome,
+                })
+            });
+        }
+        if l.in_dial {
+            let Some(host) = self.st.hosts.get_mut(&l.key) else {
+                return;
+            };
+            host.dial_waiting -= 1;
+            let waiters = host.dial_waiting;
+            self.fx.push(|| {
+                Event::ConnsPerHostWaitOut(WaitOut {
+                    key: key.clone(),
+                    at: now.into_std(),
+                    waiters,
+                    waited,
+                    outcome,
+                })
+            });
+        }
+    }
+
+    /// A grant that will never be used: the dial slot is released.
+    fn drop_grant(&mut self, key: &ConnectKey, wants_shared: bool) {
+        let host = self.host(key);
+        host.connecting -= 1;
+        if wants_shared {
+            host.shared_dialing -= 1;
+        }
+        self.release_slot(key);
+        self.kick_stranded(key, false);
+    }
+
+    /// Stores `result` in a live waiter, takes it out of its queues and wakes it. A grant it
+    /// had not picked up yet is released: a connection now beats a dial later.
+    fn deliver(&mut self, wref: WaiterRef, result: Result<Lease<T>, Error>) {
+        let outcome = if result.is_ok() {
+            WaitOutcome::Delivered
+        } else {
+            WaitOutcome::DialFailed
+        };
+        let now = self.now();
+        let Some(w) = self.st.waiters.get_mut(wref.idx) else {
+            return;
+        };
+        let mut result = result;
+        if let Ok(lease) = &mut result {
+            lease.info.waited = now - w.since;
+        }
+        let leaving = w.leave();
+        let grant = w.grant.take();
+        let wants_shared = w.wants_shared;
+        w.result = Some(result);
+        if let Some(waker) = w.waker.take() {
+            self.fx.wakers.push(waker);
+        }
+        self.leave_queues(&leaving, outcome);
+        if grant.is_some() {
+            self.drop_grant(&leaving.key, wants_shared);
+        }
+    }
+
+    /// The oldest live request waiting for a connection of `key`.
+    fn pop_idle_waiter(&mut self, key: &ConnectKey) -> Option<WaiterRef> {
+        let State { hosts, waiters, .. } = &mut *self.st;
+        let host = hosts.get_mut(key)?;
+        while let Some(r) = host.idle_waitq.pop_front() {
+            if waiters
+                .get(r.idx)
+                .is_some_and(|w| w.id == r.id && w.in_idle_queue)
+            {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    // ----- slots ----------------------------------------------------------------------
+
+    /// A connection of `key` is gone (or a dial failed): its slot goes to the oldest live
+    /// request waiting for permission to dial, else `total` comes down. Called exactly once
+    /// per connection or failed dial.
+    fn release_slot(&mut self, key: &ConnectKey) {
+        if !self.st.closed {
+            if let Some(r) = self.pop_dial_waiter(key) {
+                if let Some(w) = self.st.waiters.get_mut(r.idx) {
+                    let leaving = w.leave();
+                    // It stays in the idle-wait queue while it dials.
+                    w.in_idle_queue = leaving.in_idle;
+                    let leaving = Leaving {
+                        in_idle: false,
+                        ..leaving
+                    };
+                    self.leave_queues(&leaving, WaitOutcome::DialPermitted);
+                    self.grant(key, r);
+                    return;
+                }
+            }
+        }
+        let Some(host) = self.st.hosts.get_mut(key) else {
+            debug_assert!(false, "release_slot for a key with no connections");
+            return;
+        };
+        host.total -= 1;
+        self.remove_host_if_unused(key);
+    }
+
+    /// The oldest live request waiting for permission to dial for `key`.
+    fn pop_dial_waiter(&mut self, key: &ConnectKey) -> Option<WaiterRef> {
+        let State { hosts, waiters, .. } = &mut *self.st;
+        let host = hosts.get_mut(key)?;
+        while let Some(r) = host.dial_waitq.pop_front() {
+            if waiters
+                .get(r.idx)
+                .is_some_and(|w| w.id == r.id && w.in_dial_queue)
+            {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// After a shared dial ended without serving everyone, requests that were waiting for it
+    /// without dialing themselves get to dial: one if another shared dial may follow, all if
+    /// the connection turned out not to be shareable.
+    fn kick_stranded(&mut self, key: &ConnectKey, all: bool) {
+        let Some(host) = self.st.hosts.get(key) else {
+            return;
+        };
+        if host.shared_dialing > 0 || self.st.closed {
+            return;
+        }
+        let stranded: Vec<WaiterRef> = host
+            .idle_waitq
+            .iter()
+            .copied()
+            .filter(|r| {
+                self.st.waiters.get(r.idx).is_some_and(|w| {
+                    w.id == r.id && w.in_idle_queue && !w.dialing && !w.in_dial_queue
+                })
+            })
+            .take(if all { usize::MAX } else { 1 })
+            .collect();
+        for r in stranded {
+            self.queue_for_dial(key, r);
+        }
+    }
+
+    // ----- dials ----------------------------------------------------------------------
+
+    /// A dial granted to `owner` ended. A connection goes to its owner if it still waits, else
+    /// to the oldest waiter, else idle; a failure goes to the owner and frees the slot.
+    pub(super) fn finish_dial(
+        &mut self,
+        key: &ConnectKey,
+        id: ConnId,
+        owner: WaiterRef,
+        shared_hint: bool,
+        started: Instant,
+        result: Result<T, Error>,
+    ) {
+        let now = self.now();
+        let host = self.host(key);
+        host.connecting -= 1;
+        if shared_hint {
+            host.shared_dialing -= 1;
+        }
+        let owner_live = match self.st.waiters.get_mut(owner.idx) {
+            Some(w) if w.id == owner.id => {
+                w.dialing = false;
+                w.result.is_none()
+            }
+            _ => false,
+        };
+        let conn = match result {
+            Ok(conn) => conn,
+            Err(err) => {
+                self.release_slot(key);
+                if owner_live {
+                    self.deliver(owner, Err(err));
+                }
+                self.kick_stranded(key, false);
+                return;
+            }
+        };
+        let meta = ConnMeta {
+            id,
+            created: now,
+            requests: 0,
+        };
+        let first_share = conn.share();
+        let shared = first_share.is_some();
+        self.fx.push(|| {
+            Event::ConnOpened(ConnOpened {
+                key: key.clone(),
+                conn_id: id,
+                at: now.into_std(),
+                dial_time: now - started,
+                shared,
+            })
+        });
+        if self.st.closed {
+            drop(first_share);
+            self.close(key, conn, meta, CloseReason::PoolClosed);
+            return;
+        }
+        match first_share {
+            Some(first) => self.add_shared(key, conn, meta, owner, owner_live, first),
+            None => {
+                let lease = Lease {
+                    conn,
+                    meta: ConnMeta {
+                        requests: 1,
+                        ..meta
+                    },
+                    info: LeaseInfo {
+                        conn_id: id,
+                        reused: false,
+                        was_idle: false,
+                        idle_time: Duration::ZERO,
+                        waited: Duration::ZERO,
+                        shared: false,
+                    },
+                };
+                if owner_live {
+                    self.deliver(owner, Ok(lease));
+                } else {
+                    let mut lease = lease;
+                    lease.meta.requests = 0;
+                    self.put(key, lease, None);
+                }
+                self.kick_stranded(key, true);
+            }
+        }
+    }
+
+    /// A new shared connection serves its owner and every request waiting for `key`.
+    fn add_shared(
+        &mut self,
+        key: &ConnectKey,
+        conn: T,
+        meta: ConnMeta,
+        owner: WaiterRef,
+        owner_live: bool,
+        first: T,
+    ) {
+        let now = self.now();
+        let mut targets = Vec::new();
+        if owner_live {
+            targets.push(owner);
+        }
+        while let Some(r) = self.pop_idle_waiter(key) {
+            if r != owner {
+                targets.push(r);
+            }
+        }
+        let mut meta = meta;
+        let mut first = Some(first);
+        let mut leases = 0;
+        for r in targets {
+            let Some(handle) = first.take().or_else(|| conn.share()) else {
+                break;
+            };
+            leases += 1;
+            let lease_meta = ConnMeta {
+                requests: meta.requests + 1,
+                ..meta
+            };
+            meta.requests += 1;
+            self.deliver(
+                r,
+                Ok(Lease {
+                    conn: handle,
+                    meta: lease_meta,
+                    info: LeaseInfo {
+                        conn_id: meta.id,
+                        reused: lease_meta.requests > 1,
+                        was_idle: false,
+                        idle_time: Duration::ZERO,
+                        waited: Duration::ZERO,
+                        shared: true,
+                    },
+                }),
+            );
+        }
+        drop(first);
+        let host = self.host(key);
+        host.shared.push(SharedConn {
+            conn,
+            meta,
+            leases,
+            idle_since: now,
+            dead: false,
+        });
+        if leases == 0 {
+            let idle = host.idle.len() + host.shared_idle();
+            self.fx.push(|| {
+                Event::IdleConnIn(IdleConnIn {
+                    key: key.clone(),
+                    conn_id: meta.id,
+                    at: now.into_std(),
+                    idle,
+                })
+            });
+            self.want_reaper();
+        }
+        self.kick_stranded(key, false);
+    }
+
+    // ----- returns --------------------------------------------------------------------
+
+    /// Go's `tryPutIdleConn`: a returned connection goes to the oldest waiter, else into the
+    /// idle list (within `max_idle_per_host` and `max_idle`), else it is closed.
+    pub(super) fn put(
+        &mut self,
+        key: &ConnectKey,
+        lease: Lease<T>,
+        close: Option<CloseReason>,
+    ) -> Returned {
+        if lease.info.shared {
+            return self.put_shared(key, lease, close);
+        }
+        let now = self.now();
+        let Lease { conn, meta, .. } = lease;
+        let reason = if self.st.closed {
+            Some(CloseReason::PoolClosed)
+        } else if close.is_some() {
+            close
+        } else if !conn.is_open() {
+            Some(CloseReason::Broken)
+        } else if self.cfg.lifetime_over(meta.created, now) {
+            Some(CloseReason::MaxLifetime)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.close(key, conn, meta, reason);
+            return Returned::Closed(reason);
+        }
+        if let Some(w) = self.pop_idle_waiter(key) {
+            if meta.requests > 0 {
+                self.fx.push(|| {
+                    Event::ConnReused(ConnReused {
+                        key: key.clone(),
+                        conn_id: meta.id,
+                        at: now.into_std(),
+                    })
+                });
+            }
+            let reused = meta.requests > 0;
+            let meta = ConnMeta {
+                requests: meta.requests + 1,
+                ..meta
+            };
+            let info = LeaseInfo {
+                conn_id: meta.id,
+                reused,
+                was_idle: false,
+                idle_time: Duration::ZERO,
+                waited: Duration::ZERO,
+                shared: false,
+            };
+            self.deliver(w, Ok(Lease { conn, meta, info }));
+            return Returned::HandedOver;
+        }
+        let host_idle = self.st.hosts.get(key).map_or(0, |h| h.idle.len());
+        if self
+            .cfg
+            .max_idle_per_host
+            .is_some_and(|cap| host_idle >= cap)
+        {
+            self.limit_hit(Limit::MaxIdleConnsPerHost);
+            self.close(key, conn, meta, CloseReason::MaxIdlePerHost);
+            return Returned::Closed(CloseReason::MaxIdlePerHost);
+        }
+        let seq = self.st.next_seq;
+        self.st.next_seq += 1;
+        let host = self.host(key);
+        host.idle.push_back(Idle {
+            conn,
+            meta,
+            seq,
+            since: now,
+        });
+        let idle = host.idle.len() + host.shared_idle();
+        self.st.idle_total += 1;
+        self.fx.push(|| {
+            Event::IdleConnIn(IdleConnIn {
+                key: key.clone(),
+                conn_id: meta.id,
+                at: now.into_std(),
+                idle,
+            })
+        });
+        if let Some(max) = self.cfg.max_idle {
+            self.st.idle_order.push_back((seq, key.clone()));
+            if self.st.idle_total > max {
+                self.limit_hit(Limit::MaxIdleConns);
+                self.evict_oldest_idle();
+            }
+            self.compact_idle_order();
+        }
+        self.want_reaper();
+        Returned::Idle
+    }
+
+    /// A lease of a shared connection ends; the connection goes idle with its last lease.
+    fn put_shared(
+        &mut self,
+        key: &ConnectKey,
+        lease: Lease<T>,
+        close: Option<CloseReason>,
+    ) -> Returned {
+        let now = self.now();
+        self.fx.drops.push(lease.conn);
+        let closed = self.st.closed;
+        let Some(host) = self.st.hosts.get_mut(key) else {
+            return Returned::Closed(CloseReason::PoolClosed);
+        };
+        let Some(i) = host.shared.iter().position(|s| s.meta.id == lease.meta.id) else {
+            return Returned::Closed(CloseReason::PoolClosed);
+        };
+        let s = &mut host.shared[i];
+        s.leases -= 1;
+        if close.is_some() || !s.conn.is_open() {
+            s.dead = true;
+        }
+        if s.leases > 0 {
+            return Returned::Shared;
+        }
+        let reason = if closed {
+            Some(CloseReason::PoolClosed)
+        } else if let Some(reason) = close {
+            Some(reason)
+        } else if s.dead {
+            Some(CloseReason::Broken)
+        } else if self.cfg.lifetime_over(s.meta.created, now) {
+            Some(CloseReason::MaxLifetime)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let s = host.shared.swap_remove(i);
+            self.close(key, s.conn, s.meta, reason);
+            return Returned::Closed(reason);
+        }
+        s.idle_since = now;
+        let conn_id = s.meta.id;
+        let idle = host.idle.len() + host.shared_idle();
+        self.fx.push(|| {
+            Event::IdleConnIn(IdleConnIn {
+                key: key.clone(),
+                conn_id,
+                at: now.into_std(),
+                idle,
+            })
+        });
+        self.want_reaper();
+        Returned::Shared
+    }
+
+    /// Closes the least recently used idle connection of any key (`max_idle`).
+    fn evict_oldest_idle(&mut self) {
+        let now = self.now();
+        while let Some((seq, key)) = self.st.idle_order.pop_front() {
+            let Some(host) = self.st.hosts.get_mut(&key) else {
+                continue;
+            };
+            // The oldest idle connection still present is at the front of its key's list.
+            if host.idle.front().is_none_or(|i| i.seq != seq) {
+                continue;
+            }
+            let Some(idle) = host.idle.pop_front() else {
+                continue;
+            };
+            self.st.idle_total -= 1;
+            self.idle_out(
+                &key,
+                idle.meta.id,
+                now - idle.since,
+                IdleOutReason::EvictedMaxIdle,
+            );
+            self.close(&key, idle.conn, idle.meta, CloseReason::MaxIdleConns);
+            return;
+        }
+    }
+
+    /// Keeps `idle_order` within a constant factor of the idle connections it describes.
+    fn compact_idle_order(&mut self) {
+        let State {
+            idle_order,
+            hosts,
+            idle_total,
+            ..
+        } = &mut *self.st;
+        if idle_order.len() <= 2 * *idle_total + 16 {
+            return;
+        }
+        idle_order.retain(|(seq, key)| {
+            hosts
+                .get(key)
+                .is_some_and(|h| h.idle.binary_search_by_key(seq, |i| i.seq).is_ok())
+        });
+    }
+
+    // ----- closing --------------------------------------------------------------------
+
+    /// A connection leaves the pool for good: `ConnClosed`, its slot released, and the
+    /// connection dropped after the lock.
+    fn close(&mut self, key: &ConnectKey, conn: T, meta: ConnMeta, reason: CloseReason) {
+        let now = self.now();
+        self.fx.drops.push(conn);
+        self.fx.push(|| {
+            Event::ConnClosed(ConnClosed {
+                key: key.clone(),
+                conn_id: meta.id,
+                at: now.into_std(),
+                reason,
+                lifetime: now - meta.created,
+                requests: meta.requests,
+            })
+        });
+        self.release_slot(key);
+    }
+
+    fn idle_out(
+        &mut self,
+        key: &ConnectKey,
+        conn_id: ConnId,
+        idle_time: Duration,
+        reason: IdleOutReason,
+    ) {
+        let now = self.now();
+        let idle = self
+            .st
+            .hosts
+            .get(key)
+            .map_or(0, |h| h.idle.len() + h.shared_idle());
+        self.fx.push(|| {
+            Event::IdleConnOut(IdleConnOut {
+                key: key.clone(),
+                conn_id,
+                at: now.into_std(),
+                idle,
+                idle_time,
+                reason,
+            })
+        });
+    }
+
+    /// Closes every idle connection (HTTP/1 idle list, and shared connections nobody uses).
+    pub(super) fn close_idle(&mut self, out: IdleOutReason, reason: CloseReason) {
+        self.sweep(|_, _, _| Some((out, reason)));
+    }
+
+    /// Closes the idle connections that `verdict(meta, idle_since, now)` condemns.
+    fn sweep(
+        &mut self,
+        verdict: impl Fn(&ConnMeta, Instant, Instant) -> Option<(IdleOutReason, CloseReason)>,
+    ) {
+        let now = self.now();
+        let keys: Vec<ConnectKey> = self.st.hosts.keys().cloned().collect();
+        for key in keys {
+            let State {
+                hosts, idle_total, ..
+            } = &mut *self.st;
+            let Some(host) = hosts.get_mut(&key) else {
+                continue;
+            };
+            let mut doomed = Vec::new();
+            let mut kept = VecDeque::with_capacity(host.idle.len());
+            for idle in host.idle.drain(..) {
+                match verdict(&idle.meta, idle.since, now) {
+                    Some(r) => doomed.push((idle.conn, idle.meta, now - idle.since, r)),
+                    None => kept.push_back(idle),
+                }
+            }
+            host.idle = kept;
+            *idle_total -= doomed.len();
+            let mut i = 0;
+            while i < host.shared.len() {
+                let s = &host.shared[i];
+                let v = (s.leases == 0)
+                    .then(|| verdict(&s.meta, s.idle_since, now))
+                    .flatten();
+                match v {
+                    Some(r) => {
+                        let s = host.shared.swap_remove(i);
+                        doomed.push((s.conn, s.meta, now - s.idle_since, r));
+                    }
+                    None => i += 1,
+                }
+            }
+            for (conn, meta, idle_time, (out, reason)) in doomed {
+                self.idle_out(&key, meta.id, idle_time, out);
+                self.close(&key, conn, meta, reason);
+            }
+        }
+    }
+
+    /// The reaper's pass: closes expired idle connections and says when the next one expires
+    /// (`None`: nothing idle, the reaper stops).
+    pub(super) fn reap(&mut self) -> Option<Instant> {
+        let cfg = self.cfg.clone();
+        self.sweep(|meta, since, now| {
+            if cfg.idle_expired(since, now) {
+                Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
+            } else if cfg.lifetime_over(meta.created, now) {
+                Some((IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime))
+            } else {
+                None
+            }
+        });
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for host in self.st.hosts.values() {
+            let idles = host.idle.iter().map(|i| (i.meta.created, i.since));
+            let shared = host
+                .shared
+                .iter()
+                .filter(|s| s.leases == 0)
+                .map(|s| (s.meta.created, s.idle_since));
+            for (created, since) in idles.chain(shared) {
+                if let Some(t) = cfg.idle_timeout {
+                    consider(since + t);
+                }
+                if let Some(t) = cfg.max_lifetime {
+                    consider(created + t);
+                }
+            }
+        }
+        if next.is_none() {
+            self.st.reaper_running = false;
+        }
+        next
+    }
+
+    pub(super) fn reaper_stopped(&mut self) {
+        self.st.reaper_running = false;
+    }
+
+    fn want_reaper(&mut self) {
+        let timed = self.cfg.idle_timeout.is_some() || self.cfg.max_lifetime.is_some();
+        if timed && !self.st.reaper_running && !self.st.closed {
+            self.st.reaper_running = true;
+            self.fx.spawn_reaper = true;
+        }
+    }
+
+    /// The last handle is gone: idle connections close and every waiter fails.
+    pub(super) fn close_pool(&mut self) {
+        self.close_idle(IdleOutReason::PoolClosed, CloseReason::PoolClosed);
+        self.st.closed = true;
+        let refs: Vec<WaiterRef> = self
+            .st
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.result.is_none())
+            .map(|(idx, w)| WaiterRef { idx, id: w.id })
+            .collect();
+        for r in refs {
+            self.deliver_closed(r);
+        }
+    }
+
+    fn deliver_closed(&mut self, r: WaiterRef) {
+        let Some(w) = self.st.waiters.get_mut(r.idx) else {
+            return;
+        };
+        let leaving = w.leave();
+        let grant = w.grant.take();
+        let wants_shared = w.wants_shared;
+        w.result = Some(Err(Error::new(Kind::PoolClosed)));
+        if let Some(waker) = w.waker.take() {
+            self.fx.wakers.push(waker);
+        }
+        self.leave_queues(&leaving, WaitOutcome::PoolClosed);
+        if grant.is_some() {
+            self.drop_grant(&leaving.key, wants_shared);
+        }
+    }
+
+    // ----- snapshots ------------------------------------------------------------------
+
+    fn limit_hit(&mut self, limit: Limit) {
+        if self.stats.wants_snapshot(limit) {
+            let snap = self.snapshot();
+            self.fx.events.push(Event::LimitHit(limit, Box::new(snap)));
+        }
+    }
+
+    /// The pool as it is now, one line per key, sorted.
+    pub(super) fn snapshot(&self) -> PoolSnapshot {
+        let now = self.now();
+        let mut hosts: Vec<HostSnapshot> = self
+            .st
+            .hosts
+            .iter()
+            .filter(|(_, h)| !h.is_unused())
+            .map(|(key, h)| {
+                let idle = h.idle.len() + h.shared_idle();
+                let oldest_wait = h
+                    .idle_waitq
+                    .iter()
+                    .filter_map(|r| {
+                        self.st
+                            .waiters
+                            .get(r.idx)
+                            .filter(|w| w.id == r.id && w.in_idle_queue)
+                    })
+                    .map(|w| now - w.since)
+                    .next();
+                HostSnapshot {
+                    key: key.clone(),
+                    idle,
+                    active: h.total - h.connecting - idle,
+                    connecting: h.connecting,
+                    total: h.total,
+                    idle_conn_waiters: h.idle_waiting,
+                    conns_per_host_waiters: h.dial_waiting,
+                    oldest_wait,
+                }
+            })
+            .collect();
+        hosts.sort_by(|a, b| a.key.cmp(&b.key));
+        PoolSnapshot {
+            taken_at: now.into_std(),
+            limits: PoolLimits {
+                max_idle: self.cfg.max_idle,
+                max_idle_per_host: self.cfg.max_idle_per_host,
+                max_conns_per_host: self.cfg.max_conns_per_host,
+                idle_timeout: self.cfg.idle_timeout,
+                max_lifetime: self.cfg.max_lifetime,
+            },
+            hosts,
+        }
+    }
+}
+
+/// A failed dial's error for its owner.
+pub(super) fn dial_error(err: BoxError) -> Error {
+    Error::new(Kind::Dial).with(err)
+}

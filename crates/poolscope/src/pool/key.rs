@@ -1,0 +1,174 @@
+//! `ConnectKey`: which connections may serve which requests.
+//!
+//! Two requests can share a connection exactly when their keys are equal. A key is the
+//! scheme, the host (lower-cased) and the port (the scheme's default filled in), as Go's
+//! `connectMethodKey` is without a proxy. This module does not resolve names: `example.com`
+//! and its address are different keys.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Uri;
+
+/// The identity of a connection pool queue: scheme, lower-cased host and port.
+///
+/// Cloning is cheap (a reference count). `Display` renders `scheme://host:port`, which is
+/// also what events and metric labels show; a key never holds userinfo, a path or a query.
+///
+/// # Examples
+///
+/// ```
+/// use poolscope::pool::ConnectKey;
+///
+/// let uri: http::Uri = "https://user:secret@Example.COM/a/b?c".parse().unwrap();
+/// let key = ConnectKey::from_uri(&uri).unwrap();
+/// assert_eq!(key.to_string(), "https://example.com:443");
+/// assert_eq!(key, ConnectKey::new("https", "example.com", 443));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectKey(Arc<KeyParts>);
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct KeyParts {
+    scheme: Box<str>,
+    host: Box<str>,
+    port: u16,
+}
+
+/// Why a URI could not be turned into a [`ConnectKey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidKey {
+    reason: &'static str,
+}
+
+impl fmt::Display for InvalidKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "URI cannot be pooled: {}", self.reason)
+    }
+}
+
+impl std::error::Error for InvalidKey {}
+
+impl ConnectKey {
+    /// Builds a key from its parts; scheme and host are lower-cased.
+    pub fn new(scheme: &str, host: &str, port: u16) -> ConnectKey {
+        ConnectKey(Arc::new(KeyParts {
+            scheme: scheme.to_ascii_lowercase().into_boxed_str(),
+            host: host.to_ascii_lowercase().into_boxed_str(),
+            port,
+        }))
+    }
+
+    /// Builds the key a request to `uri` is pooled under.
+    ///
+    /// # Errors
+    ///
+    /// The URI must be absolute (have a scheme and a host); a scheme other than `http` or
+    /// `https` must carry an explicit port.
+    pub fn from_uri(uri: &Uri) -> Result<ConnectKey, InvalidKey> {
+        let scheme = uri.scheme_str().ok_or(InvalidKey {
+            reason: "no scheme (the URI must be absolute)",
+        })?;
+        let host = uri.host().ok_or(InvalidKey {
+            reason: "no host (the URI must be absolute)",
+        })?;
+        if host.is_empty() {
+            return Err(InvalidKey {
+                reason: "empty host",
+            });
+        }
+        let port = match uri.port_u16() {
+            Some(port) => port,
+            None => default_port(scheme).ok_or(InvalidKey {
+                reason: "unknown scheme without an explicit port",
+            })?,
+        };
+        Ok(ConnectKey::new(scheme, host, port))
+    }
+
+    /// The scheme, lower-cased (`http`, `https`).
+    pub fn scheme(&self) -> &str {
+        &self.0.scheme
+    }
+
+    /// The host, lower-cased; an IPv6 literal keeps its brackets (`[::1]`).
+    pub fn host(&self) -> &str {
+        &self.0.host
+    }
+
+    /// The port, with the scheme's default filled in.
+    pub fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    /// Whether the scheme is `https`.
+    pub fn is_https(&self) -> bool {
+        self.scheme() == "https"
+    }
+}
+
+/// The default port of `http` (80) and `https` (443); `None` for any other scheme.
+pub(crate) fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else if scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else {
+        None
+    }
+}
+
+impl fmt::Display for ConnectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme(), self.host(), self.port())
+    }
+}
+
+impl fmt::Debug for ConnectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectKey({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports_are_filled_in_and_host_lowercased() {
+        let k = ConnectKey::from_uri(&"http://HOST.example/x".parse().unwrap()).unwrap();
+        assert_eq!(
+            (k.scheme(), k.host(), k.port()),
+            ("http", "host.example", 80)
+        );
+        let k = ConnectKey::from_uri(&"HTTPS://h:8443".parse().unwrap()).unwrap();
+        assert_eq!((k.scheme(), k.port()), ("https", 8443));
+    }
+
+    #[test]
+    fn explicit_default_port_equals_implicit() {
+        let a = ConnectKey::from_uri(&"http://h:80/".parse().unwrap()).unwrap();
+        let b = ConnectKey::from_uri(&"http://h/".parse().unwrap()).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn relative_uri_and_unknown_scheme_are_rejected() {
+        assert!(ConnectKey::from_uri(&"/path".parse().unwrap()).is_err());
+        let err = ConnectKey::from_uri(&"ftp://h/".parse().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("unknown scheme"));
+        assert!(ConnectKey::from_uri(&"ftp://h:21/".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn userinfo_never_reaches_the_key() {
+        let k = ConnectKey::from_uri(&"http://u:pw@h:81/p?q=1".parse().unwrap()).unwrap();
+        assert_eq!(k.to_string(), "http://h:81");
+    }
+
+    #[test]
+    fn ipv6_literal_keeps_brackets() {
+        let k = ConnectKey::from_uri(&"http://[::1]:8080/".parse().unwrap()).unwrap();
+        assert_eq!(k.to_string(), "http://[::1]:8080");
+    }
+}

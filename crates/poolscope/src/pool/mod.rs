@@ -1,0 +1,243 @@
+//! The pool engine: Go `net/http` Transport semantics, generic over the connection, with no
+//! sockets.
+//!
+//! [`Pool`] holds connections of any [`Poolable`] type under [`ConnectKey`]s. It does not
+//! dial, read or write: a [`Checkout`] tells its caller when to dial ([`Step::Dial`]) and the
+//! caller hands the result back through [`Connecting::finish`]. That keeps every rule below
+//! testable deterministically, with paused time and no network.
+//!
+//! # The rules
+//!
+//! 1. **Keys.** Connections are pooled per [`ConnectKey`] (scheme, lower-cased host, port).
+//! 2. **Idle list, LIFO.** A checkout takes the most recently returned idle connection of its
+//!    key. Connections found expired (idle timeout, max lifetime) or closed are dropped on the
+//!    way (`IdleConnOut` with the reason, then `ConnClosed`).
+//! 3. **Two FIFO wait queues per key.** A request that finds nothing idle waits in the
+//!    idle-wait queue. If the key has fewer than `max_conns_per_host` connections (dialing +
+//!    active + idle) it may dial at once; otherwise it also waits in the conns-per-host queue
+//!    for permission to dial. Whichever delivers first wins: a returned connection, or its own
+//!    dial.
+//! 4. **Returns.** A returned connection goes to the oldest live waiter of its key
+//!    (`ConnReused`), else into the idle list — unless the key already has
+//!    `max_idle_per_host` idle connections (the incoming one is closed,
+//!    `MaxIdleConnsPerHostHit`). If the pool then holds more than `max_idle` idle connections,
+//!    the least recently used one anywhere is closed (`MaxIdleConnsHit`).
+//! 5. **Slots.** When a connection closes or a dial fails, its slot passes straight to the
+//!    oldest live request waiting for permission to dial; only if there is none does the key's
+//!    count come down. Exactly one release per connection.
+//! 6. **One-shot waiters.** A waiter whose checkout is dropped (or times out) while a
+//!    connection is delivered to it gives the connection back to the pool; a dial permission
+//!    it never used is passed on. Nothing is lost in the race.
+//! 7. **Late dials.** A dial that finishes after its requester left serves the oldest waiter,
+//!    or goes idle.
+//! 8. **HTTP/2.** A connection whose [`Poolable::share`] returns handles is shared: it stays
+//!    in the pool while in use and serves every waiter of its key at once. Requests that
+//!    expect HTTP/2 ([`Pool::checkout_shared`]) and arrive while such a dial is in progress
+//!    wait for it instead of dialing. Shared connections are not subject to the idle caps.
+//! 9. **Timeouts.** Idle timeout (default 90 s), optional max lifetime, and an optional
+//!    pool-wait timeout whose error carries a [`PoolSnapshot`](crate::stats::PoolSnapshot).
+//!    A background reaper runs only while something is idle and stops when the pool is dropped.
+//! 10. **Closing.** Dropping the last [`Pool`] handle closes idle connections and fails every
+//!     waiter; connections in use close when they come back.
+//!
+//! Every rule's event is a [`Stats`] hook, called after the pool lock is released.
+//!
+//! # Defaults
+//!
+//! [`Config::default`] equals hyper-util's legacy client: no connection cap, no idle caps,
+//! 90 s idle timeout. Go's `http.DefaultTransport` is a recipe:
+//!
+//! ```
+//! use std::time::Duration;
+//! use poolscope::pool::Config;
+//!
+//! let go_like = Config {
+//!     max_idle: Some(100),
+//!     max_idle_per_host: Some(2),
+//!     max_conns_per_host: None,
+//!     idle_timeout: Some(Duration::from_secs(90)),
+//!     ..Config::default()
+//! };
+//! # let _ = go_like;
+//! ```
+//!
+//! # Examples
+//!
+//! ```
+//! use poolscope::pool::{Config, ConnectKey, Pool, Poolable, Step};
+//!
+//! struct Conn;
+//! impl Poolable for Conn {
+//!     fn is_open(&self) -> bool { true }
+//!     fn share(&self) -> Option<Self> { None }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let pool = Pool::<Conn>::new(Config::default());
+//! let key = ConnectKey::new("http", "example.com", 80);
+//!
+//! let mut checkout = pool.checkout(key.clone());
+//! let conn = loop {
+//!     match checkout.step().await? {
+//!         Step::Dial(permit) => permit.finish(Ok(Conn)), // dial here, then finish
+//!         Step::Ready(conn) => break conn,
+//!     }
+//! };
+//! assert!(!conn.info().reused);
+//! drop(conn); // back to the idle list
+//!
+//! let again = pool.checkout(key).step().await?;
+//! assert!(matches!(again, Step::Ready(c) if c.info().reused && c.info().was_idle));
+//! # Ok(())
+//! # }
+//! ```
+
+mod checkout;
+mod conn;
+mod error;
+mod inner;
+mod key;
+mod reaper;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use checkout::{Checkout, Connecting, Step};
+pub use conn::{ConnId, LeaseInfo, Poolable, Pooled, Returned};
+pub use error::{BoxError, Error};
+pub use key::{ConnectKey, InvalidKey};
+
+use crate::stats::{CloseReason, IdleOutReason, PoolSnapshot, Stats};
+use inner::Shared;
+
+/// The pool's limits and timeouts. `None` means "no limit" (or "never").
+///
+/// Build it with struct-update syntax from [`Config::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Idle connections kept across all keys; the least recently used is closed beyond it.
+    /// Default: `None`.
+    pub max_idle: Option<usize>,
+    /// Idle connections kept per key; a returned connection beyond it is closed.
+    /// Default: `None` (hyper-util: `usize::MAX`; Go: 2).
+    pub max_idle_per_host: Option<usize>,
+    /// Connections per key, counting dialing, active and idle ones; requests beyond it wait.
+    /// Default: `None`.
+    pub max_conns_per_host: Option<usize>,
+    /// How long a connection may stay idle. Default: 90 s.
+    pub idle_timeout: Option<Duration>,
+    /// How long a connection may live; it is closed when found older. Default: `None`.
+    pub max_lifetime: Option<Duration>,
+    /// How long a request may wait in the pool's queues before failing with
+    /// [`Error::is_timeout`]. Default: `None`.
+    pub wait_timeout: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_idle: None,
+            max_idle_per_host: None,
+            max_conns_per_host: None,
+            idle_timeout: Some(Duration::from_secs(90)),
+            max_lifetime: None,
+            wait_timeout: None,
+        }
+    }
+}
+
+impl Config {
+    fn idle_expired(&self, idle_since: Instant, now: Instant) -> bool {
+        self.idle_timeout
+            .is_some_and(|t| now.saturating_duration_since(idle_since) >= t)
+    }
+
+    fn lifetime_over(&self, created: Instant, now: Instant) -> bool {
+        self.max_lifetime
+            .is_some_and(|t| now.saturating_duration_since(created) >= t)
+    }
+}
+
+/// A connection pool: idle lists and wait queues per key, with Go Transport semantics.
+///
+/// Cloning gives another handle to the same pool. When the last handle is dropped the pool
+/// closes: idle connections are dropped, waiting checkouts fail with
+/// [`Error::is_closed`], and connections in use are closed when they come back.
+pub struct Pool<T: Poolable> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: Poolable> Pool<T> {
+    /// A pool with `config` and no hooks.
+    pub fn new(config: Config) -> Pool<T> {
+        Pool::with_stats(config, Stats::default())
+    }
+
+    /// A pool with `config` that reports to `stats`.
+    pub fn with_stats(config: Config, stats: Stats) -> Pool<T> {
+        Pool {
+            shared: Arc::new(Shared::new(config, stats)),
+        }
+    }
+
+    /// Starts a request's checkout for `key`: an idle connection at once if there is one,
+    /// else a place in the queues (and perhaps permission to dial).
+    pub fn checkout(&self, key: ConnectKey) -> Checkout<T> {
+        Checkout::new(self.shared.clone(), key, false)
+    }
+
+    /// Like [`checkout`](Pool::checkout), for a request that expects a shared (HTTP/2)
+    /// connection: if such a dial is already in progress for `key`, it waits for it instead of
+    /// dialing.
+    pub fn checkout_shared(&self, key: ConnectKey) -> Checkout<T> {
+        Checkout::new(self.shared.clone(), key, true)
+    }
+
+    /// The pool as it is now.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        self.shared.lock().snapshot()
+    }
+
+    /// Closes every idle connection now (in-use ones are unaffected).
+    pub fn close_idle_connections(&self) {
+        let mut locked = self.shared.lock();
+        locked.close_idle(IdleOutReason::CloseIdle, CloseReason::CloseIdle);
+        locked.finish(&self.shared);
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+}
+
+impl<T: Poolable> Clone for Pool<T> {
+    fn clone(&self) -> Pool<T> {
+        self.shared.add_handle();
+        Pool {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T: Poolable> Drop for Pool<T> {
+    fn drop(&mut self) {
+        if self.shared.drop_handle() {
+            let mut locked = self.shared.lock();
+            locked.close_pool();
+            locked.finish(&self.shared);
+        }
+    }
+}
+
+impl<T: Poolable> fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}

@@ -1,0 +1,478 @@
+//! `Stats`: transport-level hooks, registered once on the pool and called for every request.
+//!
+//! This is the Go proposal "net/http: transport-level Stats" (golang/go#56241) made real:
+//! where `httptrace` sees one request, these hooks see the pool itself — requests entering and
+//! leaving the two wait queues, connections entering and leaving the idle list, connections
+//! handed straight to a waiter, and the moments a limit is reached, with a [`PoolSnapshot`] of
+//! the whole pool taken at that moment.
+//!
+//! | hook | fires when |
+//! |---|---|
+//! | [`on_idle_conn_wait_in`] / [`on_idle_conn_wait_out`] | a request enters / leaves a key's idle-wait queue |
+//! | [`on_conns_per_host_wait_in`] / [`on_conns_per_host_wait_out`] | a request enters / leaves the queue for permission to dial (`max_conns_per_host`) |
+//! | [`on_idle_conn_in`] / [`on_idle_conn_out`] | a connection enters / leaves the idle list |
+//! | [`on_conn_reused`] | a returned connection is handed straight to a waiter |
+//! | [`on_max_idle_conns_hit`], [`on_max_idle_conns_per_host_hit`], [`on_max_conns_per_host_hit`] | a cap is reached |
+//! | [`on_conn_opened`] / [`on_conn_closed`] | a dial succeeds / a connection leaves the pool for good |
+//!
+//! Pairs always balance: every `*_in` gets exactly one `*_out` and every opened connection is
+//! closed once, including on cancellation, timeouts and when the pool is dropped.
+//!
+//! What this module does not do: it never calls a hook while a pool lock is held (events are
+//! collected under the lock and delivered after it is released), and it keeps no counters of
+//! its own — counting is the hooks' business, or use [`PoolSnapshot`] for a point-in-time view.
+//! Hooks run on the task that caused the event, so they should be quick. Hooks of two
+//! concurrent operations may interleave.
+//!
+//! Events carry a [`ConnectKey`] (scheme, host, port): never a path, query or userinfo.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use poolscope::Stats;
+//!
+//! let hits = Arc::new(AtomicUsize::new(0));
+//! let h = hits.clone();
+//! let stats = Stats::builder()
+//!     .on_max_conns_per_host_hit(move |snap| {
+//!         h.fetch_add(1, Ordering::Relaxed);
+//!         eprintln!("limit hit:\n{snap}");
+//!     })
+//!     .on_conns_per_host_wait_out(|ev| eprintln!("{} waited {:?}", ev.key, ev.waited))
+//!     .build();
+//! assert!(!stats.is_empty());
+//! ```
+//!
+//! [`on_idle_conn_wait_in`]: StatsBuilder::on_idle_conn_wait_in
+//! [`on_idle_conn_wait_out`]: StatsBuilder::on_idle_conn_wait_out
+//! [`on_conns_per_host_wait_in`]: StatsBuilder::on_conns_per_host_wait_in
+//! [`on_conns_per_host_wait_out`]: StatsBuilder::on_conns_per_host_wait_out
+//! [`on_idle_conn_in`]: StatsBuilder::on_idle_conn_in
+//! [`on_idle_conn_out`]: StatsBuilder::on_idle_conn_out
+//! [`on_conn_reused`]: StatsBuilder::on_conn_reused
+//! [`on_max_idle_conns_hit`]: StatsBuilder::on_max_idle_conns_hit
+//! [`on_max_idle_conns_per_host_hit`]: StatsBuilder::on_max_idle_conns_per_host_hit
+//! [`on_max_conns_per_host_hit`]: StatsBuilder::on_max_conns_per_host_hit
+//! [`on_conn_opened`]: StatsBuilder::on_conn_opened
+//! [`on_conn_closed`]: StatsBuilder::on_conn_closed
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::pool::{ConnId, ConnectKey};
+
+mod snapshot;
+
+pub use snapshot::{HostSnapshot, PoolLimits, PoolSnapshot};
+
+/// A request entered a wait queue of its key (idle-wait or conns-per-host).
+///
+/// Passed to [`StatsBuilder::on_idle_conn_wait_in`] and
+/// [`StatsBuilder::on_conns_per_host_wait_in`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WaitIn {
+    /// The queue's key.
+    pub key: ConnectKey,
+    /// When the request entered the queue.
+    pub at: Instant,
+    /// Live waiters in this queue after the event, this one included.
+    pub waiters: usize,
+}
+
+/// A request left a wait queue of its key.
+///
+/// Passed to [`StatsBuilder::on_idle_conn_wait_out`] and
+/// [`StatsBuilder::on_conns_per_host_wait_out`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WaitOut {
+    /// The queue's key.
+    pub key: ConnectKey,
+    /// When the request left the queue.
+    pub at: Instant,
+    /// Live waiters left in this queue after the event.
+    pub waiters: usize,
+    /// How long the request was in this queue.
+    pub waited: Duration,
+    /// Why it left.
+    pub outcome: WaitOutcome,
+}
+
+/// The idle-wait queue event of [`StatsBuilder::on_idle_conn_wait_in`].
+pub type IdleConnWaitIn = WaitIn;
+/// The idle-wait queue event of [`StatsBuilder::on_idle_conn_wait_out`].
+pub type IdleConnWaitOut = WaitOut;
+/// The dial-permission queue event of [`StatsBuilder::on_conns_per_host_wait_in`].
+pub type ConnsPerHostWaitIn = WaitIn;
+/// The dial-permission queue event of [`StatsBuilder::on_conns_per_host_wait_out`].
+pub type ConnsPerHostWaitOut = WaitOut;
+
+/// Why a request left a wait queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WaitOutcome {
+    /// The request was given a connection (from either queue's side: a returned connection,
+    /// a finished dial, or a shared HTTP/2 connection).
+    Delivered,
+    /// Conns-per-host queue only: the request was given permission to dial. It stays in the
+    /// idle-wait queue while it dials; whichever delivers first wins.
+    DialPermitted,
+    /// The dial this request started failed; the request fails with that error.
+    DialFailed,
+    /// The request's future was dropped.
+    Cancelled,
+    /// The pool-wait timeout elapsed.
+    TimedOut,
+    /// The pool was closed (every handle dropped) while the request waited.
+    PoolClosed,
+}
+
+impl WaitOutcome {
+    /// A short, stable name (`delivered`, `dial_permitted`, ...), suitable as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WaitOutcome::Delivered => "delivered",
+            WaitOutcome::DialPermitted => "dial_permitted",
+            WaitOutcome::DialFailed => "dial_failed",
+            WaitOutcome::Cancelled => "cancelled",
+            WaitOutcome::TimedOut => "timed_out",
+            WaitOutcome::PoolClosed => "pool_closed",
+        }
+    }
+}
+
+/// A connection entered its key's idle list. Passed to [`StatsBuilder::on_idle_conn_in`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IdleConnIn {
+    /// The connection's key.
+    pub key: ConnectKey,
+    /// The connection.
+    pub conn_id: ConnId,
+    /// When it became idle.
+    pub at: Instant,
+    /// Idle connections of this key after the event.
+    pub idle: usize,
+}
+
+/// A connection left its key's idle list. Passed to [`StatsBuilder::on_idle_conn_out`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IdleConnOut {
+    /// The connection's key.
+    pub key: ConnectKey,
+    /// The connection.
+    pub conn_id: ConnId,
+    /// When it left.
+    pub at: Instant,
+    /// Idle connections of this key after the event.
+    pub idle: usize,
+    /// How long it was idle.
+    pub idle_time: Duration,
+    /// Why it left.
+    pub reason: IdleOutReason,
+}
+
+/// Why a connection left the idle list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdleOutReason {
+    /// Taken by a request.
+    Reused,
+    /// Idle for longer than the idle timeout.
+    Expired,
+    /// Older than the maximum lifetime.
+    LifetimeExceeded,
+    /// Evicted as the least recently used idle connection because `max_idle` was reached.
+    EvictedMaxIdle,
+    /// Found closed by the peer (or broken) when checked.
+    Broken,
+    /// Closed by `close_idle_connections()`.
+    CloseIdle,
+    /// The pool was closed.
+    PoolClosed,
+}
+
+impl IdleOutReason {
+    /// A short, stable name, suitable as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IdleOutReason::Reused => "reused",
+            IdleOutReason::Expired => "expired",
+            IdleOutReason::LifetimeExceeded => "lifetime_exceeded",
+            IdleOutReason::EvictedMaxIdle => "evicted_max_idle",
+            IdleOutReason::Broken => "broken",
+            IdleOutReason::CloseIdle => "close_idle",
+            IdleOutReason::PoolClosed => "pool_closed",
+        }
+    }
+}
+
+/// A returned connection was handed straight to a waiting request, skipping the idle list.
+/// Passed to [`StatsBuilder::on_conn_reused`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnReused {
+    /// The connection's key.
+    pub key: ConnectKey,
+    /// The connection.
+    pub conn_id: ConnId,
+    /// When it was handed over.
+    pub at: Instant,
+}
+
+/// A dial succeeded and its connection joined the pool. Passed to
+/// [`StatsBuilder::on_conn_opened`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnOpened {
+    /// The connection's key.
+    pub key: ConnectKey,
+    /// The connection.
+    pub conn_id: ConnId,
+    /// When the dial finished.
+    pub at: Instant,
+    /// How long the dial took.
+    pub dial_time: Duration,
+    /// Whether the connection is multiplexed (HTTP/2) and shared by concurrent requests.
+    pub shared: bool,
+}
+
+/// A connection left the pool for good. Passed to [`StatsBuilder::on_conn_closed`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnClosed {
+    /// The connection's key.
+    pub key: ConnectKey,
+    /// The connection.
+    pub conn_id: ConnId,
+    /// When it was closed.
+    pub at: Instant,
+    /// Why.
+    pub reason: CloseReason,
+    /// Time since it opened.
+    pub lifetime: Duration,
+    /// Requests it served.
+    pub requests: u64,
+}
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Idle for longer than the idle timeout.
+    IdleTimeout,
+    /// Older than the maximum lifetime.
+    MaxLifetime,
+    /// Evicted because `max_idle` idle connections already existed in the pool.
+    MaxIdleConns,
+    /// Not kept because `max_idle_per_host` idle connections already existed for its key.
+    MaxIdlePerHost,
+    /// Found closed by the peer or broken.
+    Broken,
+    /// The user of the connection said it cannot be reused (an error, `Connection: close`,
+    /// a body that was not read to its end).
+    NotReusable,
+    /// Closed by `close_idle_connections()`.
+    CloseIdle,
+    /// The pool was closed.
+    PoolClosed,
+}
+
+impl CloseReason {
+    /// A short, stable name, suitable as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::MaxLifetime => "max_lifetime",
+            CloseReason::MaxIdleConns => "max_idle_conns",
+            CloseReason::MaxIdlePerHost => "max_idle_per_host",
+            CloseReason::Broken => "broken",
+            CloseReason::NotReusable => "not_reusable",
+            CloseReason::CloseIdle => "close_idle",
+            CloseReason::PoolClosed => "pool_closed",
+        }
+    }
+}
+
+type Hook<E> = Option<Arc<dyn Fn(&E) + Send + Sync + 'static>>;
+
+#[derive(Default)]
+struct Hooks {
+    idle_conn_wait_in: Hook<WaitIn>,
+    idle_conn_wait_out: Hook<WaitOut>,
+    conns_per_host_wait_in: Hook<WaitIn>,
+    conns_per_host_wait_out: Hook<WaitOut>,
+    idle_conn_in: Hook<IdleConnIn>,
+    idle_conn_out: Hook<IdleConnOut>,
+    conn_reused: Hook<ConnReused>,
+    max_idle_conns_hit: Hook<PoolSnapshot>,
+    max_idle_conns_per_host_hit: Hook<PoolSnapshot>,
+    max_conns_per_host_hit: Hook<PoolSnapshot>,
+    conn_opened: Hook<ConnOpened>,
+    conn_closed: Hook<ConnClosed>,
+}
+
+/// Transport-level hooks, built with [`Stats::builder`] and registered once on the pool (or
+/// the client's builder). Cloning is cheap.
+///
+/// An empty `Stats` (the default) costs the pool one branch per operation: no event is built.
+#[derive(Clone, Default)]
+pub struct Stats {
+    hooks: Option<Arc<Hooks>>,
+}
+
+impl fmt::Debug for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stats")
+            .field("registered", &!self.is_empty())
+            .finish()
+    }
+}
+
+/// Builds a [`Stats`]; each `on_*` method registers one hook (a later call for the same hook
+/// replaces the earlier one). Hooks take `&Event` and must be `Send + Sync + 'static`.
+#[derive(Default)]
+pub struct StatsBuilder {
+    hooks: Hooks,
+}
+
+macro_rules! hook_setters {
+    ($( $(#[$doc:meta])* $name:ident => $field:ident : $ev:ty ),* $(,)?) => {
+        impl StatsBuilder {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, f: impl Fn(&$ev) + Send + Sync + 'static) -> Self {
+                    self.hooks.$field = Some(Arc::new(f));
+                    self
+                }
+            )*
+        }
+    };
+}
+
+hook_setters! {
+    /// A request entered its key's idle-wait queue (no idle connection was available).
+    on_idle_conn_wait_in => idle_conn_wait_in: WaitIn,
+    /// A request left its key's idle-wait queue; see [`WaitOut::outcome`].
+    on_idle_conn_wait_out => idle_conn_wait_out: WaitOut,
+    /// A request entered the queue for permission to dial (`max_conns_per_host` reached).
+    on_conns_per_host_wait_in => conns_per_host_wait_in: WaitIn,
+    /// A request left the queue for permission to dial.
+    on_conns_per_host_wait_out => conns_per_host_wait_out: WaitOut,
+    /// A connection entered the idle list (Go's `PutIdleConn`, seen from the pool).
+    on_idle_conn_in => idle_conn_in: IdleConnIn,
+    /// A connection left the idle list; see [`IdleConnOut::reason`].
+    on_idle_conn_out => idle_conn_out: IdleConnOut,
+    /// A returned connection was handed straight to a waiting request.
+    on_conn_reused => conn_reused: ConnReused,
+    /// `max_idle` was reached: the least recently used idle connection was evicted.
+    on_max_idle_conns_hit => max_idle_conns_hit: PoolSnapshot,
+    /// `max_idle_per_host` was reached: a returned connection was closed instead of kept.
+    on_max_idle_conns_per_host_hit => max_idle_conns_per_host_hit: PoolSnapshot,
+    /// `max_conns_per_host` was reached: a request has to wait for permission to dial.
+    on_max_conns_per_host_hit => max_conns_per_host_hit: PoolSnapshot,
+    /// A dial succeeded and its connection joined the pool.
+    on_conn_opened => conn_opened: ConnOpened,
+    /// A connection left the pool for good; see [`ConnClosed::reason`].
+    on_conn_closed => conn_closed: ConnClosed,
+}
+
+impl StatsBuilder {
+    /// Finishes the builder.
+    pub fn build(self) -> Stats {
+        let h = &self.hooks;
+        let any = h.idle_conn_wait_in.is_some()
+            || h.idle_conn_wait_out.is_some()
+            || h.conns_per_host_wait_in.is_some()
+            || h.conns_per_host_wait_out.is_some()
+            || h.idle_conn_in.is_some()
+            || h.idle_conn_out.is_some()
+            || h.conn_reused.is_some()
+            || h.max_idle_conns_hit.is_some()
+            || h.max_idle_conns_per_host_hit.is_some()
+            || h.max_conns_per_host_hit.is_some()
+            || h.conn_opened.is_some()
+            || h.conn_closed.is_some();
+        Stats {
+            hooks: any.then(|| Arc::new(self.hooks)),
+        }
+    }
+}
+
+/// The limit a `*_hit` event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Limit {
+    MaxIdleConns,
+    MaxIdleConnsPerHost,
+    MaxConnsPerHost,
+}
+
+/// One pool event, collected under the pool lock and dispatched after it is released.
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    IdleConnWaitIn(WaitIn),
+    IdleConnWaitOut(WaitOut),
+    ConnsPerHostWaitIn(WaitIn),
+    ConnsPerHostWaitOut(WaitOut),
+    IdleConnIn(IdleConnIn),
+    IdleConnOut(IdleConnOut),
+    ConnReused(ConnReused),
+    LimitHit(Limit, Box<PoolSnapshot>),
+    ConnOpened(ConnOpened),
+    ConnClosed(ConnClosed),
+}
+
+impl Stats {
+    /// Starts building a set of hooks.
+    pub fn builder() -> StatsBuilder {
+        StatsBuilder::default()
+    }
+
+    /// Whether no hook is registered.
+    pub fn is_empty(&self) -> bool {
+        self.hooks.is_none()
+    }
+
+    /// Whether a `*_hit` hook is registered for `limit` (the snapshot is only taken then).
+    pub(crate) fn wants_snapshot(&self, limit: Limit) -> bool {
+        match &self.hooks {
+            None => false,
+            Some(h) => match limit {
+                Limit::MaxIdleConns => h.max_idle_conns_hit.is_some(),
+                Limit::MaxIdleConnsPerHost => h.max_idle_conns_per_host_hit.is_some(),
+                Limit::MaxConnsPerHost => h.max_conns_per_host_hit.is_some(),
+            },
+        }
+    }
+
+    /// Calls the hook registered for `event`, if any. Never called under a pool lock.
+    pub(crate) fn dispatch(&self, event: &Event) {
+        let Some(h) = &self.hooks else { return };
+        fn call<E>(hook: &Hook<E>, ev: &E) {
+            if let Some(f) = hook {
+                f(ev)
+            }
+        }
+        match event {
+            Event::IdleConnWaitIn(e) => call(&h.idle_conn_wait_in, e),
+            Event::IdleConnWaitOut(e) => call(&h.idle_conn_wait_out, e),
+            Event::ConnsPerHostWaitIn(e) => call(&h.conns_per_host_wait_in, e),
+            Event::ConnsPerHostWaitOut(e) => call(&h.conns_per_host_wait_out, e),
+            Event::IdleConnIn(e) => call(&h.idle_conn_in, e),
+            Event::IdleConnOut(e) => call(&h.idle_conn_out, e),
+            Event::ConnReused(e) => call(&h.conn_reused, e),
+            Event::LimitHit(Limit::MaxIdleConns, s) => call(&h.max_idle_conns_hit, s),
+            Event::LimitHit(Limit::MaxIdleConnsPerHost, s) => {
+                call(&h.max_idle_conns_per_host_hit, s)
+            }
+            Event::LimitHit(Limit::MaxConnsPerHost, s) => call(&h.max_conns_per_host_hit, s),
+            Event::ConnOpened(e) => call(&h.conn_opened, e),
+            Event::ConnClosed(e) => call(&h.conn_closed, e),
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! One deterministic test per pool rule (see `poolscope::pool`'s module docs), with a fake
+//! connection, manual polling and paused time. No sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use poolscope::pool::{Config, Pool, Returned};
+use poolscope::stats::{CloseReason, IdleOutReason, WaitOutcome};
+use support::*;
+
+const H: &str = "http://a:80";
+
+fn pool_with(cfg: Config) -> (Pool<TestConn>, Recorder) {
+    let rec = Recorder::default();
+    (Pool::with_stats(cfg, rec.stats()), rec)
+}
+
+fn cap(n: usize) -> Config {
+    Config {
+        max_conns_per_host: Some(n),
+        ..Config::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_checkout_dials_and_gets_the_fresh_connection() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut c = pool.checkout(key("a"));
+    let permit = expect_dial(&mut c);
+    expect_pending(&mut c);
+    permit.finish(Ok(TestConn::new()));
+    let conn = expect_ready(&mut c);
+    assert!(!conn.info().reused && !conn.info().was_idle);
+    assert_eq!(
+        rec.take(),
+        vec![
+            Ev::IdleWaitIn(H.into(), 1),
+            Ev::Opened(H.into(), 1),
+            Ev::IdleWaitOut(H.into(), 0, WaitOutcome::Delivered),
+        ]
+    );
+    let snap = pool.snapshot();
+    assert_eq!((snap.hosts[0].active, snap.hosts[0].total), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_list_is_lifo_most_recently_returned_first() {
+    let pool = Pool::new(Config::default());
+    let mut a = pool.checkout(key("a"));
+    let mut b = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    let (ca, cb) = (expect_ready(&mut a), expect_ready(&mut b));
+    let (ida, idb) = (ca.id(), cb.id());
+    assert_eq!(ca.release(), Returned::Idle);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(cb.release(), Returned::Idle);
+    let got = expect_ready(&mut pool.checkout(key("a")));
+    assert_eq!(got.id(), idb, "most recently returned first");
+    assert!(got.info().reused && got.info().was_idle);
+    let got2 = expect_ready(&mut pool.checkout(key("a")));
+    assert_eq!(got2.id(), ida);
+    assert_eq!(got2.info().idle_time, Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_do_not_share_connections() {
+    let pool = Pool::new(Config::default());
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut a));
+    let mut b = pool.checkout(key("b"));
+    let _ = expect_dial(&mut b);
+    assert_eq!(pool.snapshot().host(&key("a")).unwrap().idle, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_conns_per_host_queues_requests_fifo_with_a_snapshot() {
+    let (pool, rec) = pool_with(cap(1));
+    let mut c1 = pool.checkout(key("a"));
+    expect_dial(&mut c1).finish(Ok(TestConn::new()));
+    let conn = expect_ready(&mut c1);
+    let mut c2 = pool.checkout(key("a"));
+    let mut c3 = pool.checkout(key("a"));
+    expect_pending(&mut c2);
+    expect_pending(&mut c3);
+    let hits: Vec<_> = rec
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::MaxConnsPerHostHit(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hits.len(), 2);
+    let h = &hits[1].hosts[0];
+    assert_eq!(
+        (
+            h.active,
+            h.total,
+            h.conns_per_host_waiters,
+            h.idle_conn_waiters
+        ),
+        (1, 1, 2, 2)
+    );
+    assert_eq!(hits[1].limits.max_conns_per_host, Some(1));
+
+    // The returned connection goes to the oldest waiter, skipping the idle list.
+    let id = conn.id();
+    assert_eq!(conn.release(), Returned::HandedOver);
+    expect_pending(&mut c3);
+    let c2conn = expect_ready(&mut c2);
+    assert_eq!(c2conn.id(), id);
+    assert!(c2conn.info().reused && !c2conn.info().was_idle);
+    assert!(rec.all().contains(&Ev::Reused(H.into(), id.get())));
+    drop(c2conn);
+    assert_eq!(expect_ready(&mut c3).id(), id);
+    drop(c3);
+    drop(c2);
+    drop(c1);
+    assert_eq!(pool.snapshot().hosts[0].total, 1);
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_connections_slot_passes_to_the_oldest_dial_waiter() {
+    let (pool, rec) = pool_with(cap(1));
+    let mut c1 = pool.checkout(key("a"));
+    expect_dial(&mut c1).finish(Ok(TestConn::new()));
+    let conn = expect_ready(&mut c1);
+    let mut c2 = pool.checkout(key("a"));
+    let mut c3 = pool.checkout(key("a"));
+    expect_pending(&mut c2);
+    conn.discard();
+    // c2 may dial now; c3 still waits; the key's count never went to 0.
+    let permit = expect_dial(&mut c2);
+    expect_pending(&mut c3);
+    let h = pool.snapshot().hosts[0].clone();
+    assert_eq!((h.total, h.connecting, h.conns_per_host_waiters), (1, 1, 1));
+    assert!(rec
+        .all()
+        .contains(&Ev::DialWaitOut(H.into(), 1, WaitOutcome::DialPermitted)));
+    assert!(rec
+        .all()
+        .contains(&Ev::Closed(H.into(), 1, CloseReason::NotReusable)));
+    permit.finish(Ok(TestConn::new()));
+    let conn2 = expect_ready(&mut c2);
+    assert_eq!(conn2.id().get(), 2);
+    drop((c1, c2, c3, conn2));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_gives_a_delivered_connection_back() {
+    let (pool, rec) = pool_with(cap(1));
+    let mut c1 = pool.checkout(key("a"));
+    expect_dial(&mut c1).finish(Ok(TestConn::new()));
+    let conn = expect_ready(&mut c1);
+    let mut c2 = pool.checkout(key("a"));
+    let mut c3 = pool.checkout(key("a"));
+    expect_pending(&mut c2);
+    expect_pending(&mut c3);
+    let id = conn.id();
+    drop(conn); // delivered to c2, which never looks at it
+    drop(c2); // ... and is cancelled: the connection must go on to c3
+    let got = expect_ready(&mut c3);
+    assert_eq!(got.id(), id);
+    drop(got);
+    let h = pool.snapshot().hosts[0].clone();
+    assert_eq!((h.idle, h.total, h.idle_conn_waiters), (1, 1, 0));
+    drop((c1, c3));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unused_dial_permission_passes_on_when_its_checkout_is_dropped() {
+    let (pool, rec) = pool_with(cap(1));
+    let mut c1 = pool.checkout(key("a"));
+    expect_dial(&mut c1).finish(Ok(TestConn::new()));
+    let conn = expect_ready(&mut c1);
+    let c2 = pool.checkout(key("a"));
+    let mut c3 = pool.checkout(key("a"));
+    conn.discard(); // c2 is granted the slot ...
+    drop(c2); // ... but leaves before using it
+    let permit = expect_dial(&mut c3);
+    assert_eq!(pool.snapshot().hosts[0].total, 1);
+    drop(permit); // an abandoned dial fails its owner and frees the slot
+    let err = expect_err(&mut c3);
+    assert!(err.is_dial());
+    assert!(pool.snapshot().hosts.is_empty());
+    drop((c1, c3));
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_dial_serves_the_oldest_waiter_or_goes_idle() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout(key("a"));
+    let pa = expect_dial(&mut a);
+    drop(a); // requester left; its dial keeps going
+    let mut b = pool.checkout(key("a"));
+    let pb = expect_dial(&mut b);
+    pa.finish(Ok(TestConn::new()));
+    let got = expect_ready(&mut b);
+    assert_eq!(got.id().get(), 1, "a's dial, finished first");
+    assert!(!got.info().reused);
+    pb.finish(Ok(TestConn::new())); // its owner was served: idle
+    let h = pool.snapshot().hosts[0].clone();
+    assert_eq!((h.idle, h.active, h.total), (1, 1, 2));
+    // A fresh connection parked idle is "was idle" but not "reused".
+    drop(b);
+    let next = expect_ready(&mut pool.checkout(key("a")));
+    assert_eq!(next.id().get(), 2);
+    assert!(next.info().was_idle && !next.info().reused);
+    drop((got, next));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_in_both_queues_is_served_by_whichever_delivers_first() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    let conn = expect_ready(&mut a);
+    let mut b = pool.checkout(key("a"));
+    let pb = expect_dial(&mut b); // b dials ...
+    drop(conn); // ... but a's connection comes back first
+    let got = expect_ready(&mut b);
+    assert_eq!(got.id().get(), 1);
+    pb.finish(Ok(TestConn::new()));
+    assert_eq!(pool.snapshot().hosts[0].idle, 1);
+    drop((a, b, got));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_dial_fails_its_owner_and_frees_the_slot() {
+    let (pool, rec) = pool_with(cap(1));
+    let mut a = pool.checkout(key("a"));
+    let mut b = pool.checkout(key("a"));
+    let pa = expect_dial(&mut a);
+    expect_pending(&mut b);
+    pa.finish(Err("connection refused".into()));
+    let err = expect_err(&mut a);
+    assert!(err.is_dial());
+    assert_eq!(
+        std::error::Error::source(&err).map(|e| e.to_string()),
+        Some("connection refused".into())
+    );
+    // b inherits the slot and dials.
+    let pb = expect_dial(&mut b);
+    pb.finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut b));
+    assert!(rec
+        .all()
+        .contains(&Ev::IdleWaitOut(H.into(), 1, WaitOutcome::DialFailed)));
+    drop((a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_and_broken_idle_connections_are_dropped_at_checkout() {
+    let (pool, rec) = pool_with(Config {
+        idle_timeout: Some(Duration::from_secs(10)),
+        ..Config::default()
+    });
+    let mut a = pool.checkout(key("a"));
+    let mut b = pool.checkout(key("a"));
+    let ca = TestConn::new();
+    expect_dial(&mut a).finish(Ok(ca.clone()));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    let (pa, pb) = (expect_ready(&mut a), expect_ready(&mut b));
+    drop(pb); // older
+    tokio::time::advance(Duration::from_secs(5)).await;
+    drop(pa); // newer, but the peer will close it
+    ca.close();
+    tokio::time::advance(Duration::from_secs(6)).await;
+    // Newest first: broken; then the older one has been idle 11s > 10s: expired. Both go
+    // before the reaper runs (it is not polled here: no yield).
+    let mut c = pool.checkout(key("a"));
+    let _permit = expect_dial(&mut c);
+    let outs: Vec<_> = rec
+        .all()
+        .into_iter()
+        .filter(|e| matches!(e, Ev::IdleOut(..)))
+        .collect();
+    assert_eq!(
+        outs,
+        vec![
+            Ev::IdleOut(H.into(), 1, IdleOutReason::Broken),
+            Ev::IdleOut(H.into(), 2, IdleOutReason::Expired),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_closes_idle_connections_after_the_idle_timeout_and_stops() {
+    let (pool, rec) = pool_with(Config {
+        idle_timeout: Some(Duration::from_secs(90)),
+        ..Config::default()
+    });
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut a));
+    tokio::time::sleep(Duration::from_secs(89)).await;
+    assert_eq!(pool.snapshot().hosts[0].idle, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(pool.snapshot().hosts.is_empty(), "reaped after 90s");
+    assert!(rec
+        .all()
+        .contains(&Ev::Closed(H.into(), 1, CloseReason::IdleTimeout)));
+    // With nothing idle the reaper has stopped; a new idle connection starts it again.
+    let mut b = pool.checkout(key("a"));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut b));
+    tokio::time::sleep(Duration::from_secs(91)).await;
+    assert!(pool.snapshot().hosts.is_empty());
+    drop((a, b));
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_closes_a_connection_when_it_comes_back() {
+    let (pool, rec) = pool_with(Config {
+        max_lifetime: Some(Duration::from_secs(30)),
+        ..Config::default()
+    });
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    let conn = expect_ready(&mut a);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(conn.release(), Returned::Closed(CloseReason::MaxLifetime));
+    assert!(pool.snapshot().hosts.is_empty());
+    drop(a);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_idle_per_host_closes_the_incoming_connection() {
+    let (pool, rec) = pool_with(Config {
+        max_idle_per_host: Some(1),
+        ..Config::default()
+    });
+    let mut a = pool.checkout(key("a"));
+    let mut b = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    let (pa, pb) = (expect_ready(&mut a), expect_ready(&mut b));
+    assert_eq!(pa.release(), Returned::Idle);
+    let idb = pb.id();
+    assert_eq!(pb.release(), Returned::Closed(CloseReason::MaxIdlePerHost));
+    let hit = rec.all().into_iter().find_map(|e| match e {
+        Ev::MaxIdlePerHostHit(s) => Some(s),
+        _ => None,
+    });
+    let hit = hit.expect("MaxIdleConnsPerHostHit fired");
+    assert_eq!((hit.hosts[0].idle, hit.hosts[0].active), (1, 1));
+    assert!(rec.all().contains(&Ev::Closed(
+        H.into(),
+        idb.get(),
+        CloseReason::MaxIdlePerHost
+    )));
+    drop((a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_idle_evicts_the_least_recently_used_connection_of_any_key() {
+    let (pool, rec) = pool_with(Config {
+        max_idle: Some(2),
+        ..Config::default()
+    });
+    let mut conns = Vec::new();
+    for host in ["a", "b", "c"] {
+        let mut c = pool.checkout(key(host));
+        expect_dial(&mut c).finish(Ok(TestConn::new()));
+        conns.push(expect_ready(&mut c));
+    }
+    for c in conns {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(c);
+    }
+    let snap = pool.snapshot();
+    assert_eq!(snap.total_idle(), 2);
+    assert!(snap.host(&key("a")).is_none(), "a was the oldest idle");
+    assert_eq!(
+        rec.count(|e| matches!(e, Ev::MaxIdleHit(_))),
+        1,
+        "hit once, when the third went idle"
+    );
+    assert!(rec.all().contains(&Ev::IdleOut(
+        "http://a:80".into(),
+        1,
+        IdleOutReason::EvictedMaxIdle
+    )));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_wait_timeout_fails_with_a_snapshot() {
+    let (pool, rec) = pool_with(Config {
+        max_conns_per_host: Some(1),
+        wait_timeout: Some(Duration::from_millis(500)),
+        ..Config::default()
+    });
+    let mut a = pool.checkout(key("a"));
+    let _permit = expect_dial(&mut a);
+    let mut b = pool.checkout(key("a"));
+    let res = tokio::time::timeout(Duration::from_secs(5), b.step()).await;
+    let err = match res {
+        Ok(Err(e)) => e,
+        other => panic!("expected a pool timeout, got {other:?}"),
+    };
+    assert!(err.is_timeout());
+    let snap = err.snapshot().expect("snapshot");
+    assert_eq!(snap.hosts[0].conns_per_host_waiters, 1);
+    assert_eq!(snap.hosts[0].oldest_wait, Some(Duration::from_millis(500)));
+    assert!(rec
+        .all()
+        .contains(&Ev::DialWaitOut(H.into(), 0, WaitOutcome::TimedOut)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn http2_requests_wait_for_the_dial_in_progress_and_share_its_connection() {
+    let (pool, rec) = pool_with(cap(4));
+    let mut a = pool.checkout_shared(key("a"));
+    let mut b = pool.checkout_shared(key("a"));
+    let mut c = pool.checkout_shared(key("a"));
+    let permit = expect_dial(&mut a);
+    expect_pending(&mut b); // no second dial
+    expect_pending(&mut c);
+    assert_eq!(pool.snapshot().hosts[0].connecting, 1);
+    permit.finish(Ok(TestConn::h2()));
+    let (ca, cb, cc) = (
+        expect_ready(&mut a),
+        expect_ready(&mut b),
+        expect_ready(&mut c),
+    );
+    assert!(ca.id() == cb.id() && cb.id() == cc.id());
+    assert!(ca.info().shared);
+    let h = pool.snapshot().hosts[0].clone();
+    assert_eq!((h.total, h.active, h.idle), (1, 1, 0));
+    // A later request shares it at once, even while it is in use.
+    let cd = expect_ready(&mut pool.checkout(key("a")));
+    assert_eq!(cd.id(), ca.id());
+    assert!(cd.info().reused && !cd.info().was_idle);
+    drop((ca, cb, cc));
+    assert_eq!(cd.release(), Returned::Shared);
+    assert_eq!(pool.snapshot().hosts[0].idle, 1);
+    drop((a, b, c));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_http2_dial_lets_the_next_waiter_dial() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout_shared(key("a"));
+    let mut b = pool.checkout_shared(key("a"));
+    let pa = expect_dial(&mut a);
+    expect_pending(&mut b);
+    pa.finish(Err("tls handshake failed".into()));
+    assert!(expect_err(&mut a).is_dial());
+    let pb = expect_dial(&mut b);
+    pb.finish(Ok(TestConn::h2()));
+    drop(expect_ready(&mut b));
+    drop((a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_pool_fails_waiters_and_closes_idle_connections() {
+    let (pool, rec) = pool_with(cap(1));
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    let conn = expect_ready(&mut a);
+    let mut b = pool.checkout(key("b"));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut b)); // idle
+    let mut waiting = pool.checkout(key("a"));
+    expect_pending(&mut waiting);
+    drop(pool);
+    assert!(expect_err(&mut waiting).is_closed());
+    assert!(rec.all().contains(&Ev::Closed(
+        "http://b:80".into(),
+        2,
+        CloseReason::PoolClosed
+    )));
+    // The connection in use closes when it comes back.
+    assert_eq!(conn.release(), Returned::Closed(CloseReason::PoolClosed));
+    drop((a, b, waiting));
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_idle_connections_closes_only_idle_ones() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout(key("a"));
+    let mut b = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    let (pa, pb) = (expect_ready(&mut a), expect_ready(&mut b));
+    drop(pa);
+    pool.close_idle_connections();
+    let h = pool.snapshot().hosts[0].clone();
+    assert_eq!((h.idle, h.active), (0, 1));
+    assert!(rec
+        .all()
+        .contains(&Ev::Closed(H.into(), 1, CloseReason::CloseIdle)));
+    drop((pb, a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[test]
+fn hooks_never_run_under_the_pool_lock() {
+    // A hook that takes the pool lock itself (via snapshot) would deadlock if it were called
+    // with the lock held. Run in a thread so a deadlock fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let slot: std::sync::Arc<std::sync::OnceLock<Pool<TestConn>>> = Default::default();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hook = {
+            let (slot, calls) = (slot.clone(), calls.clone());
+            move || {
+                if let Some(p) = slot.get() {
+                    let _ = p.snapshot();
+                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        };
+        let (h1, h2, h3, h4) = (hook.clone(), hook.clone(), hook.clone(), hook.clone());
+        let stats = poolscope::Stats::builder()
+            .on_idle_conn_wait_in(move |_| h1())
+            .on_conn_opened(move |_| h2())
+            .on_idle_conn_in(move |_| h3())
+            .on_max_conns_per_host_hit(move |_| h4())
+            .build();
+        let pool = Pool::with_stats(cap(1), stats);
+        let _ = slot.set(pool.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut a = pool.checkout(key("a"));
+            expect_dial(&mut a).finish(Ok(TestConn::new()));
+            let conn = expect_ready(&mut a);
+            let mut b = pool.checkout(key("a"));
+            expect_pending(&mut b);
+            drop(conn);
+            drop(expect_ready(&mut b));
+        });
+        let _ = tx.send(calls.load(std::sync::atomic::Ordering::Relaxed));
+    });
+    let calls = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a hook deadlocked on the pool lock");
+    assert!(calls >= 4, "hooks ran: {calls}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_count_in_events_is_the_live_queue_length() {
+    let (pool, rec) = pool_with(cap(1));
+    let mut a = pool.checkout(key("a"));
+    let _p = expect_dial(&mut a);
+    let b = pool.checkout(key("a"));
+    let c = pool.checkout(key("a"));
+    drop(b);
+    let ins: Vec<_> = rec
+        .all()
+        .into_iter()
+        .filter(|e| matches!(e, Ev::DialWaitIn(..) | Ev::DialWaitOut(..)))
+        .collect();
+    assert_eq!(
+        ins,
+        vec![
+            Ev::DialWaitIn(H.into(), 1),
+            Ev::DialWaitIn(H.into(), 2),
+            Ev::DialWaitOut(H.into(), 1, WaitOutcome::Cancelled),
+        ]
+    );
+    drop(c);
+}

@@ -1,0 +1,212 @@
+//! Test support for the pool engine: a fake connection and a Stats recorder.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use poolscope::pool::{Checkout, ConnectKey, Error, Step};
+use poolscope::stats::{CloseReason, IdleOutReason, WaitOutcome};
+use poolscope::{PoolSnapshot, Stats};
+
+/// A fake connection: an id, an "open" flag the test can clear (the peer closed it), and
+/// whether it is multiplexed.
+#[derive(Clone, Debug)]
+pub struct TestConn {
+    pub n: usize,
+    pub open: Arc<AtomicBool>,
+    pub shareable: bool,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(1);
+
+impl TestConn {
+    pub fn new() -> TestConn {
+        TestConn {
+            n: NEXT.fetch_add(1, Ordering::Relaxed),
+            open: Arc::new(AtomicBool::new(true)),
+            shareable: false,
+        }
+    }
+
+    pub fn h2() -> TestConn {
+        TestConn {
+            shareable: true,
+            ..TestConn::new()
+        }
+    }
+
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+}
+
+impl poolscope::pool::Poolable for TestConn {
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn share(&self) -> Option<Self> {
+        self.shareable.then(|| self.clone())
+    }
+}
+
+pub fn key(host: &str) -> ConnectKey {
+    ConnectKey::new("http", host, 80)
+}
+
+/// Polls a checkout once with a no-op waker.
+pub fn poll(c: &mut Checkout<TestConn>) -> Poll<Result<Step<TestConn>, Error>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    c.poll_step(&mut cx)
+}
+
+/// One recorded Stats event, reduced to what tests compare.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ev {
+    IdleWaitIn(String, usize),
+    IdleWaitOut(String, usize, WaitOutcome),
+    DialWaitIn(String, usize),
+    DialWaitOut(String, usize, WaitOutcome),
+    IdleIn(String, u64),
+    IdleOut(String, u64, IdleOutReason),
+    Reused(String, u64),
+    MaxIdleHit(PoolSnapshot),
+    MaxIdlePerHostHit(PoolSnapshot),
+    MaxConnsPerHostHit(PoolSnapshot),
+    Opened(String, u64),
+    Closed(String, u64, CloseReason),
+}
+
+/// Records every Stats event in order.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub events: Arc<Mutex<Vec<Ev>>>,
+}
+
+impl Recorder {
+    pub fn stats(&self) -> Stats {
+        macro_rules! rec {
+            ($s:expr, |$e:ident| $body:expr) => {{
+                let ev = $s.events.clone();
+                move |$e: &_| ev.lock().unwrap().push($body)
+            }};
+        }
+        Stats::builder()
+            .on_idle_conn_wait_in(rec!(self, |e| Ev::IdleWaitIn(e.key.to_string(), e.waiters)))
+            .on_idle_conn_wait_out(rec!(self, |e| Ev::IdleWaitOut(
+                e.key.to_string(),
+                e.waiters,
+                e.outcome
+            )))
+            .on_conns_per_host_wait_in(rec!(self, |e| Ev::DialWaitIn(e.key.to_string(), e.waiters)))
+            .on_conns_per_host_wait_out(rec!(self, |e| Ev::DialWaitOut(
+                e.key.to_string(),
+                e.waiters,
+                e.outcome
+            )))
+            .on_idle_conn_in(rec!(self, |e| Ev::IdleIn(
+                e.key.to_string(),
+                e.conn_id.get()
+            )))
+            .on_idle_conn_out(rec!(self, |e| Ev::IdleOut(
+                e.key.to_string(),
+                e.conn_id.get(),
+                e.reason
+            )))
+            .on_conn_reused(rec!(self, |e| Ev::Reused(
+                e.key.to_string(),
+                e.conn_id.get()
+            )))
+            .on_max_idle_conns_hit(rec!(self, |s| Ev::MaxIdleHit(s.clone())))
+            .on_max_idle_conns_per_host_hit(rec!(self, |s| Ev::MaxIdlePerHostHit(s.clone())))
+            .on_max_conns_per_host_hit(rec!(self, |s| Ev::MaxConnsPerHostHit(s.clone())))
+            .on_conn_opened(rec!(self, |e| Ev::Opened(
+                e.key.to_string(),
+                e.conn_id.get()
+            )))
+            .on_conn_closed(rec!(self, |e| Ev::Closed(
+                e.key.to_string(),
+                e.conn_id.get(),
+                e.reason
+            )))
+            .build()
+    }
+
+    pub fn take(&self) -> Vec<Ev> {
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+
+    pub fn all(&self) -> Vec<Ev> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, pred: impl Fn(&Ev) -> bool) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| pred(e))
+            .count()
+    }
+
+    /// Asserts every in/out pair balances and every opened connection closed.
+    pub fn assert_balanced(&self) {
+        let c = |p: fn(&Ev) -> bool| self.count(p);
+        assert_eq!(
+            c(|e| matches!(e, Ev::IdleWaitIn(..))),
+            c(|e| matches!(e, Ev::IdleWaitOut(..))),
+            "idle wait in/out"
+        );
+        assert_eq!(
+            c(|e| matches!(e, Ev::DialWaitIn(..))),
+            c(|e| matches!(e, Ev::DialWaitOut(..))),
+            "conns-per-host wait in/out"
+        );
+        assert_eq!(
+            c(|e| matches!(e, Ev::IdleIn(..))),
+            c(|e| matches!(e, Ev::IdleOut(..))),
+            "idle conn in/out"
+        );
+        assert_eq!(
+            c(|e| matches!(e, Ev::Opened(..))),
+            c(|e| matches!(e, Ev::Closed(..))),
+            "opened/closed"
+        );
+    }
+}
+
+pub fn expect_dial(c: &mut Checkout<TestConn>) -> poolscope::pool::Connecting<TestConn> {
+    match poll(c) {
+        Poll::Ready(Ok(Step::Dial(p))) => p,
+        other => panic!("expected a dial permit, got {}", describe(&other)),
+    }
+}
+
+pub fn expect_ready(c: &mut Checkout<TestConn>) -> poolscope::pool::Pooled<TestConn> {
+    match poll(c) {
+        Poll::Ready(Ok(Step::Ready(p))) => p,
+        other => panic!("expected a connection, got {}", describe(&other)),
+    }
+}
+
+pub fn expect_pending(c: &mut Checkout<TestConn>) {
+    let p = poll(c);
+    assert!(p.is_pending(), "expected pending, got {}", describe(&p));
+}
+
+pub fn expect_err(c: &mut Checkout<TestConn>) -> Error {
+    match poll(c) {
+        Poll::Ready(Err(e)) => e,
+        other => panic!("expected an error, got {}", describe(&other)),
+    }
+}
+
+fn describe(p: &Poll<Result<Step<TestConn>, Error>>) -> String {
+    match p {
+        Poll::Pending => "pending".into(),
+        Poll::Ready(Ok(Step::Dial(d))) => format!("dial {:?}", d.id()),
+        Poll::Ready(Ok(Step::Ready(c))) => format!("conn {:?}", c.info()),
+        Poll::Ready(Err(e)) => format!("error {e}"),
+    }
+}
