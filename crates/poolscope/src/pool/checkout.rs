@@ -170,10 +170,18 @@ impl<T: Poolable> Checkout<T> {
 
 impl<T: Poolable> Drop for Checkout<T> {
     fn drop(&mut self) {
-        if let State::Waiting(wref) = self.state {
-            let mut locked = self.shared.lock();
-            locked.cancel_waiter(wref, WaitOutcome::Cancelled);
-            locked.finish(&self.shared);
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Waiting(wref) => {
+                let mut locked = self.shared.lock();
+                locked.cancel_waiter(wref, WaitOutcome::Cancelled);
+                locked.finish(&self.shared);
+            }
+            State::Ready(mut lease) => {
+                // Leased at checkout but never handed out: not a request served.
+                lease.meta.requests -= 1;
+                self.shared.put(&self.key, lease, None);
+            }
+            State::Failed(_) | State::Done => {}
         }
     }
 }

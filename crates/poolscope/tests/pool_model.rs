@@ -1,0 +1,293 @@
+//! Randomized model test of the pool engine (proptest): random sequences of checkout,
+//! return, discard, peer close, cancel, dial finish/fail/abandon, poll and time advance over
+//! several keys. After every step the caps hold and no request waits while an idle connection
+//! of its key exists; after every settle step the snapshot's counts equal the driver's own
+//! bookkeeping; at the end every Stats pair balances and every count is zero.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::task::Poll;
+use std::time::Duration;
+
+use poolscope::pool::{Checkout, Config, Connecting, Pool, Pooled, Step};
+use proptest::prelude::*;
+use support::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Checkout { key: usize, h2: bool },
+    Poll(usize),
+    Settle,
+    Finish(usize),
+    Fail(usize),
+    Abandon(usize),
+    Return(usize),
+    Discard(usize),
+    PeerClose(usize),
+    Cancel(usize),
+    Advance(u64),
+    CloseIdle,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..3usize, prop::bool::weighted(0.2)).prop_map(|(key, h2)| Op::Checkout { key, h2 }),
+        4 => any::<usize>().prop_map(Op::Poll),
+        2 => Just(Op::Settle),
+        4 => any::<usize>().prop_map(Op::Finish),
+        1 => any::<usize>().prop_map(Op::Fail),
+        1 => any::<usize>().prop_map(Op::Abandon),
+        4 => any::<usize>().prop_map(Op::Return),
+        1 => any::<usize>().prop_map(Op::Discard),
+        1 => any::<usize>().prop_map(Op::PeerClose),
+        2 => any::<usize>().prop_map(Op::Cancel),
+        1 => (1..120u64).prop_map(Op::Advance),
+        1 => Just(Op::CloseIdle),
+    ]
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        prop::option::of(1..4usize),
+        prop::option::of(0..3usize),
+        prop::option::of(0..4usize),
+        prop::option::of(10..100u64),
+        prop::option::of(50..300u64),
+    )
+        .prop_map(|(cap, per_host, max_idle, idle, life)| Config {
+            max_conns_per_host: cap,
+            max_idle_per_host: per_host,
+            max_idle,
+            idle_timeout: idle.map(Duration::from_secs),
+            max_lifetime: life.map(Duration::from_secs),
+            wait_timeout: None,
+        })
+}
+
+struct Driver {
+    pool: Pool<TestConn>,
+    cfg: Config,
+    /// Checkouts still waiting (some have a dial in progress).
+    pending: Vec<(usize, bool, Checkout<TestConn>)>,
+    /// Dials in progress: key index, whether the connection will be HTTP/2.
+    dials: Vec<(usize, bool, Connecting<TestConn>)>,
+    held: Vec<Pooled<TestConn>>,
+    conns: Vec<TestConn>,
+}
+
+const KEYS: [&str; 3] = ["a", "b", "c"];
+
+impl Driver {
+    fn poll_one(&mut self, i: usize) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let i = i % self.pending.len();
+        match poll(&mut self.pending[i].2) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(Step::Dial(p))) => {
+                let (k, h2, _) = &self.pending[i];
+                self.dials.push((*k, *h2, p));
+            }
+            Poll::Ready(Ok(Step::Ready(c))) => {
+                self.pending.remove(i);
+                self.held.push(c);
+            }
+            Poll::Ready(Err(e)) => {
+                assert!(e.is_dial(), "unexpected checkout error: {e}");
+                self.pending.remove(i);
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        // Poll every checkout until none makes progress.
+        loop {
+            let before = (self.pending.len(), self.dials.len(), self.held.len());
+            for i in (0..self.pending.len()).rev() {
+                self.poll_one(i);
+            }
+            if before == (self.pending.len(), self.dials.len(), self.held.len()) {
+                break;
+            }
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Option<u64> {
+        match op {
+            Op::Checkout { key: k, h2 } => {
+                let c = if h2 {
+                    self.pool.checkout_shared(key(KEYS[k]))
+                } else {
+                    self.pool.checkout(key(KEYS[k]))
+                };
+                self.pending.push((k, h2, c));
+            }
+            Op::Poll(i) => self.poll_one(i),
+            Op::Settle => self.settle(),
+            Op::Finish(i) if !self.dials.is_empty() => {
+                let (_, h2, p) = self.dials.remove(i % self.dials.len());
+                let conn = if h2 { TestConn::h2() } else { TestConn::new() };
+                self.conns.push(conn.clone());
+                p.finish(Ok(conn));
+            }
+            Op::Fail(i) if !self.dials.is_empty() => {
+                let (_, _, p) = self.dials.remove(i % self.dials.len());
+                p.finish(Err("refused".into()));
+            }
+            Op::Abandon(i) if !self.dials.is_empty() => {
+                drop(self.dials.remove(i % self.dials.len()));
+            }
+            Op::Return(i) if !self.held.is_empty() => {
+                let c = self.held.swap_remove(i % self.held.len());
+                c.release();
+            }
+            Op::Discard(i) if !self.held.is_empty() => {
+                self.held.swap_remove(i % self.held.len()).discard();
+            }
+            Op::PeerClose(i) if !self.conns.is_empty() => {
+                self.conns[i % self.conns.len()].close();
+            }
+            Op::Cancel(i) if !self.pending.is_empty() => {
+                drop(self.pending.remove(i % self.pending.len()));
+            }
+            Op::Advance(s) => return Some(s),
+            Op::CloseIdle => self.pool.close_idle_connections(),
+            _ => {}
+        }
+        None
+    }
+
+    fn check_invariants(&self) {
+        let snap = self.pool.snapshot();
+        if let Some(max) = self.cfg.max_idle {
+            // Shared connections are exempt from the idle caps.
+            let unique_idle: usize =
+                snap.hosts.iter().map(|h| h.idle).sum::<usize>() - self.shared_idle_upper_bound();
+            assert!(unique_idle <= max, "max_idle exceeded: {snap}");
+        }
+        for h in &snap.hosts {
+            if let Some(cap) = self.cfg.max_conns_per_host {
+                assert!(h.total <= cap, "max_conns_per_host exceeded: {snap}");
+            }
+            assert_eq!(h.total, h.idle + h.active + h.connecting, "{snap}");
+            assert!(
+                h.idle == 0 || h.idle_conn_waiters == 0,
+                "a request waits while an idle connection exists: {snap}"
+            );
+            assert!(h.conns_per_host_waiters <= h.idle_conn_waiters, "{snap}");
+        }
+    }
+
+    /// Idle HTTP/2 connections (exempt from max_idle): at most one per distinct shared id
+    /// the driver has seen; used only to relax the global idle check.
+    fn shared_idle_upper_bound(&self) -> usize {
+        let snap = self.pool.snapshot();
+        let h2_conns = self.conns.iter().filter(|c| c.shareable).count();
+        h2_conns.min(snap.total_idle())
+    }
+
+    fn check_exact(&self) {
+        let snap = self.pool.snapshot();
+        let mut active: HashMap<String, HashSet<u64>> = HashMap::new();
+        for c in &self.held {
+            active
+                .entry(c.key().to_string())
+                .or_default()
+                .insert(c.id().get());
+        }
+        let mut connecting: HashMap<String, usize> = HashMap::new();
+        for (_, _, p) in &self.dials {
+            *connecting.entry(p.key().to_string()).or_default() += 1;
+        }
+        let mut waiting: HashMap<String, usize> = HashMap::new();
+        for (_, _, c) in &self.pending {
+            *waiting.entry(c.key().to_string()).or_default() += 1;
+        }
+        for h in &snap.hosts {
+            let k = h.key.to_string();
+            assert_eq!(
+                h.active,
+                active.get(&k).map_or(0, |s| s.len()),
+                "active {k}: {snap}"
+            );
+            assert_eq!(
+                h.connecting,
+                connecting.get(&k).copied().unwrap_or(0),
+                "connecting {k}: {snap}"
+            );
+            assert_eq!(
+                h.idle_conn_waiters,
+                waiting.get(&k).copied().unwrap_or(0),
+                "waiters {k}: {snap}"
+            );
+        }
+        let in_snap: HashSet<String> = snap.hosts.iter().map(|h| h.key.to_string()).collect();
+        for k in active.keys().chain(connecting.keys()).chain(waiting.keys()) {
+            assert!(in_snap.contains(k), "{k} missing from snapshot: {snap}");
+        }
+    }
+}
+
+fn run(cfg: Config, ops: Vec<Op>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let rec = Recorder::default();
+        let mut d = Driver {
+            pool: Pool::with_stats(cfg.clone(), rec.stats()),
+            cfg,
+            pending: Vec::new(),
+            dials: Vec::new(),
+            held: Vec::new(),
+            conns: Vec::new(),
+        };
+        for op in ops {
+            let settle = matches!(op, Op::Settle);
+            if let Some(secs) = d.apply(op) {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            }
+            d.check_invariants();
+            if settle {
+                d.check_exact();
+            }
+        }
+        // Wind down: finish every dial, serve every waiter, return everything.
+        for _ in 0..1000 {
+            d.settle();
+            if d.dials.is_empty() && d.pending.is_empty() {
+                break;
+            }
+            for (_, h2, p) in std::mem::take(&mut d.dials) {
+                p.finish(Ok(if h2 { TestConn::h2() } else { TestConn::new() }));
+            }
+            d.held.clear();
+        }
+        assert!(
+            d.pending.is_empty() && d.dials.is_empty(),
+            "requests left waiting"
+        );
+        d.held.clear();
+        let snap = d.pool.snapshot();
+        assert_eq!(
+            snap.total_active() + snap.total_connecting() + snap.total_waiters(),
+            0,
+            "{snap}"
+        );
+        drop(d);
+        rec.assert_balanced();
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pool_rules_hold_under_random_operations(cfg in config(), ops in prop::collection::vec(op(), 1..80)) {
+        run(cfg, ops);
+    }
+}
