@@ -406,6 +406,7 @@ impl StatsBuilder {
 
 /// The limit a `*_hit` event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::enum_variant_names)] // named after the Go limits they report
 pub(crate) enum Limit {
     MaxIdleConns,
     MaxIdleConnsPerHost,

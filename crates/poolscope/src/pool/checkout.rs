@@ -142,7 +142,7 @@ impl<T: Poolable> Checkout<T> {
     }
 
     fn pooled(&self, lease: Lease<T>) -> Pooled<T> {
-        Pooled::new(lease, self.key.clone(), Arc::downgrade(&self.shared))
+        Pooled::new(lease, self.key.clone(), self.shared.clone())
     }
 
     /// Drives the checkout to a connection, running each dial it is allowed with `dial` on a

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -125,18 +125,21 @@ pub enum Returned {
 ///
 /// Dropping a `Pooled` returns the connection to the pool (as [`release`](Pooled::release)
 /// does): it goes to the oldest waiting request of its key, or into the idle list, or is
-/// closed if it is no longer open or a limit says so. If the pool is gone, it is closed.
+/// closed if it is no longer open or a limit says so. If the pool was closed (every
+/// handle dropped), it is closed.
 pub struct Pooled<T: Poolable> {
     /// `Some` until the connection is returned or discarded.
     conn: Option<T>,
     key: ConnectKey,
     meta: ConnMeta,
     info: LeaseInfo,
-    pool: Weak<Shared<T>>,
+    /// Keeps the pool's state alive (not the pool open: that is the handles' count), so a
+    /// connection in use can always be given back.
+    pool: Arc<Shared<T>>,
 }
 
 impl<T: Poolable> Pooled<T> {
-    pub(crate) fn new(lease: Lease<T>, key: ConnectKey, pool: Weak<Shared<T>>) -> Pooled<T> {
+    pub(crate) fn new(lease: Lease<T>, key: ConnectKey, pool: Arc<Shared<T>>) -> Pooled<T> {
         Pooled {
             conn: Some(lease.conn),
             key,
@@ -181,11 +184,7 @@ impl<T: Poolable> Pooled<T> {
             meta: self.meta,
             info: self.info,
         };
-        match self.pool.upgrade() {
-            Some(shared) => shared.put(&self.key, lease, close),
-            // The pool is gone; dropping the lease closes the connection.
-            None => Returned::Closed(CloseReason::PoolClosed),
-        }
+        self.pool.put(&self.key, lease, close)
     }
 }
 

@@ -6,7 +6,8 @@
 //! and its address are different keys.
 
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use http::Uri;
 
@@ -25,15 +26,81 @@ use http::Uri;
 /// assert_eq!(key.to_string(), "https://example.com:443");
 /// assert_eq!(key, ConnectKey::new("https", "example.com", 443));
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone)]
 pub struct ConnectKey(Arc<KeyParts>);
 
-#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct KeyParts {
     scheme: Box<str>,
     host: Box<str>,
     port: u16,
+    /// Hash of (scheme, host, port) with a per-process random seed, computed once so that
+    /// the pool's per-key lookups hash a `u64` instead of two strings.
+    hash: u64,
 }
+
+impl KeyParts {
+    fn fields(&self) -> (&str, &str, u16) {
+        (&self.scheme, &self.host, self.port)
+    }
+}
+
+impl PartialEq for ConnectKey {
+    fn eq(&self, other: &ConnectKey) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.hash == other.0.hash && self.0.fields() == other.0.fields())
+    }
+}
+
+impl Eq for ConnectKey {}
+
+impl Hash for ConnectKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl PartialOrd for ConnectKey {
+    fn partial_cmp(&self, other: &ConnectKey) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ConnectKey {
+    fn cmp(&self, other: &ConnectKey) -> std::cmp::Ordering {
+        self.0.fields().cmp(&other.0.fields())
+    }
+}
+
+/// The seed for key hashes: random per process, so hosts chosen by an attacker cannot be
+/// made to collide.
+fn seed() -> &'static std::collections::hash_map::RandomState {
+    static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    SEED.get_or_init(Default::default)
+}
+
+/// A hasher for maps keyed by [`ConnectKey`]: the key's precomputed hash is used as is.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is expected; fold anything else in so the hasher stays correct.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// `BuildHasher` for maps keyed by [`ConnectKey`].
+pub(crate) type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// Why a URI could not be turned into a [`ConnectKey`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +119,14 @@ impl std::error::Error for InvalidKey {}
 impl ConnectKey {
     /// Builds a key from its parts; scheme and host are lower-cased.
     pub fn new(scheme: &str, host: &str, port: u16) -> ConnectKey {
+        let scheme = scheme.to_ascii_lowercase().into_boxed_str();
+        let host = host.to_ascii_lowercase().into_boxed_str();
+        let hash = seed().hash_one((&*scheme, &*host, port));
         ConnectKey(Arc::new(KeyParts {
-            scheme: scheme.to_ascii_lowercase().into_boxed_str(),
-            host: host.to_ascii_lowercase().into_boxed_str(),
+            scheme,
+            host,
             port,
+            hash,
         }))
     }
 

@@ -109,6 +109,15 @@ fn limit(v: Option<usize>) -> String {
     v.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
+/// One line of the table: the key left-aligned, counts right-aligned.
+fn row(f: &mut fmt::Formatter<'_>, width: usize, c: [String; 8]) -> fmt::Result {
+    writeln!(
+        f,
+        "  {:<width$}  {:>5} {:>6} {:>10} {:>5}  {:>10} {:>10}  {}",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+    )
+}
+
 impl fmt::Display for PoolSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = &self.limits;
@@ -126,33 +135,38 @@ impl fmt::Display for PoolSnapshot {
             .max()
             .unwrap_or(0)
             .max("key".len());
-        writeln!(
+        row(
             f,
-            "  {:<width$}  {:>5} {:>6} {:>10} {:>5}  {:>11} {:>12}  {}",
-            "key",
-            "idle",
-            "active",
-            "connecting",
-            "total",
-            "wait(idle)",
-            "wait(dial)",
-            "oldest wait"
+            width,
+            [
+                "key",
+                "idle",
+                "active",
+                "connecting",
+                "total",
+                "wait(idle)",
+                "wait(dial)",
+                "oldest wait",
+            ]
+            .map(str::to_owned),
         )?;
         for h in &self.hosts {
             let oldest = h
                 .oldest_wait
                 .map_or_else(|| "-".to_owned(), |d| format!("{d:?}"));
-            writeln!(
+            row(
                 f,
-                "  {:<width$}  {:>5} {:>6} {:>10} {:>5}  {:>11} {:>12}  {}",
-                h.key.to_string(),
-                h.idle,
-                h.active,
-                h.connecting,
-                h.total,
-                h.idle_conn_waiters,
-                h.conns_per_host_waiters,
-                oldest
+                width,
+                [
+                    h.key.to_string(),
+                    h.idle.to_string(),
+                    h.active.to_string(),
+                    h.connecting.to_string(),
+                    h.total.to_string(),
+                    h.idle_conn_waiters.to_string(),
+                    h.conns_per_host_waiters.to_string(),
+                    oldest,
+                ],
             )?;
         }
         write!(

@@ -25,14 +25,18 @@ use std::task::Waker;
 use std::time::Duration;
 
 use slab::Slab;
+
+mod dial;
+mod idle;
 use tokio::time::Instant;
 
 use super::conn::{ConnMeta, Lease, LeaseInfo, Returned};
 use super::error::{BoxError, Error, Kind};
+use super::key::BuildKeyHasher;
 use super::{Config, ConnId, ConnectKey, Poolable};
 use crate::stats::{
-    CloseReason, ConnClosed, ConnOpened, ConnReused, Event, HostSnapshot, IdleConnIn, IdleConnOut,
-    IdleOutReason, Limit, PoolLimits, PoolSnapshot, Stats, WaitIn, WaitOut, WaitOutcome,
+    CloseReason, Event, HostSnapshot, IdleOutReason, Limit, PoolLimits, PoolSnapshot, Stats,
+    WaitIn, WaitOut, WaitOutcome,
 };
 
 /// The state shared by every handle of one pool.
@@ -45,7 +49,7 @@ pub(crate) struct Shared<T> {
 }
 
 pub(super) struct State<T> {
-    hosts: HashMap<ConnectKey, Host<T>>,
+    hosts: HashMap<ConnectKey, Host<T>, BuildKeyHasher>,
     /// Requests waiting in this pool. Owned by their `Checkout`: only it removes an entry.
     waiters: Slab<Waiter<T>>,
     /// HTTP/1 idle connections across all keys.
@@ -196,6 +200,11 @@ impl<T> Host<T> {
         }
     }
 
+    /// Idle connections: HTTP/1 in the idle list and shared ones nobody uses.
+    fn idle_count(&self) -> usize {
+        self.idle.len() + self.shared_idle()
+    }
+
     fn shared_idle(&self) -> usize {
         self.shared.iter().filter(|s| s.leases == 0).count()
     }
@@ -242,7 +251,7 @@ impl<T: Poolable> Shared<T> {
     pub(super) fn new(config: Config, stats: Stats) -> Shared<T> {
         Shared {
             state: Mutex::new(State {
-                hosts: HashMap::new(),
+                hosts: HashMap::default(),
                 waiters: Slab::new(),
                 idle_total: 0,
                 idle_order: VecDeque::new(),
@@ -330,7 +339,13 @@ impl<'a, T: Poolable> Locked<'a, T> {
     }
 
     fn host(&mut self, key: &ConnectKey) -> &mut Host<T> {
-        self.st.hosts.entry(key.clone()).or_insert_with(Host::new)
+        if !self.st.hosts.contains_key(key) {
+            self.st.hosts.insert(key.clone(), Host::new());
+        }
+        match self.st.hosts.get_mut(key) {
+            Some(host) => host,
+            None => unreachable!("inserted above"),
+        }
     }
 
     fn remove_host_if_unused(&mut self, key: &ConnectKey) {
@@ -396,66 +411,6 @@ impl<'a, T: Poolable> Locked<'a, T> {
             self.queue_for_dial(key, wref);
         }
         Ok(Start::Wait(wref))
-    }
-
-    /// Leases a shared connection of `key`, dropping closed ones that nobody uses.
-    fn take_shared(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
-        let now = self.now();
-        let host = self.st.hosts.get_mut(key)?;
-        let mut i = 0;
-        let mut closed = Vec::new();
-        let mut found = None;
-        while i < host.shared.len() {
-            let s = &mut host.shared[i];
-            if s.dead || !s.conn.is_open() || self.cfg.lifetime_over(s.meta.created, now) {
-                s.dead = true;
-                if s.leases == 0 {
-                    closed.push(host.shared.swap_remove(i));
-                    continue;
-                }
-            } else if let Some(conn) = s.conn.share() {
-                found = Some((i, conn));
-                break;
-            }
-            i += 1;
-        }
-        for s in closed {
-            let reason = if self.cfg.lifetime_over(s.meta.created, now) {
-                (IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime)
-            } else {
-                (IdleOutReason::Broken, CloseReason::Broken)
-            };
-            self.idle_out(key, s.meta.id, now - s.idle_since, reason.0);
-            self.close(key, s.conn, s.meta, reason.1);
-        }
-        let (i, conn) = found?;
-        let host = self.st.hosts.get_mut(key)?;
-        let s = &mut host.shared[i];
-        let was_idle = s.leases == 0;
-        let idle_time = if was_idle {
-            now - s.idle_since
-        } else {
-            Duration::ZERO
-        };
-        let reused = s.meta.requests > 0;
-        s.leases += 1;
-        s.meta.requests += 1;
-        let meta = s.meta;
-        if was_idle {
-            self.idle_out(key, meta.id, idle_time, IdleOutReason::Reused);
-        }
-        Some(Lease {
-            conn,
-            meta,
-            info: LeaseInfo {
-                conn_id: meta.id,
-                reused,
-                was_idle,
-                idle_time,
-                waited: Duration::ZERO,
-                shared: true,
-            },
-        })
     }
 
     /// Pops the most recently used idle connection of `key`, closing expired or broken ones.
@@ -735,566 +690,6 @@ impl<'a, T: Poolable> Locked<'a, T> {
             }
         }
         None
-    }
-
-    /// After a shared dial ended without serving everyone, requests that were waiting for it
-    /// without dialing themselves get to dial: one if another shared dial may follow, all if
-    /// the connection turned out not to be shareable.
-    fn kick_stranded(&mut self, key: &ConnectKey, all: bool) {
-        let Some(host) = self.st.hosts.get(key) else {
-            return;
-        };
-        if host.shared_dialing > 0 || self.st.closed {
-            return;
-        }
-        let stranded: Vec<WaiterRef> = host
-            .idle_waitq
-            .iter()
-            .copied()
-            .filter(|r| {
-                self.st.waiters.get(r.idx).is_some_and(|w| {
-                    w.id == r.id && w.in_idle_queue && !w.dialing && !w.in_dial_queue
-                })
-            })
-            .take(if all { usize::MAX } else { 1 })
-            .collect();
-        for r in stranded {
-            self.queue_for_dial(key, r);
-        }
-    }
-
-    // ----- dials ----------------------------------------------------------------------
-
-    /// A dial granted to `owner` ended. A connection goes to its owner if it still waits, else
-    /// to the oldest waiter, else idle; a failure goes to the owner and frees the slot.
-    pub(super) fn finish_dial(
-        &mut self,
-        key: &ConnectKey,
-        id: ConnId,
-        owner: WaiterRef,
-        shared_hint: bool,
-        started: Instant,
-        result: Result<T, Error>,
-    ) {
-        let now = self.now();
-        let host = self.host(key);
-        host.connecting -= 1;
-        if shared_hint {
-            host.shared_dialing -= 1;
-        }
-        let owner_live = match self.st.waiters.get_mut(owner.idx) {
-            Some(w) if w.id == owner.id => {
-                w.dialing = false;
-                w.result.is_none()
-            }
-            _ => false,
-        };
-        let conn = match result {
-            Ok(conn) => conn,
-            Err(err) => {
-                self.release_slot(key);
-                if owner_live {
-                    self.deliver(owner, Err(err));
-                }
-                self.kick_stranded(key, false);
-                return;
-            }
-        };
-        let meta = ConnMeta {
-            id,
-            created: now,
-            requests: 0,
-        };
-        let first_share = conn.share();
-        let shared = first_share.is_some();
-        self.fx.push(|| {
-            Event::ConnOpened(ConnOpened {
-                key: key.clone(),
-                conn_id: id,
-                at: now.into_std(),
-                dial_time: now - started,
-                shared,
-            })
-        });
-        if self.st.closed {
-            drop(first_share);
-            self.close(key, conn, meta, CloseReason::PoolClosed);
-            return;
-        }
-        match first_share {
-            Some(first) => self.add_shared(key, conn, meta, owner, owner_live, first),
-            None => {
-                let lease = Lease {
-                    conn,
-                    meta: ConnMeta {
-                        requests: 1,
-                        ..meta
-                    },
-                    info: LeaseInfo {
-                        conn_id: id,
-                        reused: false,
-                        was_idle: false,
-                        idle_time: Duration::ZERO,
-                        waited: Duration::ZERO,
-                        shared: false,
-                    },
-                };
-                if owner_live {
-                    self.deliver(owner, Ok(lease));
-                } else {
-                    let mut lease = lease;
-                    lease.meta.requests = 0;
-                    self.put(key, lease, None);
-                }
-                self.kick_stranded(key, true);
-            }
-        }
-    }
-
-    /// A new shared connection serves its owner and every request waiting for `key`.
-    fn add_shared(
-        &mut self,
-        key: &ConnectKey,
-        conn: T,
-        meta: ConnMeta,
-        owner: WaiterRef,
-        owner_live: bool,
-        first: T,
-    ) {
-        let now = self.now();
-        let mut targets = Vec::new();
-        if owner_live {
-            targets.push(owner);
-        }
-        while let Some(r) = self.pop_idle_waiter(key) {
-            if r != owner {
-                targets.push(r);
-            }
-        }
-        let mut meta = meta;
-        let mut first = Some(first);
-        let mut leases = 0;
-        for r in targets {
-            let Some(handle) = first.take().or_else(|| conn.share()) else {
-                break;
-            };
-            leases += 1;
-            let lease_meta = ConnMeta {
-                requests: meta.requests + 1,
-                ..meta
-            };
-            meta.requests += 1;
-            self.deliver(
-                r,
-                Ok(Lease {
-                    conn: handle,
-                    meta: lease_meta,
-                    info: LeaseInfo {
-                        conn_id: meta.id,
-                        reused: lease_meta.requests > 1,
-                        was_idle: false,
-                        idle_time: Duration::ZERO,
-                        waited: Duration::ZERO,
-                        shared: true,
-                    },
-                }),
-            );
-        }
-        drop(first);
-        let host = self.host(key);
-        host.shared.push(SharedConn {
-            conn,
-            meta,
-            leases,
-            idle_since: now,
-            dead: false,
-        });
-        if leases == 0 {
-            let idle = host.idle.len() + host.shared_idle();
-            self.fx.push(|| {
-                Event::IdleConnIn(IdleConnIn {
-                    key: key.clone(),
-                    conn_id: meta.id,
-                    at: now.into_std(),
-                    idle,
-                })
-            });
-            self.want_reaper();
-        }
-        self.kick_stranded(key, false);
-    }
-
-    // ----- returns --------------------------------------------------------------------
-
-    /// Go's `tryPutIdleConn`: a returned connection goes to the oldest waiter, else into the
-    /// idle list (within `max_idle_per_host` and `max_idle`), else it is closed.
-    pub(super) fn put(
-        &mut self,
-        key: &ConnectKey,
-        lease: Lease<T>,
-        close: Option<CloseReason>,
-    ) -> Returned {
-        if lease.info.shared {
-            return self.put_shared(key, lease, close);
-        }
-        let now = self.now();
-        let Lease { conn, meta, .. } = lease;
-        let reason = if self.st.closed {
-            Some(CloseReason::PoolClosed)
-        } else if close.is_some() {
-            close
-        } else if !conn.is_open() {
-            Some(CloseReason::Broken)
-        } else if self.cfg.lifetime_over(meta.created, now) {
-            Some(CloseReason::MaxLifetime)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            self.close(key, conn, meta, reason);
-            return Returned::Closed(reason);
-        }
-        if let Some(w) = self.pop_idle_waiter(key) {
-            if meta.requests > 0 {
-                self.fx.push(|| {
-                    Event::ConnReused(ConnReused {
-                        key: key.clone(),
-                        conn_id: meta.id,
-                        at: now.into_std(),
-                    })
-                });
-            }
-            let reused = meta.requests > 0;
-            let meta = ConnMeta {
-                requests: meta.requests + 1,
-                ..meta
-            };
-            let info = LeaseInfo {
-                conn_id: meta.id,
-                reused,
-                was_idle: false,
-                idle_time: Duration::ZERO,
-                waited: Duration::ZERO,
-                shared: false,
-            };
-            self.deliver(w, Ok(Lease { conn, meta, info }));
-            return Returned::HandedOver;
-        }
-        let host_idle = self.st.hosts.get(key).map_or(0, |h| h.idle.len());
-        if self
-            .cfg
-            .max_idle_per_host
-            .is_some_and(|cap| host_idle >= cap)
-        {
-            self.limit_hit(Limit::MaxIdleConnsPerHost);
-            self.close(key, conn, meta, CloseReason::MaxIdlePerHost);
-            return Returned::Closed(CloseReason::MaxIdlePerHost);
-        }
-        let seq = self.st.next_seq;
-        self.st.next_seq += 1;
-        let host = self.host(key);
-        host.idle.push_back(Idle {
-            conn,
-            meta,
-            seq,
-            since: now,
-        });
-        let idle = host.idle.len() + host.shared_idle();
-        self.st.idle_total += 1;
-        self.fx.push(|| {
-            Event::IdleConnIn(IdleConnIn {
-                key: key.clone(),
-                conn_id: meta.id,
-                at: now.into_std(),
-                idle,
-            })
-        });
-        if let Some(max) = self.cfg.max_idle {
-            self.st.idle_order.push_back((seq, key.clone()));
-            if self.st.idle_total > max {
-                self.limit_hit(Limit::MaxIdleConns);
-                self.evict_oldest_idle();
-            }
-            self.compact_idle_order();
-        }
-        self.want_reaper();
-        Returned::Idle
-    }
-
-    /// A lease of a shared connection ends; the connection goes idle with its last lease.
-    fn put_shared(
-        &mut self,
-        key: &ConnectKey,
-        lease: Lease<T>,
-        close: Option<CloseReason>,
-    ) -> Returned {
-        let now = self.now();
-        self.fx.drops.push(lease.conn);
-        let closed = self.st.closed;
-        let Some(host) = self.st.hosts.get_mut(key) else {
-            return Returned::Closed(CloseReason::PoolClosed);
-        };
-        let Some(i) = host.shared.iter().position(|s| s.meta.id == lease.meta.id) else {
-            return Returned::Closed(CloseReason::PoolClosed);
-        };
-        let s = &mut host.shared[i];
-        s.leases -= 1;
-        if close.is_some() || !s.conn.is_open() {
-            s.dead = true;
-        }
-        if s.leases > 0 {
-            return Returned::Shared;
-        }
-        let reason = if closed {
-            Some(CloseReason::PoolClosed)
-        } else if let Some(reason) = close {
-            Some(reason)
-        } else if s.dead {
-            Some(CloseReason::Broken)
-        } else if self.cfg.lifetime_over(s.meta.created, now) {
-            Some(CloseReason::MaxLifetime)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            let s = host.shared.swap_remove(i);
-            self.close(key, s.conn, s.meta, reason);
-            return Returned::Closed(reason);
-        }
-        s.idle_since = now;
-        let conn_id = s.meta.id;
-        let idle = host.idle.len() + host.shared_idle();
-        self.fx.push(|| {
-            Event::IdleConnIn(IdleConnIn {
-                key: key.clone(),
-                conn_id,
-                at: now.into_std(),
-                idle,
-            })
-        });
-        self.want_reaper();
-        Returned::Shared
-    }
-
-    /// Closes the least recently used idle connection of any key (`max_idle`).
-    fn evict_oldest_idle(&mut self) {
-        let now = self.now();
-        while let Some((seq, key)) = self.st.idle_order.pop_front() {
-            let Some(host) = self.st.hosts.get_mut(&key) else {
-                continue;
-            };
-            // The oldest idle connection still present is at the front of its key's list.
-            if host.idle.front().is_none_or(|i| i.seq != seq) {
-                continue;
-            }
-            let Some(idle) = host.idle.pop_front() else {
-                continue;
-            };
-            self.st.idle_total -= 1;
-            self.idle_out(
-                &key,
-                idle.meta.id,
-                now - idle.since,
-                IdleOutReason::EvictedMaxIdle,
-            );
-            self.close(&key, idle.conn, idle.meta, CloseReason::MaxIdleConns);
-            return;
-        }
-    }
-
-    /// Keeps `idle_order` within a constant factor of the idle connections it describes.
-    fn compact_idle_order(&mut self) {
-        let State {
-            idle_order,
-            hosts,
-            idle_total,
-            ..
-        } = &mut *self.st;
-        if idle_order.len() <= 2 * *idle_total + 16 {
-            return;
-        }
-        idle_order.retain(|(seq, key)| {
-            hosts
-                .get(key)
-                .is_some_and(|h| h.idle.binary_search_by_key(seq, |i| i.seq).is_ok())
-        });
-    }
-
-    // ----- closing --------------------------------------------------------------------
-
-    /// A connection leaves the pool for good: `ConnClosed`, its slot released, and the
-    /// connection dropped after the lock.
-    fn close(&mut self, key: &ConnectKey, conn: T, meta: ConnMeta, reason: CloseReason) {
-        let now = self.now();
-        self.fx.drops.push(conn);
-        self.fx.push(|| {
-            Event::ConnClosed(ConnClosed {
-                key: key.clone(),
-                conn_id: meta.id,
-                at: now.into_std(),
-                reason,
-                lifetime: now - meta.created,
-                requests: meta.requests,
-            })
-        });
-        self.release_slot(key);
-    }
-
-    fn idle_out(
-        &mut self,
-        key: &ConnectKey,
-        conn_id: ConnId,
-        idle_time: Duration,
-        reason: IdleOutReason,
-    ) {
-        let now = self.now();
-        let idle = self
-            .st
-            .hosts
-            .get(key)
-            .map_or(0, |h| h.idle.len() + h.shared_idle());
-        self.fx.push(|| {
-            Event::IdleConnOut(IdleConnOut {
-                key: key.clone(),
-                conn_id,
-                at: now.into_std(),
-                idle,
-                idle_time,
-                reason,
-            })
-        });
-    }
-
-    /// Closes every idle connection (HTTP/1 idle list, and shared connections nobody uses).
-    pub(super) fn close_idle(&mut self, out: IdleOutReason, reason: CloseReason) {
-        self.sweep(|_, _, _| Some((out, reason)));
-    }
-
-    /// Closes the idle connections that `verdict(meta, idle_since, now)` condemns.
-    fn sweep(
-        &mut self,
-        verdict: impl Fn(&ConnMeta, Instant, Instant) -> Option<(IdleOutReason, CloseReason)>,
-    ) {
-        let now = self.now();
-        let keys: Vec<ConnectKey> = self.st.hosts.keys().cloned().collect();
-        for key in keys {
-            let State {
-                hosts, idle_total, ..
-            } = &mut *self.st;
-            let Some(host) = hosts.get_mut(&key) else {
-                continue;
-            };
-            let mut doomed = Vec::new();
-            let mut kept = VecDeque::with_capacity(host.idle.len());
-            for idle in host.idle.drain(..) {
-                match verdict(&idle.meta, idle.since, now) {
-                    Some(r) => doomed.push((idle.conn, idle.meta, now - idle.since, r)),
-                    None => kept.push_back(idle),
-                }
-            }
-            host.idle = kept;
-            *idle_total -= doomed.len();
-            let mut i = 0;
-            while i < host.shared.len() {
-                let s = &host.shared[i];
-                let v = (s.leases == 0)
-                    .then(|| verdict(&s.meta, s.idle_since, now))
-                    .flatten();
-                match v {
-                    Some(r) => {
-                        let s = host.shared.swap_remove(i);
-                        doomed.push((s.conn, s.meta, now - s.idle_since, r));
-                    }
-                    None => i += 1,
-                }
-            }
-            for (conn, meta, idle_time, (out, reason)) in doomed {
-                self.idle_out(&key, meta.id, idle_time, out);
-                self.close(&key, conn, meta, reason);
-            }
-        }
-    }
-
-    /// The reaper's pass: closes expired idle connections and says when the next one expires
-    /// (`None`: nothing idle, the reaper stops).
-    pub(super) fn reap(&mut self) -> Option<Instant> {
-        let cfg = self.cfg.clone();
-        self.sweep(|meta, since, now| {
-            if cfg.idle_expired(since, now) {
-                Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
-            } else if cfg.lifetime_over(meta.created, now) {
-                Some((IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime))
-            } else {
-                None
-            }
-        });
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        for host in self.st.hosts.values() {
-            let idles = host.idle.iter().map(|i| (i.meta.created, i.since));
-            let shared = host
-                .shared
-                .iter()
-                .filter(|s| s.leases == 0)
-                .map(|s| (s.meta.created, s.idle_since));
-            for (created, since) in idles.chain(shared) {
-                if let Some(t) = cfg.idle_timeout {
-                    consider(since + t);
-                }
-                if let Some(t) = cfg.max_lifetime {
-                    consider(created + t);
-                }
-            }
-        }
-        if next.is_none() {
-            self.st.reaper_running = false;
-        }
-        next
-    }
-
-    pub(super) fn reaper_stopped(&mut self) {
-        self.st.reaper_running = false;
-    }
-
-    fn want_reaper(&mut self) {
-        let timed = self.cfg.idle_timeout.is_some() || self.cfg.max_lifetime.is_some();
-        if timed && !self.st.reaper_running && !self.st.closed {
-            self.st.reaper_running = true;
-            self.fx.spawn_reaper = true;
-        }
-    }
-
-    /// The last handle is gone: idle connections close and every waiter fails.
-    pub(super) fn close_pool(&mut self) {
-        self.close_idle(IdleOutReason::PoolClosed, CloseReason::PoolClosed);
-        self.st.closed = true;
-        let refs: Vec<WaiterRef> = self
-            .st
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.result.is_none())
-            .map(|(idx, w)| WaiterRef { idx, id: w.id })
-            .collect();
-        for r in refs {
-            self.deliver_closed(r);
-        }
-    }
-
-    fn deliver_closed(&mut self, r: WaiterRef) {
-        let Some(w) = self.st.waiters.get_mut(r.idx) else {
-            return;
-        };
-        let leaving = w.leave();
-        let grant = w.grant.take();
-        let wants_shared = w.wants_shared;
-        w.result = Some(Err(Error::new(Kind::PoolClosed)));
-        if let Some(waker) = w.waker.take() {
-            self.fx.wakers.push(waker);
-        }
-        self.leave_queues(&leaving, WaitOutcome::PoolClosed);
-        if grant.is_some() {
-            self.drop_grant(&leaving.key, wants_shared);
-        }
     }
 
     // ----- snapshots ------------------------------------------------------------------

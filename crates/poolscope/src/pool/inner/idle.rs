@@ -1,0 +1,388 @@
+//! Returning, idling and closing connections: Go's `tryPutIdleConn`, the idle caps, the
+//! reaper's sweep and closing the pool.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Host, Idle, Locked, State, WaiterRef};
+use crate::pool::conn::{ConnMeta, Lease, LeaseInfo, Returned};
+use crate::pool::error::{Error, Kind};
+use crate::pool::{ConnId, ConnectKey, Poolable};
+use crate::stats::{
+    CloseReason, ConnClosed, ConnReused, Event, IdleConnIn, IdleConnOut, IdleOutReason, Limit,
+    WaitOutcome,
+};
+
+impl<T: Poolable> Locked<'_, T> {
+    // ----- returns --------------------------------------------------------------------
+
+    /// Go's `tryPutIdleConn`: a returned connection goes to the oldest waiter, else into the
+    /// idle list (within `max_idle_per_host` and `max_idle`), else it is closed.
+    pub(in crate::pool) fn put(
+        &mut self,
+        key: &ConnectKey,
+        lease: Lease<T>,
+        close: Option<CloseReason>,
+    ) -> Returned {
+        if lease.info.shared {
+            return self.put_shared(key, lease, close);
+        }
+        let now = self.now();
+        let Lease { conn, meta, .. } = lease;
+        let reason = if self.st.closed {
+            Some(CloseReason::PoolClosed)
+        } else if close.is_some() {
+            close
+        } else if !conn.is_open() {
+            Some(CloseReason::Broken)
+        } else if self.cfg.lifetime_over(meta.created, now) {
+            Some(CloseReason::MaxLifetime)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.close(key, conn, meta, reason);
+            return Returned::Closed(reason);
+        }
+        if let Some(w) = self.pop_idle_waiter(key) {
+            if meta.requests > 0 {
+                self.fx.push(|| {
+                    Event::ConnReused(ConnReused {
+                        key: key.clone(),
+                        conn_id: meta.id,
+                        at: now.into_std(),
+                    })
+                });
+            }
+            let reused = meta.requests > 0;
+            let meta = ConnMeta {
+                requests: meta.requests + 1,
+                ..meta
+            };
+            let info = LeaseInfo {
+                conn_id: meta.id,
+                reused,
+                was_idle: false,
+                idle_time: Duration::ZERO,
+                waited: Duration::ZERO,
+                shared: false,
+            };
+            self.deliver(w, Ok(Lease { conn, meta, info }));
+            return Returned::HandedOver;
+        }
+        let cap = self.cfg.max_idle_per_host;
+        let seq = self.st.next_seq;
+        let host = self.host(key);
+        if cap.is_some_and(|cap| host.idle.len() >= cap) {
+            self.limit_hit(Limit::MaxIdleConnsPerHost);
+            self.close(key, conn, meta, CloseReason::MaxIdlePerHost);
+            return Returned::Closed(CloseReason::MaxIdlePerHost);
+        }
+        host.idle.push_back(Idle {
+            conn,
+            meta,
+            seq,
+            since: now,
+        });
+        let idle = host.idle_count();
+        self.st.next_seq += 1;
+        self.st.idle_total += 1;
+        self.fx.push(|| {
+            Event::IdleConnIn(IdleConnIn {
+                key: key.clone(),
+                conn_id: meta.id,
+                at: now.into_std(),
+                idle,
+            })
+        });
+        if let Some(max) = self.cfg.max_idle {
+            self.st.idle_order.push_back((seq, key.clone()));
+            if self.st.idle_total > max {
+                self.limit_hit(Limit::MaxIdleConns);
+                self.evict_oldest_idle();
+            }
+            self.compact_idle_order();
+        }
+        self.want_reaper();
+        Returned::Idle
+    }
+
+    /// A lease of a shared connection ends; the connection goes idle with its last lease.
+    pub(super) fn put_shared(
+        &mut self,
+        key: &ConnectKey,
+        lease: Lease<T>,
+        close: Option<CloseReason>,
+    ) -> Returned {
+        let now = self.now();
+        self.fx.drops.push(lease.conn);
+        let closed = self.st.closed;
+        let Some(host) = self.st.hosts.get_mut(key) else {
+            return Returned::Closed(CloseReason::PoolClosed);
+        };
+        let Some(i) = host.shared.iter().position(|s| s.meta.id == lease.meta.id) else {
+            return Returned::Closed(CloseReason::PoolClosed);
+        };
+        let s = &mut host.shared[i];
+        s.leases -= 1;
+        if close.is_some() || !s.conn.is_open() {
+            s.dead = true;
+        }
+        if s.leases > 0 {
+            return Returned::Shared;
+        }
+        let reason = if closed {
+            Some(CloseReason::PoolClosed)
+        } else if let Some(reason) = close {
+            Some(reason)
+        } else if s.dead {
+            Some(CloseReason::Broken)
+        } else if self.cfg.lifetime_over(s.meta.created, now) {
+            Some(CloseReason::MaxLifetime)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let s = host.shared.swap_remove(i);
+            self.close(key, s.conn, s.meta, reason);
+            return Returned::Closed(reason);
+        }
+        s.idle_since = now;
+        let conn_id = s.meta.id;
+        let idle = host.idle.len() + host.shared_idle();
+        self.fx.push(|| {
+            Event::IdleConnIn(IdleConnIn {
+                key: key.clone(),
+                conn_id,
+                at: now.into_std(),
+                idle,
+            })
+        });
+        self.want_reaper();
+        Returned::Shared
+    }
+
+    /// Closes the least recently used idle connection of any key (`max_idle`).
+    pub(super) fn evict_oldest_idle(&mut self) {
+        let now = self.now();
+        while let Some((seq, key)) = self.st.idle_order.pop_front() {
+            let Some(host) = self.st.hosts.get_mut(&key) else {
+                continue;
+            };
+            // The oldest idle connection still present is at the front of its key's list.
+            if host.idle.front().is_none_or(|i| i.seq != seq) {
+                continue;
+            }
+            let Some(idle) = host.idle.pop_front() else {
+                continue;
+            };
+            self.st.idle_total -= 1;
+            self.idle_out(
+                &key,
+                idle.meta.id,
+                now - idle.since,
+                IdleOutReason::EvictedMaxIdle,
+            );
+            self.close(&key, idle.conn, idle.meta, CloseReason::MaxIdleConns);
+            return;
+        }
+    }
+
+    /// Keeps `idle_order` within a constant factor of the idle connections it describes.
+    pub(super) fn compact_idle_order(&mut self) {
+        let State {
+            idle_order,
+            hosts,
+            idle_total,
+            ..
+        } = &mut *self.st;
+        if idle_order.len() <= 2 * *idle_total + 16 {
+            return;
+        }
+        idle_order.retain(|(seq, key)| {
+            hosts
+                .get(key)
+                .is_some_and(|h| h.idle.binary_search_by_key(seq, |i| i.seq).is_ok())
+        });
+    }
+
+    // ----- closing --------------------------------------------------------------------
+
+    /// A connection leaves the pool for good: `ConnClosed`, its slot released, and the
+    /// connection dropped after the lock.
+    pub(super) fn close(&mut self, key: &ConnectKey, conn: T, meta: ConnMeta, reason: CloseReason) {
+        let now = self.now();
+        self.fx.drops.push(conn);
+        self.fx.push(|| {
+            Event::ConnClosed(ConnClosed {
+                key: key.clone(),
+                conn_id: meta.id,
+                at: now.into_std(),
+                reason,
+                lifetime: now - meta.created,
+                requests: meta.requests,
+            })
+        });
+        self.release_slot(key);
+    }
+
+    pub(super) fn idle_out(
+        &mut self,
+        key: &ConnectKey,
+        conn_id: ConnId,
+        idle_time: Duration,
+        reason: IdleOutReason,
+    ) {
+        let now = self.now();
+        let st = &self.st;
+        self.fx.push(|| {
+            Event::IdleConnOut(IdleConnOut {
+                key: key.clone(),
+                conn_id,
+                at: now.into_std(),
+                idle: st.hosts.get(key).map_or(0, Host::idle_count),
+                idle_time,
+                reason,
+            })
+        });
+    }
+
+    /// Closes every idle connection (HTTP/1 idle list, and shared connections nobody uses).
+    pub(in crate::pool) fn close_idle(&mut self, out: IdleOutReason, reason: CloseReason) {
+        self.sweep(|_, _, _| Some((out, reason)));
+    }
+
+    /// Closes the idle connections that `verdict(meta, idle_since, now)` condemns.
+    pub(super) fn sweep(
+        &mut self,
+        verdict: impl Fn(&ConnMeta, Instant, Instant) -> Option<(IdleOutReason, CloseReason)>,
+    ) {
+        let now = self.now();
+        let keys: Vec<ConnectKey> = self.st.hosts.keys().cloned().collect();
+        for key in keys {
+            let State {
+                hosts, idle_total, ..
+            } = &mut *self.st;
+            let Some(host) = hosts.get_mut(&key) else {
+                continue;
+            };
+            let mut doomed = Vec::new();
+            let mut kept = VecDeque::with_capacity(host.idle.len());
+            for idle in host.idle.drain(..) {
+                match verdict(&idle.meta, idle.since, now) {
+                    Some(r) => doomed.push((idle.conn, idle.meta, now - idle.since, r)),
+                    None => kept.push_back(idle),
+                }
+            }
+            host.idle = kept;
+            *idle_total -= doomed.len();
+            let mut i = 0;
+            while i < host.shared.len() {
+                let s = &host.shared[i];
+                let v = (s.leases == 0)
+                    .then(|| verdict(&s.meta, s.idle_since, now))
+                    .flatten();
+                match v {
+                    Some(r) => {
+                        let s = host.shared.swap_remove(i);
+                        doomed.push((s.conn, s.meta, now - s.idle_since, r));
+                    }
+                    None => i += 1,
+                }
+            }
+            for (conn, meta, idle_time, (out, reason)) in doomed {
+                self.idle_out(&key, meta.id, idle_time, out);
+                self.close(&key, conn, meta, reason);
+            }
+        }
+    }
+
+    /// The reaper's pass: closes expired idle connections and says when the next one expires
+    /// (`None`: nothing idle, the reaper stops).
+    pub(in crate::pool) fn reap(&mut self) -> Option<Instant> {
+        let cfg = self.cfg.clone();
+        self.sweep(|meta, since, now| {
+            if cfg.idle_expired(since, now) {
+                Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
+            } else if cfg.lifetime_over(meta.created, now) {
+                Some((IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime))
+            } else {
+                None
+            }
+        });
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for host in self.st.hosts.values() {
+            let idles = host.idle.iter().map(|i| (i.meta.created, i.since));
+            let shared = host
+                .shared
+                .iter()
+                .filter(|s| s.leases == 0)
+                .map(|s| (s.meta.created, s.idle_since));
+            for (created, since) in idles.chain(shared) {
+                if let Some(t) = cfg.idle_timeout {
+                    consider(since + t);
+                }
+                if let Some(t) = cfg.max_lifetime {
+                    consider(created + t);
+                }
+            }
+        }
+        if next.is_none() {
+            self.st.reaper_running = false;
+        }
+        next
+    }
+
+    pub(in crate::pool) fn reaper_stopped(&mut self) {
+        self.st.reaper_running = false;
+    }
+
+    pub(super) fn want_reaper(&mut self) {
+        let timed = self.cfg.idle_timeout.is_some() || self.cfg.max_lifetime.is_some();
+        // Without a runtime no reaper can run; expired connections still go at checkout.
+        if timed
+            && !self.st.reaper_running
+            && !self.st.closed
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            self.st.reaper_running = true;
+            self.fx.spawn_reaper = true;
+        }
+    }
+
+    /// The last handle is gone: idle connections close and every waiter fails.
+    pub(in crate::pool) fn close_pool(&mut self) {
+        self.close_idle(IdleOutReason::PoolClosed, CloseReason::PoolClosed);
+        self.st.closed = true;
+        let refs: Vec<WaiterRef> = self
+            .st
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.result.is_none())
+            .map(|(idx, w)| WaiterRef { idx, id: w.id })
+            .collect();
+        for r in refs {
+            self.deliver_closed(r);
+        }
+    }
+
+    pub(super) fn deliver_closed(&mut self, r: WaiterRef) {
+        let Some(w) = self.st.waiters.get_mut(r.idx) else {
+            return;
+        };
+        let leaving = w.leave();
+        let grant = w.grant.take();
+        let wants_shared = w.wants_shared;
+        w.result = Some(Err(Error::new(Kind::PoolClosed)));
+        if let Some(waker) = w.waker.take() {
+            self.fx.wakers.push(waker);
+        }
+        self.leave_queues(&leaving, WaitOutcome::PoolClosed);
+        if grant.is_some() {
+            self.drop_grant(&leaving.key, wants_shared);
+        }
+    }
+}
