@@ -13,3 +13,10 @@ pub mod pool;
 pub mod stats;
 
 pub use stats::{PoolSnapshot, Stats};
+pub mod connect;
+pub mod trace;
+
+pub use trace::ClientTrace;
+pub mod client;
+
+pub use client::{Builder, Client, Error, ResponseBody, ResponseFuture};

@@ -111,6 +111,8 @@ pub use conn::{ConnId, LeaseInfo, Poolable, Pooled, Returned};
 pub use error::{BoxError, Error};
 pub use key::{ConnectKey, InvalidKey};
 
+pub(crate) use key::default_port;
+
 use crate::stats::{CloseReason, IdleOutReason, PoolSnapshot, Stats};
 use inner::Shared;
 
@@ -167,7 +169,7 @@ impl Config {
 /// Cloning gives another handle to the same pool. When the last handle is dropped the pool
 /// closes: idle connections are dropped, waiting checkouts fail with
 /// [`Error::is_closed`], and connections in use are closed when they come back.
-pub struct Pool<T: Poolable> {
+pub struct Pool<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -208,14 +210,16 @@ impl<T: Poolable> Pool<T> {
         locked.close_idle(IdleOutReason::CloseIdle, CloseReason::CloseIdle);
         locked.finish(&self.shared);
     }
+}
 
+impl<T> Pool<T> {
     /// The pool's configuration.
     pub fn config(&self) -> &Config {
         &self.shared.config
     }
 }
 
-impl<T: Poolable> Clone for Pool<T> {
+impl<T> Clone for Pool<T> {
     fn clone(&self) -> Pool<T> {
         self.shared.add_handle();
         Pool {
@@ -224,17 +228,17 @@ impl<T: Poolable> Clone for Pool<T> {
     }
 }
 
-impl<T: Poolable> Drop for Pool<T> {
+impl<T> Drop for Pool<T> {
     fn drop(&mut self) {
         if self.shared.drop_handle() {
-            let mut locked = self.shared.lock();
-            locked.close_pool();
-            locked.finish(&self.shared);
+            // `Shared::close` was set by the constructor, where `T: Poolable` is known; the
+            // struct itself has no bounds so that types holding a `Pool` need none either.
+            (self.shared.close)(&self.shared);
         }
     }
 }
 
-impl<T: Poolable> fmt::Debug for Pool<T> {
+impl<T> fmt::Debug for Pool<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("config", &self.shared.config)

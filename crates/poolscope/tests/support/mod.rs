@@ -9,6 +9,9 @@ use poolscope::pool::{Checkout, ConnectKey, Error, Step};
 use poolscope::stats::{CloseReason, IdleOutReason, WaitOutcome};
 use poolscope::{PoolSnapshot, Stats};
 
+pub mod events;
+pub mod server;
+
 /// A fake connection: an id, an "open" flag the test can clear (the peer closed it), and
 /// whether it is multiplexed.
 #[derive(Clone, Debug)]

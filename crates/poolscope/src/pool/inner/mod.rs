@@ -46,6 +46,8 @@ pub(crate) struct Shared<T> {
     pub(super) stats: Stats,
     /// Live `Pool` handles; the pool closes when it reaches zero.
     pub(super) handles: AtomicUsize,
+    /// Closes the pool (`Locked::close_pool`), for `Pool`'s bound-free `Drop`.
+    pub(super) close: fn(&Arc<Shared<T>>),
 }
 
 pub(super) struct State<T> {
@@ -264,6 +266,11 @@ impl<T: Poolable> Shared<T> {
             config,
             stats,
             handles: AtomicUsize::new(1),
+            close: |shared| {
+                let mut locked = shared.lock();
+                locked.close_pool();
+                locked.finish(shared);
+            },
         }
     }
 
@@ -298,7 +305,9 @@ impl<T: Poolable> Shared<T> {
         locked.finish(self);
         out
     }
+}
 
+impl<T> Shared<T> {
     pub(super) fn add_handle(&self) {
         self.handles.fetch_add(1, Ordering::Relaxed);
     }

@@ -1,0 +1,355 @@
+//! The pooled connection (`PoolClient`): hyper's `SendRequest` for HTTP/1 or HTTP/2, what the
+//! connector told us about it, and the IO wrapper that turns reads and writes into the
+//! `wrote_headers` / `wrote_request` / `got_first_response_byte` events of HTTP/1 requests.
+//!
+//! Also the dial: run the connector with the requesting tracer in scope, handshake, and spawn
+//! the connection's driver task.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Extensions, Uri, Version};
+use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connection, HttpInfo};
+
+use super::body::ReqBody;
+use super::exec::Exec;
+use super::Error;
+use crate::connect::ConnInfo;
+use crate::pool::{BoxError, Poolable};
+use crate::trace::{FirstByteInfo, TlsInfo, Tracer, WroteInfo, DIAL_TRACER};
+
+/// What we know of a connection, shared by all its handles.
+pub(crate) struct ConnFacts {
+    pub(crate) version: Version,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) tls: Option<TlsInfo>,
+    /// Per-request IO events (HTTP/1 only: one request at a time).
+    pub(crate) io: Arc<IoEvents>,
+}
+
+pub(crate) enum Tx<B> {
+    H1(http1::SendRequest<ReqBody<B>>),
+    H2(http2::SendRequest<ReqBody<B>>),
+}
+
+/// A connection as the pool holds it.
+pub(crate) struct PoolClient<B> {
+    pub(crate) tx: Tx<B>,
+    pub(crate) facts: Arc<ConnFacts>,
+}
+
+impl<B: Send + 'static> Poolable for PoolClient<B> {
+    fn is_open(&self) -> bool {
+        match &self.tx {
+            Tx::H1(tx) => !tx.is_closed(),
+            Tx::H2(tx) => !tx.is_closed(),
+        }
+    }
+
+    fn share(&self) -> Option<Self> {
+        match &self.tx {
+            Tx::H1(_) => None,
+            Tx::H2(tx) => Some(PoolClient {
+                tx: Tx::H2(tx.clone()),
+                facts: self.facts.clone(),
+            }),
+        }
+    }
+}
+
+impl<B> PoolClient<B> {
+    pub(crate) fn is_http2(&self) -> bool {
+        matches!(self.tx, Tx::H2(_))
+    }
+}
+
+// ----- IO events --------------------------------------------------------------------------
+
+const IDLE: u8 = 0;
+const ARMED: u8 = 1;
+const WROTE_HEADERS: u8 = 2;
+const WROTE_REQUEST: u8 = 3;
+const GOT_FIRST_BYTE: u8 = 4;
+
+/// The state of the request currently on an HTTP/1 connection, as its IO sees it.
+///
+/// `state` moves IDLE → ARMED (a traced request starts) → WROTE_HEADERS (first write) →
+/// WROTE_REQUEST (the body ended and a flush completed) → GOT_FIRST_BYTE (first read with
+/// data); `disarm` returns it to IDLE. Untraced requests leave it IDLE, so the IO pays one
+/// atomic load per call.
+#[derive(Default)]
+pub(crate) struct IoEvents {
+    state: AtomicU8,
+    body_done: std::sync::atomic::AtomicBool,
+    tracer: Mutex<Option<Arc<Tracer>>>,
+}
+
+impl IoEvents {
+    pub(crate) fn arm(&self, tracer: Arc<Tracer>) {
+        *self.tracer.lock().unwrap_or_else(|e| e.into_inner()) = Some(tracer);
+        self.body_done.store(false, Ordering::Release);
+        self.state.store(ARMED, Ordering::Release);
+    }
+
+    pub(crate) fn disarm(&self) {
+        self.state.store(IDLE, Ordering::Release);
+        self.tracer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The request body has ended (or was empty).
+    pub(crate) fn body_done(&self) {
+        self.body_done.store(true, Ordering::Release);
+    }
+
+    fn advance(&self, from: u8, to: u8) -> Option<Arc<Tracer>> {
+        self.state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        self.tracer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn on_write(&self) {
+        if self.state.load(Ordering::Acquire) != ARMED {
+            return;
+        }
+        if let Some(t) = self.advance(ARMED, WROTE_HEADERS) {
+            t.wrote_headers(|| WroteInfo {
+                request_id: t.request_id,
+                elapsed: t.elapsed(),
+                error: None,
+            });
+        }
+    }
+
+    fn on_flushed(&self) {
+        if self.state.load(Ordering::Acquire) != WROTE_HEADERS
+            || !self.body_done.load(Ordering::Acquire)
+        {
+            return;
+        }
+        if let Some(t) = self.advance(WROTE_HEADERS, WROTE_REQUEST) {
+            let now = Instant::now();
+            t.mark(|m| m.wrote_request = Some(now));
+            t.wrote_request(|| WroteInfo {
+                request_id: t.request_id,
+                elapsed: t.elapsed(),
+                error: None,
+            });
+        }
+    }
+
+    fn on_read(&self) {
+        let s = self.state.load(Ordering::Acquire);
+        if s != WROTE_REQUEST && s != WROTE_HEADERS {
+            return;
+        }
+        if let Some(t) = self.advance(s, GOT_FIRST_BYTE) {
+            let now = Instant::now();
+            t.mark(|m| {
+                m.first_byte = Some(now);
+                m.wrote_request.get_or_insert(now);
+            });
+            t.got_first_response_byte(|| FirstByteInfo {
+                request_id: t.request_id,
+                elapsed: t.elapsed(),
+            });
+        }
+    }
+}
+
+/// Wraps a connection's IO to report [`IoEvents`].
+pub(crate) struct TracedIo<I> {
+    io: I,
+    events: Arc<IoEvents>,
+}
+
+impl IoEvents {
+    fn awaiting_first_byte(&self) -> bool {
+        matches!(
+            self.state.load(Ordering::Acquire),
+            WROTE_HEADERS | WROTE_REQUEST
+        )
+    }
+}
+
+impl<I: Read + Unpin> Read for TracedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.events.awaiting_first_byte() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        // Only the first read of a traced request goes through a copy, to learn whether it
+        // brought bytes (an EOF is not a first byte).
+        let mut tmp = [0u8; 8192];
+        let room = buf.remaining().min(tmp.len());
+        let mut rb = hyper::rt::ReadBuf::new(&mut tmp[..room]);
+        match Pin::new(&mut this.io).poll_read(cx, rb.unfilled()) {
+            Poll::Ready(Ok(())) => {
+                let filled = rb.filled();
+                if !filled.is_empty() {
+                    buf.put_slice(filled);
+                    this.events.on_read();
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<I: Write + Unpin> Write for TracedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            if n > 0 {
+                this.events.on_write();
+            }
+        }
+        res
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.io).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = res {
+            this.events.on_flushed();
+        }
+        res
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            if n > 0 {
+                this.events.on_write();
+            }
+        }
+        res
+    }
+}
+
+// ----- dialing ----------------------------------------------------------------------------
+
+/// The HTTP settings a dial needs.
+#[derive(Clone)]
+pub(crate) struct DialConfig {
+    pub(crate) h1: http1::Builder,
+    pub(crate) h2: http2::Builder<Exec>,
+    pub(crate) http2_only: bool,
+    pub(crate) exec: Exec,
+}
+
+/// Dials `uri` with `connector` (the requesting tracer in scope for DNS/connect/TLS events),
+/// performs the HTTP/1 or HTTP/2 handshake and spawns the connection's driver task.
+pub(crate) async fn dial<C, B>(
+    mut connector: C,
+    uri: Uri,
+    cfg: DialConfig,
+    tracer: Option<Arc<Tracer>>,
+) -> Result<PoolClient<B>, BoxError>
+where
+    C: tower_service::Service<Uri> + Send + 'static,
+    C::Response: Read + Write + Connection + Unpin + Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let target = uri
+        .authority()
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or("").to_owned());
+    let connect = async {
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
+        connector.call(uri).await.map_err(Into::into)
+    };
+    let io: C::Response = DIAL_TRACER.scope(tracer, connect).await?;
+    let connected = io.connected();
+    let mut extras = Extensions::new();
+    connected.get_extras(&mut extras);
+    let (remote_addr, local_addr, tls) = if let Some(info) = extras.get::<ConnInfo>() {
+        (
+            Some(info.remote_addr),
+            Some(info.local_addr),
+            info.tls.clone(),
+        )
+    } else if let Some(info) = extras.get::<HttpInfo>() {
+        (Some(info.remote_addr()), Some(info.local_addr()), None)
+    } else {
+        (None, None, None)
+    };
+    let h2 = cfg.http2_only || connected.is_negotiated_h2();
+    let events = Arc::new(IoEvents::default());
+    let io = TracedIo {
+        io,
+        events: events.clone(),
+    };
+    let handshake_err = |e: hyper::Error| -> BoxError {
+        let err = Error::new(super::error::Kind::Connect(None)).with(e);
+        Box::new(match &target {
+            Some(t) => err.target(t.clone()),
+            None => err,
+        })
+    };
+    let tx = if h2 {
+        let (tx, conn) = cfg.h2.handshake(io).await.map_err(handshake_err)?;
+        cfg.exec.execute(async move {
+            let _ = conn.await;
+        });
+        Tx::H2(tx)
+    } else {
+        let (tx, conn) = cfg.h1.handshake(io).await.map_err(handshake_err)?;
+        cfg.exec.execute(async move {
+            let _ = conn.await;
+        });
+        Tx::H1(tx)
+    };
+    Ok(PoolClient {
+        tx,
+        facts: Arc::new(ConnFacts {
+            version: if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            },
+            remote_addr,
+            local_addr,
+            tls,
+            io: events,
+        }),
+    })
+}

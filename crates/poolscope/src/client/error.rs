@@ -1,0 +1,221 @@
+//! The client's error: which phase of a request failed.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::connect::{ConnectError, ConnectPhase};
+use crate::pool;
+use crate::stats::PoolSnapshot;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A request failed. Opaque, as hyper's error is: ask with the `is_*` predicates.
+///
+/// # Formatting
+///
+/// `Display` names the phase that failed — `invalid URI`, `dns error`, `connect error`, `tls
+/// error`, `pool wait timed out`, `error sending request`, `error receiving response`, … —
+/// and the host where it helps; the cause is the [`source`](StdError::source). The wording may
+/// change. Neither ever contains userinfo, a path or a query.
+pub struct Error {
+    inner: Box<ErrorImpl>,
+}
+
+struct ErrorImpl {
+    kind: Kind,
+    cause: Option<BoxError>,
+    /// `host:port`, where known.
+    target: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The URI cannot be requested (relative, no host, unsupported scheme).
+    InvalidUri,
+    /// The request asks for an HTTP version the connection cannot speak.
+    UnsupportedVersion,
+    /// Dialing failed, in this phase (`None`: the HTTP handshake on the new connection).
+    Connect(Option<ConnectPhase>),
+    /// The pool-wait timeout elapsed.
+    PoolTimeout,
+    /// The client (its pool) was dropped while the request waited.
+    PoolClosed,
+    /// Writing the request failed, or the connection closed before a response.
+    Send,
+    /// The request was canceled before it was sent (the connection closed first).
+    Canceled,
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Error {
+        Error {
+            inner: Box::new(ErrorImpl {
+                kind,
+                cause: None,
+                target: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with(mut self, cause: impl Into<BoxError>) -> Error {
+        self.inner.cause = Some(cause.into());
+        self
+    }
+
+    pub(crate) fn target(mut self, target: impl Into<String>) -> Error {
+        self.inner.target = Some(target.into());
+        self
+    }
+
+    /// Maps a pool checkout error: a dial error keeps its connector phase.
+    pub(crate) fn from_pool(err: pool::Error) -> Error {
+        if err.is_timeout() {
+            return Error::new(Kind::PoolTimeout).with(err);
+        }
+        if err.is_closed() {
+            return Error::new(Kind::PoolClosed).with(err);
+        }
+        match err.into_cause() {
+            Some(cause) => match cause.downcast::<ConnectError>() {
+                Ok(ce) => Error::new(Kind::Connect(Some(ce.phase()))).with(ce),
+                Err(other) => match other.downcast::<Error>() {
+                    Ok(e) => *e,
+                    Err(other) => Error::new(Kind::Connect(None)).with(other),
+                },
+            },
+            None => Error::new(Kind::Connect(None)).with("dial abandoned before it finished"),
+        }
+    }
+
+    /// The request failed while connecting: DNS, TCP, TLS or the HTTP handshake.
+    pub fn is_connect(&self) -> bool {
+        matches!(self.inner.kind, Kind::Connect(_))
+    }
+
+    /// Which connect phase failed, if [`is_connect`](Error::is_connect) and the connector is
+    /// poolscope's.
+    pub fn connect_phase(&self) -> Option<ConnectPhase> {
+        match self.inner.kind {
+            Kind::Connect(p) => p,
+            _ => None,
+        }
+    }
+
+    /// A timeout elapsed: the pool-wait timeout, or a connect timeout.
+    pub fn is_timeout(&self) -> bool {
+        if self.inner.kind == Kind::PoolTimeout {
+            return true;
+        }
+        let mut source = self.source();
+        while let Some(e) = source {
+            if e.downcast_ref::<ConnectError>()
+                .is_some_and(ConnectError::is_timeout)
+            {
+                return true;
+            }
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+
+    /// The pool-wait timeout elapsed; [`pool_snapshot`](Error::pool_snapshot) shows the pool
+    /// at that moment.
+    pub fn is_pool_timeout(&self) -> bool {
+        self.inner.kind == Kind::PoolTimeout
+    }
+
+    /// The request was canceled before it was sent, or the client was dropped while the
+    /// request waited for a connection.
+    pub fn is_canceled(&self) -> bool {
+        matches!(self.inner.kind, Kind::Canceled | Kind::PoolClosed)
+    }
+
+    /// The pool's snapshot carried by a pool-wait timeout.
+    pub fn pool_snapshot(&self) -> Option<&PoolSnapshot> {
+        self.source()?.downcast_ref::<pool::Error>()?.snapshot()
+    }
+
+    fn description(&self) -> String {
+        let what = match self.inner.kind {
+            Kind::InvalidUri => "invalid URI",
+            Kind::UnsupportedVersion => "unsupported HTTP version for this connection",
+            Kind::Connect(Some(ConnectPhase::Dns)) => "dns error",
+            Kind::Connect(Some(ConnectPhase::Tcp)) => "connect error",
+            Kind::Connect(Some(ConnectPhase::Tls)) => "tls error",
+            Kind::Connect(Some(ConnectPhase::Uri)) => "cannot dial this URI",
+            Kind::Connect(_) => "connection handshake failed",
+            Kind::PoolTimeout => "pool wait timed out",
+            Kind::PoolClosed => "client dropped while the request waited for a connection",
+            Kind::Send => "error sending request",
+            Kind::Canceled => "request canceled before it was sent",
+        };
+        match &self.inner.target {
+            Some(t) => format!("{what} ({t})"),
+            None => what.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("poolscope::Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(t) = &self.inner.target {
+            d.field("target", t);
+        }
+        if let Some(c) = &self.inner.cause {
+            d.field("cause", c);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .cause
+            .as_ref()
+            .map(|e| &**e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_and_one_pointer() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn connect_errors_name_their_phase() {
+        let ce = ConnectError::new(ConnectPhase::Tls, "handshake with h");
+        let e = Error::new(Kind::Connect(Some(ce.phase())))
+            .with(ce)
+            .target("h:443");
+        assert!(e.is_connect());
+        assert_eq!(e.connect_phase(), Some(ConnectPhase::Tls));
+        assert_eq!(e.to_string(), "tls error (h:443)");
+    }
+
+    #[test]
+    fn connect_timeout_is_a_timeout() {
+        let ce = ConnectError::new(ConnectPhase::Tcp, "slow").timed_out();
+        let e = Error::new(Kind::Connect(Some(ConnectPhase::Tcp))).with(ce);
+        assert!(e.is_timeout() && e.is_connect());
+    }
+}

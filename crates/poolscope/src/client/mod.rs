@@ -1,0 +1,218 @@
+//! `Client`: a drop-in for hyper-util's legacy client, on poolscope's pool.
+//!
+//! - [`Client`] / [`Builder`]: the same API as `hyper_util::client::legacy` (see
+//!   `docs/migration.md`), plus pool limits, [`Stats`](crate::Stats) and
+//!   [`ClientTrace`](crate::ClientTrace).
+//! - [`ResponseBody`]: the response body; the one type that changes when migrating.
+//! - [`Error`]: which phase of a request failed.
+//!
+//! What this module does not do: redirects, cookies, decompression, proxies (like hyper-util's
+//! legacy client, it is a connection-pooling transport).
+//!
+//! # Request lifecycle
+//!
+//! 1. The URI gives the pool key (scheme, host, port). `get_conn` fires.
+//! 2. The pool hands an idle connection, or the request waits; when the pool allows, a dial
+//!    starts on the executor (DNS, connect, TLS events go to this request's trace) and the
+//!    new connection is handshaken as HTTP/1.1 or HTTP/2 (ALPN `h2`, or `http2_only`).
+//! 3. `got_conn`; the request is written (`wrote_headers`, `wrote_request`); the response head
+//!    arrives (`got_first_response_byte`).
+//! 4. The response is returned with a [`ResponseBody`]. When the body ends the HTTP/1
+//!    connection goes back to the pool (`put_idle_conn`), and `response_body_done` and
+//!    `request_done` (with [`RequestTimings`](crate::trace::RequestTimings)) fire. A body
+//!    dropped early closes its HTTP/1 connection.
+//!
+//! A request that fails on a reused connection the server had already closed is retried:
+//! always when it was never written (`retry_canceled_requests`), and when it may have been
+//! written only if it is replayable — GET, HEAD, OPTIONS or TRACE, or with an
+//! `Idempotency-Key` header — and its body is empty. A POST is never sent twice.
+
+mod body;
+mod builder;
+mod conn;
+mod error;
+mod exec;
+mod send;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, Uri};
+
+pub use body::ResponseBody;
+pub use builder::Builder;
+pub use error::Error;
+pub use exec::BoxSendFuture;
+
+use crate::pool::{BoxError, Pool};
+use crate::stats::PoolSnapshot;
+use crate::trace::ClientTrace;
+use conn::{DialConfig, PoolClient};
+
+/// An HTTP client with an instrumented connection pool. Cloning is cheap and shares the pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use hyper_util::rt::TokioExecutor;
+/// use poolscope::Client;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+/// let resp = client.get("http://127.0.0.1:8080/".parse()?).await?;
+/// let body = resp.into_body().collect().await?.to_bytes();
+/// println!("{} bytes; pool:\n{}", body.len(), client.pool_snapshot());
+/// # Ok(()) }
+/// ```
+pub struct Client<C, B> {
+    shared: Arc<Shared<B>>,
+    connector: C,
+}
+
+pub(crate) struct Shared<B> {
+    pool: Pool<PoolClient<B>>,
+    dial: DialConfig,
+    trace: ClientTrace,
+    retry_canceled_requests: bool,
+    set_host: bool,
+    next_request: AtomicU64,
+}
+
+impl Client<(), ()> {
+    /// Starts building a client whose connection tasks run on `executor` (e.g.
+    /// `hyper_util::rt::TokioExecutor::new()`).
+    pub fn builder<E>(executor: E) -> Builder
+    where
+        E: hyper::rt::Executor<BoxSendFuture> + Send + Sync + Clone + 'static,
+    {
+        Builder::new(executor)
+    }
+}
+
+impl<C, B> Client<C, B>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read
+        + hyper::rt::Write
+        + hyper_util::client::legacy::connect::Connection
+        + Unpin
+        + Send
+        + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Sends a `GET` to `uri` with a default (empty) body.
+    pub fn get(&self, uri: Uri) -> ResponseFuture
+    where
+        B: Default,
+    {
+        let mut req = Request::new(B::default());
+        *req.uri_mut() = uri;
+        self.request(req)
+    }
+
+    /// Sends `req`. The URI must be absolute. A [`ClientTrace`] in the request's extensions
+    /// traces this request (as well as the client-wide one).
+    pub fn request(&self, req: Request<B>) -> ResponseFuture {
+        let this = self.clone();
+        ResponseFuture {
+            inner: Box::pin(async move { this.send(req).await }),
+        }
+    }
+}
+
+impl<C, B: Send + 'static> Client<C, B> {
+    /// The pool as it is now: idle, active and connecting connections and waiters per key.
+    pub fn pool_snapshot(&self) -> PoolSnapshot {
+        self.shared.pool.snapshot()
+    }
+
+    /// Closes every idle connection now.
+    pub fn close_idle_connections(&self) {
+        self.shared.pool.close_idle_connections()
+    }
+}
+
+impl<C: Clone, B> Clone for Client<C, B> {
+    fn clone(&self) -> Self {
+        Client {
+            shared: self.shared.clone(),
+            connector: self.connector.clone(),
+        }
+    }
+}
+
+impl<C, B> std::fmt::Debug for Client<C, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// The future of [`Client::request`]: the response head, or an [`Error`].
+///
+/// # Cancel safety
+///
+/// Dropping it cancels the request: it leaves the pool's queues (a connection delivered to it
+/// meanwhile goes back to the pool), a dial it started keeps running and its connection
+/// serves the next request, and an HTTP/1 connection it was writing to or reading from is
+/// closed.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+macro_rules! service_impl {
+    ($($t:ty),*) => {$(
+        impl<C, B> tower_service::Service<Request<B>> for $t
+        where
+            C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+            C::Response: hyper::rt::Read
+                + hyper::rt::Write
+                + hyper_util::client::legacy::connect::Connection
+                + Unpin
+                + Send
+                + 'static,
+            C::Error: Into<BoxError>,
+            C::Future: Send + 'static,
+            B: http_body::Body + Send + 'static + Unpin,
+            B::Data: Send,
+            B::Error: Into<BoxError>,
+        {
+            type Response = Response<ResponseBody>;
+            type Error = Error;
+            type Future = ResponseFuture;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, req: Request<B>) -> ResponseFuture {
+                self.request(req)
+            }
+        }
+    )*};
+}
+
+service_impl!(Client<C, B>, &'_ Client<C, B>);

@@ -1,0 +1,492 @@
+//! One request's way through the client: checkout (dialing when allowed), write, response,
+//! retries on stale connections, and what happens when the body ends.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use http::header::{CONNECTION, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+
+use super::body::{BodyEnd, Completion, ReqBody, ResponseBody};
+use super::conn::{self, PoolClient, Tx};
+use super::error::{Error, Kind};
+use super::Client;
+use crate::pool::{default_port, BoxError, ConnectKey, Pooled, Returned, Step};
+use crate::trace::{
+    BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, Got1xxInfo, GotConnInfo,
+    PutIdleConnInfo, RequestDoneInfo, Tracer, WroteInfo,
+};
+
+/// Attempts per request: a failure on a reused connection may be retried, up to this.
+const MAX_ATTEMPTS: usize = 8;
+
+/// A failed attempt, and whether it may be retried.
+struct Failed<B> {
+    error: Error,
+    /// The request, if hyper gave it back unsent.
+    unsent: Option<Request<ReqBody<B>>>,
+    /// The connection had served an earlier request.
+    reused: bool,
+    /// The failure looks like a connection the server had already closed.
+    stale: bool,
+}
+
+/// What is needed to send a replayable, empty-bodied request again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+}
+
+impl Replay {
+    /// Go's rule: GET, HEAD, OPTIONS, TRACE, or an idempotency key; and a body we can resend
+    /// (here: an empty one).
+    fn of<B: http_body::Body>(req: &Request<B>) -> Option<Replay> {
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        ) || req.headers().contains_key("idempotency-key")
+            || req.headers().contains_key("x-idempotency-key");
+        (idempotent && req.body().is_end_stream()).then(|| Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            extensions: req.extensions().clone(),
+        })
+    }
+
+    fn build<B>(&self) -> Request<ReqBody<B>> {
+        let mut req = Request::new(ReqBody::empty(None));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        *req.extensions_mut() = self.extensions.clone();
+        req
+    }
+}
+
+fn is_stale(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The URI a dial for `key` uses: scheme and authority only, never userinfo or a path.
+fn dial_uri(key: &ConnectKey) -> Result<Uri, Error> {
+    let authority = Authority::try_from(format!("{}:{}", key.host(), key.port()))
+        .map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
+    let scheme =
+        Scheme::try_from(key.scheme()).map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .map_err(|e| Error::new(Kind::InvalidUri).with(e))
+}
+
+/// `Host` value for `uri`: the host, with the port when it is not the scheme's default.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let value = match (uri.port_u16(), uri.scheme_str().and_then(default_port)) {
+        (Some(p), Some(d)) if p == d => host.to_owned(),
+        (Some(p), _) => format!("{host}:{p}"),
+        (None, _) => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
+fn origin_form(uri: &mut Uri) {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = if path.as_str().is_empty() {
+        PathAndQuery::from_static("/")
+    } else {
+        path
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path);
+    if let Ok(u) = Uri::from_parts(parts) {
+        *uri = u;
+    }
+}
+
+impl<C, B> Client<C, B>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read
+        + hyper::rt::Write
+        + hyper_util::client::legacy::connect::Connection
+        + Unpin
+        + Send
+        + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(super) async fn send(self, req: Request<B>) -> Result<Response<ResponseBody>, Error> {
+        match req.version() {
+            Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_2 => {}
+            _ => return Err(Error::new(Kind::UnsupportedVersion)),
+        }
+        let key =
+            ConnectKey::from_uri(req.uri()).map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
+        let target = format!("{}:{}", key.host(), key.port());
+        let request_id = self
+            .shared
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tracer = Tracer::new(
+            request_id,
+            &self.shared.trace,
+            req.extensions().get::<ClientTrace>(),
+        );
+        let result = self.send_traced(req, &key, tracer.clone()).await;
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                let e = e.target(target);
+                if let Some(t) = &tracer {
+                    t.request_done(|| RequestDoneInfo {
+                        request_id: t.request_id,
+                        status: None,
+                        timings: t.timings(),
+                        error: Some(e.to_string()),
+                    });
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_traced(
+        &self,
+        req: Request<B>,
+        key: &ConnectKey,
+        tracer: Option<Arc<Tracer>>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let replay = Replay::of(&req);
+        let uri = req.uri().clone();
+        let mut req = req.map(|b| ReqBody::new(b, None));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if let Some(t) = &tracer {
+                t.get_conn(|| GetConnInfo {
+                    request_id: t.request_id,
+                    key: key.clone(),
+                });
+            }
+            let pooled = self.connection_for(key, &tracer).await?;
+            let reused = pooled.info().reused;
+            match self.send_on(pooled, req, &tracer).await {
+                Ok(resp) => return Ok(resp),
+                Err(failed) => {
+                    if !failed.reused || attempts >= MAX_ATTEMPTS {
+                        return Err(failed.error);
+                    }
+                    req = match (failed.unsent, &replay) {
+                        (Some(mut unsent), _) if self.shared.retry_canceled_requests => {
+                            *unsent.uri_mut() = uri.clone();
+                            unsent
+                        }
+                        (None, Some(replay)) if failed.stale && reused => replay.build(),
+                        _ => return Err(failed.error),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Checks out a connection for `key`, running each dial the pool allows on the executor.
+    async fn connection_for(
+        &self,
+        key: &ConnectKey,
+        tracer: &Option<Arc<Tracer>>,
+    ) -> Result<Pooled<PoolClient<B>>, Error> {
+        let shared = &self.shared;
+        let mut checkout = if shared.dial.http2_only {
+            shared.pool.checkout_shared(key.clone())
+        } else {
+            shared.pool.checkout(key.clone())
+        };
+        loop {
+            match checkout.step().await {
+                Ok(Step::Ready(pooled)) => {
+                    if let Some(t) = tracer {
+                        let info = *pooled.info();
+                        let facts = pooled.facts.clone();
+                        let now = Instant::now();
+                        t.mark(|m| {
+                            m.got_conn = Some(now);
+                            m.queued = info.waited;
+                        });
+                        t.got_conn(|| GotConnInfo {
+                            request_id: t.request_id,
+                            conn_id: info.conn_id,
+                            reused: info.reused,
+                            was_idle: info.was_idle,
+                            idle_time: info.idle_time,
+                            queued_for: info.waited,
+                            version: facts.version,
+                            remote_addr: facts.remote_addr,
+                            local_addr: facts.local_addr,
+                            tls: facts.tls.clone(),
+                        });
+                    }
+                    return Ok(pooled);
+                }
+                Ok(Step::Dial(permit)) => {
+                    let uri = dial_uri(permit.key())?;
+                    let dial = conn::dial::<C, B>(
+                        self.connector.clone(),
+                        uri,
+                        shared.dial.clone(),
+                        tracer.clone(),
+                    );
+                    shared.dial.exec.execute(async move {
+                        permit.finish(dial.await);
+                    });
+                }
+                Err(e) => return Err(Error::from_pool(e)),
+            }
+        }
+    }
+
+    /// Writes `req` on `pooled` and waits for the response head.
+    async fn send_on(
+        &self,
+        mut pooled: Pooled<PoolClient<B>>,
+        mut req: Request<ReqBody<B>>,
+        tracer: &Option<Arc<Tracer>>,
+    ) -> Result<Response<ResponseBody>, Failed<B>> {
+        let reused = pooled.info().reused;
+        let h2 = pooled.is_http2();
+        let fail = |error: Error, unsent, stale| Failed {
+            error,
+            unsent,
+            reused,
+            stale,
+        };
+        if !h2 {
+            if req.version() == Version::HTTP_2 {
+                return Err(fail(Error::new(Kind::UnsupportedVersion), None, false));
+            }
+            if self.shared.set_host && !req.headers().contains_key(HOST) {
+                if let Some(host) = host_header(req.uri()) {
+                    req.headers_mut().insert(HOST, host);
+                }
+            }
+            if req.method() != Method::CONNECT {
+                origin_form(req.uri_mut());
+            }
+        }
+        if let Some(t) = tracer {
+            let end = if h2 {
+                t.wrote_headers(|| WroteInfo {
+                    request_id: t.request_id,
+                    elapsed: t.elapsed(),
+                    error: None,
+                });
+                BodyEnd::H2(t.clone())
+            } else {
+                pooled.facts.io.arm(t.clone());
+                BodyEnd::Io(pooled.facts.io.clone())
+            };
+            *req.body_mut() = std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_end(end);
+            let t1 = t.clone();
+            hyper::ext::on_informational(&mut req, move |res| {
+                t1.got_1xx_response(|| Got1xxInfo {
+                    request_id: t1.request_id,
+                    status: res.status(),
+                    headers: res.headers().clone(),
+                })
+            });
+        }
+        let result = match &mut pooled.tx {
+            Tx::H1(tx) => {
+                if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
+                    pooled.facts.io.disarm();
+                    pooled.discard();
+                    return Err(fail(Error::new(Kind::Canceled).with(e), Some(req), true));
+                }
+                tx.try_send_request(req).await
+            }
+            Tx::H2(tx) => {
+                if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
+                    drop(pooled);
+                    return Err(fail(Error::new(Kind::Canceled).with(e), Some(req), true));
+                }
+                tx.try_send_request(req).await
+            }
+        };
+        match result {
+            Ok(resp) => {
+                if h2 {
+                    if let Some(t) = tracer {
+                        let now = Instant::now();
+                        t.mark(|m| m.first_byte = Some(now));
+                        t.got_first_response_byte(|| FirstByteInfo {
+                            request_id: t.request_id,
+                            elapsed: t.elapsed(),
+                        });
+                    }
+                }
+                let keep_alive = resp.version() != Version::HTTP_10
+                    && !resp
+                        .headers()
+                        .get_all(CONNECTION)
+                        .iter()
+                        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                let done = Done {
+                    pooled: Some(pooled),
+                    tracer: tracer.clone(),
+                    status: resp.status(),
+                    keep_alive,
+                    exec: self.shared.dial.exec.clone(),
+                };
+                Ok(resp.map(|body| ResponseBody::new(body, Box::new(done))))
+            }
+            Err(mut e) => {
+                let unsent = e.take_message();
+                let err = e.into_error();
+                let stale = is_stale(&err);
+                if h2 {
+                    drop(pooled);
+                } else {
+                    pooled.facts.io.disarm();
+                    pooled.discard();
+                }
+                let kind = if unsent.is_some() {
+                    Kind::Canceled
+                } else {
+                    Kind::Send
+                };
+                Err(fail(Error::new(kind).with(err), unsent, stale))
+            }
+        }
+    }
+}
+
+/// The end of a response body: return or close the connection, finish the events.
+struct Done<B: Send + 'static> {
+    pooled: Option<Pooled<PoolClient<B>>>,
+    tracer: Option<Arc<Tracer>>,
+    status: StatusCode,
+    keep_alive: bool,
+    exec: super::exec::Exec,
+}
+
+fn put_info(t: &Tracer, conn_id: crate::pool::ConnId, returned: Returned) {
+    t.put_idle_conn(|| PutIdleConnInfo {
+        request_id: t.request_id,
+        conn_id,
+        error: match returned {
+            Returned::Closed(reason) => Some(format!("connection closed: {}", reason.as_str())),
+            _ => None,
+        },
+    });
+}
+
+impl<B: Send + 'static> Completion for Done<B> {
+    fn complete(mut self: Box<Self>, bytes: u64, error: Option<String>) {
+        if let Some(pooled) = self.pooled.take() {
+            let conn_id = pooled.id();
+            if pooled.is_http2() {
+                let returned = pooled.release();
+                if let Some(t) = &self.tracer {
+                    put_info(t, conn_id, returned);
+                }
+            } else {
+                pooled.facts.io.disarm();
+                if error.is_none() && self.keep_alive {
+                    release_when_ready(pooled, self.tracer.clone(), &self.exec);
+                } else {
+                    pooled.discard();
+                    if let Some(t) = &self.tracer {
+                        put_info(
+                            t,
+                            conn_id,
+                            Returned::Closed(crate::stats::CloseReason::NotReusable),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(t) = &self.tracer {
+            t.response_body_done(|| BodyDoneInfo {
+                request_id: t.request_id,
+                bytes,
+                error: error.clone(),
+            });
+            let status = self.status;
+            t.request_done(|| RequestDoneInfo {
+                request_id: t.request_id,
+                status: Some(status),
+                timings: t.timings(),
+                error,
+            });
+        }
+    }
+}
+
+/// An HTTP/1 connection goes back once hyper says it can take the next request: at once in
+/// the usual case, else when its task has finished the previous exchange.
+fn release_when_ready<B: Send + 'static>(
+    mut pooled: Pooled<PoolClient<B>>,
+    tracer: Option<Arc<Tracer>>,
+    exec: &super::exec::Exec,
+) {
+    let finish = move |pooled: Pooled<PoolClient<B>>, ready: bool| {
+        let conn_id = pooled.id();
+        let returned = if ready {
+            pooled.release()
+        } else {
+            pooled.discard();
+            Returned::Closed(crate::stats::CloseReason::Broken)
+        };
+        if let Some(t) = &tracer {
+            put_info(t, conn_id, returned);
+        }
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    let polled = match &mut pooled.tx {
+        Tx::H1(tx) => tx.poll_ready(&mut cx),
+        Tx::H2(_) => Poll::Ready(Ok(())),
+    };
+    match polled {
+        Poll::Ready(Ok(())) => finish(pooled, true),
+        Poll::Ready(Err(_)) => finish(pooled, false),
+        Poll::Pending => exec.execute(async move {
+            let ready = match &mut pooled.tx {
+                Tx::H1(tx) => std::future::poll_fn(|cx| tx.poll_ready(cx)).await.is_ok(),
+                Tx::H2(_) => true,
+            };
+            finish(pooled, ready);
+        }),
+    }
+}

@@ -1,0 +1,126 @@
+//! Connectors: DNS (hickory-resolver), TCP with happy eyeballs, and TLS (rustls), reporting
+//! DNS / connect / TLS events to the request that started the dial.
+//!
+//! - [`HttpConnector`]: `http://` only. Literal IPs and `localhost` skip DNS; other names go
+//!   to hickory-resolver with the system configuration (`/etc/resolv.conf`). Addresses are
+//!   tried in turn, a new attempt starting every 250 ms while earlier ones are still pending
+//!   (happy eyeballs, RFC 8305 style); `TCP_NODELAY` is set.
+//! - [`HttpsConnector`]: `https://` through rustls (ring provider, webpki roots by default,
+//!   custom roots or a whole `ClientConfig`), ALPN `h2` and `http/1.1`; `http://` as above.
+//!
+//! Both are `tower_service::Service<Uri>` and work with hyper-util's legacy client too. What
+//! this module does not do: pooling, retries, proxies.
+//!
+//! The stream they return carries a [`ConnInfo`] (addresses, TLS details), which the client
+//! reports in `GotConnInfo`.
+
+mod dns;
+mod http;
+mod https;
+mod stream;
+mod tcp;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::net::SocketAddr;
+
+pub use self::http::HttpConnector;
+pub use self::https::HttpsConnector;
+pub use self::stream::Stream;
+use crate::trace::TlsInfo;
+
+/// What a connector knows about a connection it made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub remote_addr: SocketAddr,
+    /// Our address.
+    pub local_addr: SocketAddr,
+    /// TLS details, for HTTPS.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The phase of a dial that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectPhase {
+    /// The URI cannot be dialed by this connector (no host, wrong scheme).
+    Uri,
+    /// Name resolution.
+    Dns,
+    /// TCP connect (refused, unreachable, timed out).
+    Tcp,
+    /// The TLS handshake (certificate, protocol).
+    Tls,
+}
+
+impl ConnectPhase {
+    /// `uri`, `dns`, `connect`, `tls`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectPhase::Uri => "uri",
+            ConnectPhase::Dns => "dns",
+            ConnectPhase::Tcp => "connect",
+            ConnectPhase::Tls => "tls",
+        }
+    }
+}
+
+/// A dial failed. `Display` names the phase and the host; the cause is the source.
+#[derive(Debug)]
+pub struct ConnectError {
+    phase: ConnectPhase,
+    msg: String,
+    timed_out: bool,
+    cause: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl ConnectError {
+    pub(crate) fn new(phase: ConnectPhase, msg: impl Into<String>) -> ConnectError {
+        ConnectError {
+            phase,
+            msg: msg.into(),
+            timed_out: false,
+            cause: None,
+        }
+    }
+
+    pub(crate) fn with(mut self, cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    pub(crate) fn timed_out(mut self) -> Self {
+        self.timed_out = true;
+        self
+    }
+
+    /// Which phase failed.
+    pub fn phase(&self) -> ConnectPhase {
+        self.phase
+    }
+
+    /// Whether the connect timeout elapsed.
+    pub fn is_timeout(&self) -> bool {
+        self.timed_out
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} error: {}", self.phase.as_str(), self.msg)?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.cause
+            .as_ref()
+            .map(|e| &**e as &(dyn StdError + 'static))
+    }
+}

@@ -1,0 +1,501 @@
+//! `ClientTrace`: per-request events in the vocabulary of Go's `net/http/httptrace`.
+//!
+//! Where [`Stats`](crate::Stats) sees the pool, a `ClientTrace` follows one request: getting a
+//! connection, the dial it started (DNS, TCP connect, TLS), writing the request, the first
+//! response byte, the end of the body, and the request's [`RequestTimings`] (curl `-w` style).
+//!
+//! A trace registered on the client's builder runs for every request; a `ClientTrace`
+//! inserted in a request's extensions runs for that request too (Go's
+//! `httptrace.WithClientTrace`). Every event carries the request's `request_id`, so one
+//! client-wide trace can tell concurrent requests apart.
+//!
+//! | event | when |
+//! |---|---|
+//! | `get_conn` | the request asks the pool for a connection |
+//! | `dns_start` / `dns_done` | name resolution of a dial this request started |
+//! | `connect_start` / `connect_done` | each TCP connect attempt of that dial |
+//! | `tls_handshake_start` / `tls_handshake_done` | the TLS handshake of that dial |
+//! | `got_conn` | the request got a connection (reused? idle? how long it queued) |
+//! | `wrote_headers` / `wrote_request` | the head, then the whole request, was written |
+//! | `got_1xx_response` | an informational response arrived (HTTP/1) |
+//! | `got_first_response_byte` | HTTP/1: the first byte read after the request was written; HTTP/2: the response head arrived |
+//! | `put_idle_conn` | the connection went back to the pool (or was closed) |
+//! | `response_body_done` | the response body ended (or failed, or was dropped) |
+//! | `request_done` | the request is over; carries [`RequestTimings`] |
+//!
+//! Dial events belong to the request that started the dial, as in Go: a request served by a
+//! connection another request dialed sees no DNS/connect/TLS events. Hooks run on the task
+//! doing the work and must be quick. Events never carry userinfo, paths or queries: hosts and
+//! addresses only.
+//!
+//! # Examples
+//!
+//! ```
+//! use poolscope::ClientTrace;
+//!
+//! let trace = ClientTrace::builder()
+//!     .on_got_conn(|i| println!("#{} got conn {} reused={} idle={:?}", i.request_id, i.conn_id, i.reused, i.idle_time))
+//!     .on_request_done(|i| println!("#{} done: {:?}", i.request_id, i.timings))
+//!     .build();
+//! # let _ = trace;
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, StatusCode, Version};
+
+use crate::pool::{ConnId, ConnectKey};
+
+/// The request asks the pool for a connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GetConnInfo {
+    /// The request.
+    pub request_id: u64,
+    /// The pool key (`scheme://host:port`).
+    pub key: ConnectKey,
+}
+
+/// The request got a connection: Go's `GotConnInfo`, plus what we know of the connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GotConnInfo {
+    /// The request.
+    pub request_id: u64,
+    /// The connection.
+    pub conn_id: ConnId,
+    /// The connection served an earlier request.
+    pub reused: bool,
+    /// The connection came from the idle pool.
+    pub was_idle: bool,
+    /// How long it was idle, if `was_idle`.
+    pub idle_time: Duration,
+    /// How long the request waited in the pool's queues.
+    pub queued_for: Duration,
+    /// HTTP/1.1 or HTTP/2.
+    pub version: Version,
+    /// The peer's address, when the connector reports it.
+    pub remote_addr: Option<SocketAddr>,
+    /// Our address, when the connector reports it.
+    pub local_addr: Option<SocketAddr>,
+    /// TLS details, for HTTPS connections made by poolscope's connector.
+    pub tls: Option<TlsInfo>,
+}
+
+/// What was negotiated in a TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: String,
+    /// The cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: String,
+    /// The ALPN protocol (`h2`, `http/1.1`), if any was negotiated.
+    pub alpn: Option<String>,
+}
+
+/// Where a connection went after the request (Go's `PutIdleConn`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PutIdleConnInfo {
+    /// The request.
+    pub request_id: u64,
+    /// The connection.
+    pub conn_id: ConnId,
+    /// `None` if it went back to the pool (idle, to a waiter, or still shared); otherwise why
+    /// it was closed.
+    pub error: Option<String>,
+}
+
+/// Name resolution starts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DnsStartInfo {
+    /// The request that started the dial.
+    pub request_id: u64,
+    /// The name being resolved.
+    pub host: String,
+}
+
+/// Name resolution ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DnsDoneInfo {
+    /// The request that started the dial.
+    pub request_id: u64,
+    /// The addresses found.
+    pub addrs: Vec<std::net::IpAddr>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// A TCP connect attempt starts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectStartInfo {
+    /// The request that started the dial.
+    pub request_id: u64,
+    /// The address dialed.
+    pub addr: SocketAddr,
+}
+
+/// A TCP connect attempt ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectDoneInfo {
+    /// The request that started the dial.
+    pub request_id: u64,
+    /// The address dialed.
+    pub addr: SocketAddr,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// The TLS handshake starts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsHandshakeStartInfo {
+    /// The request that started the dial.
+    pub request_id: u64,
+    /// The server name sent (SNI) and verified.
+    pub server_name: String,
+}
+
+/// The TLS handshake ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsHandshakeDoneInfo {
+    /// The request that started the dial.
+    pub request_id: u64,
+    /// What was negotiated, on success.
+    pub tls: Option<TlsInfo>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// A write milestone of the request: the head, or the whole request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WroteInfo {
+    /// The request.
+    pub request_id: u64,
+    /// Time since the request started.
+    pub elapsed: Duration,
+    /// Why writing failed, for `wrote_request` only.
+    pub error: Option<String>,
+}
+
+/// The first response byte arrived (HTTP/2: the response head).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FirstByteInfo {
+    /// The request.
+    pub request_id: u64,
+    /// Time since the request started.
+    pub elapsed: Duration,
+}
+
+/// An informational (1xx) response arrived.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Got1xxInfo {
+    /// The request.
+    pub request_id: u64,
+    /// The status, e.g. `100 Continue` or `103 Early Hints`.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: HeaderMap,
+}
+
+/// The response body ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BodyDoneInfo {
+    /// The request.
+    pub request_id: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// `None` if the body was read to its end; otherwise what happened (an error, or the
+    /// body was dropped before its end).
+    pub error: Option<String>,
+}
+
+/// The request is over: the body ended, failed or was dropped, or the request failed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RequestDoneInfo {
+    /// The request.
+    pub request_id: u64,
+    /// The response status, if a response arrived.
+    pub status: Option<StatusCode>,
+    /// Where the time went.
+    pub timings: RequestTimings,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Where one request's time went, in the manner of curl's `-w` variables. Each phase is a
+/// duration; phases that did not happen (DNS and connect on a reused connection) are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestTimings {
+    /// Waiting in the pool's queues (zero when served at once).
+    pub queued: Duration,
+    /// Name resolution of the dial this request started.
+    pub dns: Option<Duration>,
+    /// TCP connect of that dial.
+    pub connect: Option<Duration>,
+    /// TLS handshake of that dial.
+    pub tls: Option<Duration>,
+    /// From getting the connection until the request was written.
+    pub send: Option<Duration>,
+    /// From the request written until the first response byte ("server processing").
+    pub wait: Option<Duration>,
+    /// From the first response byte until the body ended ("content transfer").
+    pub transfer: Option<Duration>,
+    /// Start to end.
+    pub total: Duration,
+    /// Start until a connection was in hand (curl's `time_pretransfer`, roughly).
+    pub got_conn: Option<Duration>,
+    /// Start until the first response byte (curl's `time_starttransfer`).
+    pub first_byte: Option<Duration>,
+}
+
+type Hook<E> = Option<Arc<dyn Fn(&E) + Send + Sync + 'static>>;
+
+#[derive(Default)]
+pub(crate) struct TraceHooks {
+    get_conn: Hook<GetConnInfo>,
+    got_conn: Hook<GotConnInfo>,
+    put_idle_conn: Hook<PutIdleConnInfo>,
+    dns_start: Hook<DnsStartInfo>,
+    dns_done: Hook<DnsDoneInfo>,
+    connect_start: Hook<ConnectStartInfo>,
+    connect_done: Hook<ConnectDoneInfo>,
+    tls_handshake_start: Hook<TlsHandshakeStartInfo>,
+    tls_handshake_done: Hook<TlsHandshakeDoneInfo>,
+    wrote_headers: Hook<WroteInfo>,
+    wrote_request: Hook<WroteInfo>,
+    got_first_response_byte: Hook<FirstByteInfo>,
+    got_1xx_response: Hook<Got1xxInfo>,
+    response_body_done: Hook<BodyDoneInfo>,
+    request_done: Hook<RequestDoneInfo>,
+}
+
+/// Per-request hooks, built with [`ClientTrace::builder`]. Cloning is cheap.
+///
+/// Register one on the client's builder for every request, or insert one in a request's
+/// extensions (`req.extensions_mut().insert(trace)`) for that request; both run.
+#[derive(Clone, Default)]
+pub struct ClientTrace {
+    hooks: Option<Arc<TraceHooks>>,
+}
+
+impl fmt::Debug for ClientTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTrace")
+            .field("registered", &self.hooks.is_some())
+            .finish()
+    }
+}
+
+/// Builds a [`ClientTrace`]; each `on_*` registers one hook.
+#[derive(Default)]
+pub struct ClientTraceBuilder {
+    hooks: TraceHooks,
+    any: bool,
+}
+
+macro_rules! trace_setters {
+    ($( $(#[$doc:meta])* $name:ident => $field:ident : $ev:ty ),* $(,)?) => {
+        impl ClientTraceBuilder {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, f: impl Fn(&$ev) + Send + Sync + 'static) -> Self {
+                    self.hooks.$field = Some(Arc::new(f));
+                    self.any = true;
+                    self
+                }
+            )*
+        }
+
+        impl Tracer {
+            $(
+                pub(crate) fn $field(&self, ev: impl FnOnce() -> $ev) {
+                    let mut ev = Some(ev);
+                    let mut built: Option<$ev> = None;
+                    for h in self.hooks.iter() {
+                        if let Some(f) = &h.$field {
+                            if built.is_none() {
+                                built = ev.take().map(|e| e());
+                            }
+                            if let Some(e) = &built {
+                                f(e);
+                            }
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+trace_setters! {
+    /// The request asks the pool for a connection (Go's `GetConn`).
+    on_get_conn => get_conn: GetConnInfo,
+    /// The request got a connection (Go's `GotConn`).
+    on_got_conn => got_conn: GotConnInfo,
+    /// The connection went back to the pool or was closed (Go's `PutIdleConn`).
+    on_put_idle_conn => put_idle_conn: PutIdleConnInfo,
+    /// Name resolution starts (Go's `DNSStart`).
+    on_dns_start => dns_start: DnsStartInfo,
+    /// Name resolution ended (Go's `DNSDone`).
+    on_dns_done => dns_done: DnsDoneInfo,
+    /// A TCP connect attempt starts (Go's `ConnectStart`), once per address tried.
+    on_connect_start => connect_start: ConnectStartInfo,
+    /// A TCP connect attempt ended (Go's `ConnectDone`).
+    on_connect_done => connect_done: ConnectDoneInfo,
+    /// The TLS handshake starts (Go's `TLSHandshakeStart`).
+    on_tls_handshake_start => tls_handshake_start: TlsHandshakeStartInfo,
+    /// The TLS handshake ended (Go's `TLSHandshakeDone`).
+    on_tls_handshake_done => tls_handshake_done: TlsHandshakeDoneInfo,
+    /// The request head was written (Go's `WroteHeaders`).
+    on_wrote_headers => wrote_headers: WroteInfo,
+    /// The whole request was written, or writing failed (Go's `WroteRequest`).
+    on_wrote_request => wrote_request: WroteInfo,
+    /// The first response byte arrived (Go's `GotFirstResponseByte`); HTTP/2: the head.
+    on_got_first_response_byte => got_first_response_byte: FirstByteInfo,
+    /// An informational 1xx response arrived (Go's `Got1xxResponse`; HTTP/1 only).
+    on_got_1xx_response => got_1xx_response: Got1xxInfo,
+    /// The response body ended, failed or was dropped.
+    on_response_body_done => response_body_done: BodyDoneInfo,
+    /// The request is over, with its timings.
+    on_request_done => request_done: RequestDoneInfo,
+}
+
+impl ClientTraceBuilder {
+    /// Finishes the builder.
+    pub fn build(self) -> ClientTrace {
+        ClientTrace {
+            hooks: self.any.then(|| Arc::new(self.hooks)),
+        }
+    }
+}
+
+impl ClientTrace {
+    /// Starts building a trace.
+    pub fn builder() -> ClientTraceBuilder {
+        ClientTraceBuilder::default()
+    }
+
+    /// Whether no hook is registered.
+    pub fn is_empty(&self) -> bool {
+        self.hooks.is_none()
+    }
+}
+
+/// Instants of one request's milestones, filled in as they happen (some by the dial task).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Marks {
+    pub(crate) dns: Option<(Instant, Instant)>,
+    pub(crate) connect: Option<(Instant, Instant)>,
+    pub(crate) tls: Option<(Instant, Instant)>,
+    pub(crate) got_conn: Option<Instant>,
+    pub(crate) queued: Duration,
+    pub(crate) wrote_request: Option<Instant>,
+    pub(crate) first_byte: Option<Instant>,
+}
+
+/// The hooks of one request (client-wide and the request's own) and its milestones.
+/// Shared with the dial task this request starts.
+pub(crate) struct Tracer {
+    pub(crate) request_id: u64,
+    pub(crate) start: Instant,
+    hooks: Vec<Arc<TraceHooks>>,
+    pub(crate) marks: Mutex<Marks>,
+}
+
+impl Tracer {
+    /// A tracer for a request, or `None` when no hook would see anything.
+    pub(crate) fn new(
+        request_id: u64,
+        client: &ClientTrace,
+        own: Option<&ClientTrace>,
+    ) -> Option<Arc<Tracer>> {
+        let hooks: Vec<Arc<TraceHooks>> = [Some(client), own]
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.hooks.clone())
+            .collect();
+        if hooks.is_empty() {
+            return None;
+        }
+        Some(Arc::new(Tracer {
+            request_id,
+            start: Instant::now(),
+            hooks,
+            marks: Mutex::new(Marks::default()),
+        }))
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Updates the milestones. Never calls a hook.
+    pub(crate) fn mark(&self, f: impl FnOnce(&mut Marks)) {
+        let mut m = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut m);
+    }
+
+    /// The request's timings, as of now.
+    pub(crate) fn timings(&self) -> RequestTimings {
+        let m = *self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let span = |p: Option<(Instant, Instant)>| p.map(|(a, b)| b.saturating_duration_since(a));
+        RequestTimings {
+            queued: m.queued,
+            dns: span(m.dns),
+            connect: span(m.connect),
+            tls: span(m.tls),
+            send: match (m.got_conn, m.wrote_request) {
+                (Some(a), Some(b)) => Some(b.saturating_duration_since(a)),
+                _ => None,
+            },
+            wait: match (m.wrote_request, m.first_byte) {
+                (Some(a), Some(b)) => Some(b.saturating_duration_since(a)),
+                _ => None,
+            },
+            transfer: m.first_byte.map(|f| now.saturating_duration_since(f)),
+            total: now.saturating_duration_since(self.start),
+            got_conn: m.got_conn.map(|g| g.saturating_duration_since(self.start)),
+            first_byte: m
+                .first_byte
+                .map(|f| f.saturating_duration_since(self.start)),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The tracer of the request whose dial is running on this task: connectors report DNS,
+    /// connect and TLS events to it.
+    pub(crate) static DIAL_TRACER: Option<Arc<Tracer>>;
+}
+
+/// Runs `f` with the tracer of the request whose dial runs on this task, if any.
+pub(crate) fn with_dial_tracer(f: impl FnOnce(&Tracer)) {
+    let _ = DIAL_TRACER.try_with(|t| {
+        if let Some(t) = t {
+            f(t)
+        }
+    });
+}

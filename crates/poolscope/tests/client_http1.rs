@@ -1,0 +1,341 @@
+//! The client against a real hyper server on 127.0.0.1: keep-alive, reuse, the per-host cap,
+//! stale connections and retries, body handling, `Connection: close`, dropping the client.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioExecutor;
+use poolscope::{Client, ResponseBody};
+use support::events::TraceLog;
+use support::server::{Options, TestServer};
+use support::{Ev, Recorder};
+
+type Http = poolscope::connect::HttpConnector;
+
+fn client(f: impl FnOnce(&mut poolscope::Builder)) -> Client<Http, Empty<Bytes>> {
+    let mut b = Client::builder(TokioExecutor::new());
+    f(&mut b);
+    b.build_http()
+}
+
+async fn body(resp: http::Response<ResponseBody>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// Waits (bounded) until `f` holds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn a_second_sequential_request_reuses_the_idle_connection() {
+    let server = TestServer::start().await;
+    let log = TraceLog::default();
+    let c = client(|b| {
+        b.trace(log.trace());
+    });
+    for _ in 0..2 {
+        let resp = c.get(server.url("/")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(body(resp).await, "hello");
+    }
+    let got = log.got();
+    assert_eq!(got.len(), 2);
+    assert!(!got[0].reused && !got[0].was_idle);
+    assert!(got[1].reused && got[1].was_idle, "{:?}", got[1]);
+    assert_eq!(got[0].conn_id, got[1].conn_id);
+    assert_eq!(got[1].remote_addr, Some(server.addr));
+    assert_eq!(server.counters.connections(), 1);
+    let snap = c.pool_snapshot();
+    assert_eq!((snap.total_idle(), snap.total_active()), (1, 0));
+}
+
+#[tokio::test]
+async fn a_cap_of_one_serves_ten_concurrent_requests_on_one_connection() {
+    let server = TestServer::start().await;
+    let rec = Recorder::default();
+    let c = client(|b| {
+        b.pool_max_conns_per_host(1).stats(rec.stats());
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (c, url) = (c.clone(), server.url("/slow/20"));
+        tasks.push(tokio::spawn(async move {
+            let resp = c.get(url).await?;
+            let status = resp.status();
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|_| "body")
+                .unwrap();
+            Ok::<_, poolscope::Error>(status)
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(server.counters.connections(), 1);
+    assert!(rec.count(|e| matches!(e, Ev::MaxConnsPerHostHit(_))) >= 1);
+    assert!(rec.count(|e| matches!(e, Ev::Reused(..))) >= 1);
+    let snap = c.pool_snapshot();
+    assert_eq!(
+        snap.total_waiters() + snap.total_active() + snap.total_connecting(),
+        0,
+        "{snap}"
+    );
+    drop(c);
+    eventually("connection closed", || server.counters.open() == 0).await;
+    rec.assert_balanced();
+}
+
+#[tokio::test]
+async fn a_get_on_a_connection_the_server_dropped_is_retried_on_a_new_one() {
+    let server = TestServer::with(Options {
+        drop_second_request: true,
+        ..Options::default()
+    })
+    .await;
+    let log = TraceLog::default();
+    let c = client(|b| {
+        b.trace(log.trace());
+    });
+    assert_eq!(body(c.get(server.url("/")).await.unwrap()).await, "hello");
+    // The server takes the second request on that connection and closes it unanswered.
+    let resp = c.get(server.url("/")).await.expect("retried");
+    assert_eq!(body(resp).await, "hello");
+    assert_eq!(server.counters.connections(), 2);
+    assert_eq!(server.counters.requests("GET"), 3);
+    let got = log.got();
+    assert_eq!(got.len(), 3, "three attempts got a connection");
+    assert!(got[1].reused && !got[2].reused);
+}
+
+#[tokio::test]
+async fn a_post_is_never_sent_twice() {
+    let server = TestServer::with(Options {
+        drop_second_request: true,
+        ..Options::default()
+    })
+    .await;
+    let c: Client<Http, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let post = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri(server.url("/"))
+            .body(Full::from("payload"))
+            .unwrap()
+    };
+    let resp = c.request(post()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.into_body().collect().await.unwrap();
+    let err = c.request(post()).await.expect_err("not retried");
+    assert!(!err.is_connect());
+    assert!(err.to_string().contains("sending request"), "{err}");
+    assert_eq!(server.counters.requests("POST"), 2);
+    assert_eq!(server.counters.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_post_with_an_idempotency_key_and_empty_body_is_retried() {
+    let server = TestServer::with(Options {
+        drop_second_request: true,
+        ..Options::default()
+    })
+    .await;
+    let c = client(|_| {});
+    let post = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri(server.url("/"))
+            .header("idempotency-key", "k1")
+            .body(Empty::new())
+            .unwrap()
+    };
+    assert_eq!(body(c.request(post()).await.unwrap()).await, "hello");
+    assert_eq!(body(c.request(post()).await.unwrap()).await, "hello");
+    assert_eq!(server.counters.requests("POST"), 3);
+    assert_eq!(server.counters.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_body_read_to_its_end_returns_the_connection_and_a_dropped_one_closes_it() {
+    let server = TestServer::start().await;
+    let c = client(|_| {});
+    let resp = c.get(server.url("/bytes/100000")).await.unwrap();
+    assert_eq!(body(resp).await.len(), 100_000);
+    eventually("connection idle", || c.pool_snapshot().total_idle() == 1).await;
+
+    let resp = c.get(server.url("/bytes/1000000")).await.unwrap();
+    let mut b = resp.into_body();
+    let first = b.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(b);
+    let snap = c.pool_snapshot();
+    assert_eq!((snap.total_idle(), snap.total_active()), (0, 0), "{snap}");
+    eventually("server saw the close", || server.counters.open() == 0).await;
+    // The next request needs a new connection.
+    body(c.get(server.url("/")).await.unwrap()).await;
+    assert_eq!(server.counters.connections(), 2);
+}
+
+#[tokio::test]
+async fn connection_close_from_the_server_is_honoured() {
+    let server = TestServer::start().await;
+    let c = client(|_| {});
+    assert_eq!(
+        body(c.get(server.url("/close")).await.unwrap()).await,
+        "bye"
+    );
+    assert_eq!(c.pool_snapshot().total_idle(), 0);
+    body(c.get(server.url("/")).await.unwrap()).await;
+    assert_eq!(server.counters.connections(), 2);
+}
+
+#[tokio::test]
+async fn dropping_the_client_closes_idle_connections() {
+    let server = TestServer::start().await;
+    let c = client(|_| {});
+    body(c.get(server.url("/")).await.unwrap()).await;
+    assert_eq!(server.counters.open(), 1);
+    drop(c);
+    eventually("idle connection closed", || server.counters.open() == 0).await;
+}
+
+#[tokio::test]
+async fn connect_is_lazy_when_an_idle_connection_exists() {
+    let server = TestServer::start().await;
+    let rec = Recorder::default();
+    let c = client(|b| {
+        b.stats(rec.stats());
+    });
+    for _ in 0..5 {
+        body(c.get(server.url("/")).await.unwrap()).await;
+    }
+    assert_eq!(rec.count(|e| matches!(e, Ev::Opened(..))), 1);
+    assert_eq!(server.counters.connections(), 1);
+}
+
+#[tokio::test]
+async fn dropping_the_response_future_while_queued_or_mid_body_leaks_nothing() {
+    let server = TestServer::start().await;
+    let rec = Recorder::default();
+    let c = client(|b| {
+        b.pool_max_conns_per_host(1).stats(rec.stats());
+    });
+    // One request holds the only slot; another queues behind it and is dropped.
+    let holder = c.get(server.url("/slow/200"));
+    let holder = tokio::spawn(holder);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued = tokio::time::timeout(Duration::from_millis(50), c.get(server.url("/"))).await;
+    assert!(queued.is_err(), "queued request should still be waiting");
+    let snap = c.pool_snapshot();
+    assert_eq!(
+        snap.total_waiters(),
+        0,
+        "the dropped request left the queue: {snap}"
+    );
+    // The holder finishes; its body is dropped mid-way: the slot frees.
+    let resp = holder.await.unwrap().unwrap();
+    drop(resp);
+    eventually("slot free", || {
+        c.pool_snapshot().hosts.iter().all(|h| h.total == 0)
+    })
+    .await;
+    // The slot serves the next request.
+    assert_eq!(body(c.get(server.url("/")).await.unwrap()).await, "hello");
+    let snap = c.pool_snapshot();
+    assert_eq!(snap.total_waiters() + snap.total_active(), 0, "{snap}");
+}
+
+#[tokio::test]
+async fn dropping_the_response_future_while_dialing_leaks_nothing() {
+    let server = TestServer::start().await;
+    let rec = Recorder::default();
+    let c = client(|b| {
+        b.pool_max_conns_per_host(1).stats(rec.stats());
+    });
+    // Poll once: the dial is spawned; then drop the request.
+    let mut fut = Box::pin(c.get(server.url("/")));
+    assert!(futures_poll_once(&mut fut).await.is_none());
+    drop(fut);
+    // The dial finishes and parks its connection idle.
+    eventually("dialed connection parked idle", || {
+        c.pool_snapshot().total_idle() == 1
+    })
+    .await;
+    assert_eq!(body(c.get(server.url("/")).await.unwrap()).await, "hello");
+    assert_eq!(server.counters.connections(), 1);
+}
+
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *f).poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hyper_utils_own_connector_works_as_is() {
+    let server = TestServer::start().await;
+    let log = TraceLog::default();
+    let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .trace(log.trace())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    for _ in 0..2 {
+        assert_eq!(body(c.get(server.url("/")).await.unwrap()).await, "hello");
+    }
+    let got = log.got();
+    assert_eq!(got[0].remote_addr, Some(server.addr), "HttpInfo is read");
+    assert!(got[1].reused);
+}
+
+#[tokio::test]
+async fn a_refused_port_is_a_connect_error_naming_the_phase() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let c = client(|_| {});
+    let err = c
+        .get(format!("http://{addr}/").parse().unwrap())
+        .await
+        .expect_err("refused");
+    assert!(err.is_connect(), "{err:?}");
+    assert_eq!(
+        err.connect_phase(),
+        Some(poolscope::connect::ConnectPhase::Tcp)
+    );
+    assert_eq!(err.to_string(), format!("connect error ({addr})"));
+    assert!(c.pool_snapshot().hosts.is_empty());
+}
+
+#[tokio::test]
+async fn userinfo_never_reaches_errors_or_events() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let c = client(|_| {});
+    let err = c
+        .get(
+            format!("http://user:s3cret@{addr}/path?q=1")
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("user"),
+        "{shown}"
+    );
+}

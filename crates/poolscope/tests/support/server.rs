@@ -1,0 +1,180 @@
+//! A loopback hyper server for client tests: HTTP/1.1 and h2c on one port (or h2 over TLS
+//! with an rcgen certificate), counting connections and requests. Paths choose behaviour:
+//!
+//! - `/` → 200 "hello"
+//! - `/slow/MS` → 200 after MS milliseconds
+//! - `/close` → 200 with `Connection: close`
+//! - `/bytes/N` → 200 with N bytes
+//! - `/early-hints` → 103 Early Hints, then 200 (HTTP/1)
+//!
+//! With `drop_second_request`, the second request on each connection is read and the
+//! connection is closed without a response: a keep-alive connection the server gave up on.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+pub struct Counters {
+    pub connections: AtomicUsize,
+    pub open: AtomicUsize,
+    pub requests: Mutex<HashMap<String, usize>>,
+}
+
+impl Counters {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self, method: &str) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .get(method)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Options {
+    pub drop_second_request: bool,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub http1_only: bool,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub counters: Arc<Counters>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with(Options::default()).await
+    }
+
+    pub async fn with(opts: Options) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                c.connections.fetch_add(1, Ordering::SeqCst);
+                c.open.fetch_add(1, Ordering::SeqCst);
+                let (c, opts) = (c.clone(), opts.clone());
+                tokio::spawn(async move {
+                    serve_conn(tcp, c.clone(), opts).await;
+                    c.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        TestServer {
+            addr,
+            counters,
+            _task: task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> http::Uri {
+        format!("http://{}{}", self.addr, path).parse().unwrap()
+    }
+}
+
+async fn serve_conn(tcp: tokio::net::TcpStream, c: Arc<Counters>, opts: Options) {
+    let per_conn = Arc::new(AtomicUsize::new(0));
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (c, per_conn, drop_second) = (c.clone(), per_conn.clone(), opts.drop_second_request);
+        async move {
+            *c.requests
+                .lock()
+                .unwrap()
+                .entry(req.method().to_string())
+                .or_default() += 1;
+            let n = per_conn.fetch_add(1, Ordering::SeqCst);
+            if drop_second && n == 1 {
+                return Err("dropping the connection".to_string());
+            }
+            Ok::<_, String>(respond(req).await)
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if opts.http1_only {
+        builder = builder.http1_only();
+    }
+    match opts.tls {
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+        }
+        None => {
+            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+        }
+    }
+}
+
+async fn respond(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let _ = req.into_body().collect().await;
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next()) {
+        (Some("slow"), Some(ms)) => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            Response::new(Full::from("slow"))
+        }
+        (Some("close"), _) => Response::builder()
+            .header("connection", "close")
+            .body(Full::from("bye"))
+            .unwrap(),
+        (Some("bytes"), Some(n)) => Response::new(Full::from(vec![b'x'; n.parse().unwrap_or(0)])),
+        (Some("status"), Some(code)) => Response::builder()
+            .status(StatusCode::from_bytes(code.as_bytes()).unwrap_or(StatusCode::OK))
+            .body(Full::default())
+            .unwrap(),
+        _ => Response::new(Full::from("hello")),
+    }
+}
+
+/// A self-signed certificate for `localhost` and the client roots that trust it.
+pub fn tls_pair() -> (Arc<rustls::ServerConfig>, rustls::RootCertStore) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![der.clone()], key)
+    .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    (Arc::new(server), roots)
+}
+
+#[allow(unused)]
+fn _infallible(_: Infallible) {}
