@@ -248,7 +248,8 @@ pub struct RequestDoneInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RequestTimings {
-    /// Waiting in the pool's queues (zero when served at once).
+    /// Waiting for a connection (zero when served at once by an idle one); when the request
+    /// dialed, this includes its own dial.
     pub queued: Duration,
     /// Name resolution of the dial this request started.
     pub dns: Option<Duration>,

@@ -414,64 +414,62 @@ fn put_info(t: &Tracer, conn_id: crate::pool::ConnId, returned: Returned) {
 
 impl<B: Send + 'static> Completion for Done<B> {
     fn complete(mut self: Box<Self>, bytes: u64, error: Option<String>) {
-        if let Some(pooled) = self.pooled.take() {
-            let conn_id = pooled.id();
-            if pooled.is_http2() {
-                let returned = pooled.release();
-                if let Some(t) = &self.tracer {
-                    put_info(t, conn_id, returned);
-                }
-            } else {
-                pooled.facts.io.disarm();
-                if error.is_none() && self.keep_alive {
-                    release_when_ready(pooled, self.tracer.clone(), &self.exec);
-                } else {
-                    pooled.discard();
-                    if let Some(t) = &self.tracer {
-                        put_info(
-                            t,
-                            conn_id,
-                            Returned::Closed(crate::stats::CloseReason::NotReusable),
-                        );
-                    }
-                }
+        let tracer = self.tracer.take();
+        let status = self.status;
+        // Go's order: the connection goes back (PutIdleConn) before the end is reported.
+        let events = move |conn: Option<(crate::pool::ConnId, Returned)>, error: Option<String>| {
+            let Some(t) = &tracer else { return };
+            if let Some((conn_id, returned)) = conn {
+                put_info(t, conn_id, returned);
             }
-        }
-        if let Some(t) = &self.tracer {
             t.response_body_done(|| BodyDoneInfo {
                 request_id: t.request_id,
                 bytes,
                 error: error.clone(),
             });
-            let status = self.status;
             t.request_done(|| RequestDoneInfo {
                 request_id: t.request_id,
                 status: Some(status),
                 timings: t.timings(),
                 error,
             });
+        };
+        let Some(pooled) = self.pooled.take() else {
+            return events(None, error);
+        };
+        let conn_id = pooled.id();
+        if pooled.is_http2() {
+            let returned = pooled.release();
+            return events(Some((conn_id, returned)), error);
+        }
+        pooled.facts.io.disarm();
+        if error.is_none() && self.keep_alive {
+            release_when_ready(pooled, &self.exec, move |returned| {
+                events(Some((conn_id, returned)), None)
+            });
+        } else {
+            pooled.discard();
+            let returned = Returned::Closed(crate::stats::CloseReason::NotReusable);
+            events(Some((conn_id, returned)), error);
         }
     }
 }
 
 /// An HTTP/1 connection goes back once hyper says it can take the next request: at once in
-/// the usual case, else when its task has finished the previous exchange.
+/// the usual case, else when its task has finished the previous exchange. `then` runs after.
 fn release_when_ready<B: Send + 'static>(
     mut pooled: Pooled<PoolClient<B>>,
-    tracer: Option<Arc<Tracer>>,
     exec: &super::exec::Exec,
+    then: impl FnOnce(Returned) + Send + 'static,
 ) {
     let finish = move |pooled: Pooled<PoolClient<B>>, ready: bool| {
-        let conn_id = pooled.id();
         let returned = if ready {
             pooled.release()
         } else {
             pooled.discard();
             Returned::Closed(crate::stats::CloseReason::Broken)
         };
-        if let Some(t) = &tracer {
-            put_info(t, conn_id, returned);
-        }
+        then(returned);
     };
     let mut cx = Context::from_waker(Waker::noop());
     let polled = match &mut pooled.tx {
