@@ -339,3 +339,44 @@ async fn userinfo_never_reaches_errors_or_events() {
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_status_line_is_an_error_receiving_the_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = tcp.read(&mut buf).await;
+        let _ = tcp.write_all(b"HTTP/1.1 abc nonsense\r\n\r\n").await;
+    });
+    let c = client(|_| {});
+    let err = c
+        .get(format!("http://{addr}/").parse().unwrap())
+        .await
+        .expect_err("malformed");
+    assert!(
+        err.to_string().starts_with("error receiving response"),
+        "{err:?}"
+    );
+    assert!(!err.is_connect());
+}
+
+#[tokio::test]
+async fn a_100_continue_is_reported_as_a_1xx_response() {
+    let server = TestServer::start().await;
+    let log = TraceLog::default();
+    let c: Client<Http, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .trace(log.trace())
+        .build_http();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(server.url("/"))
+        .header("expect", "100-continue")
+        .body(Full::from("payload"))
+        .unwrap();
+    assert_eq!(body(c.request(req).await.unwrap()).await, "hello");
+    let names = log.take();
+    assert!(names.contains(&"got_1xx_response".to_string()), "{names:?}");
+}

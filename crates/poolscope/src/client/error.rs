@@ -42,6 +42,8 @@ pub(crate) enum Kind {
     PoolClosed,
     /// Writing the request failed, or the connection closed before a response.
     Send,
+    /// Reading the response head failed (malformed, or cut short).
+    Receive,
     /// The request was canceled before it was sent (the connection closed first).
     Canceled,
 }
@@ -152,6 +154,7 @@ impl Error {
             Kind::PoolTimeout => "pool wait timed out",
             Kind::PoolClosed => "client dropped while the request waited for a connection",
             Kind::Send => "error sending request",
+            Kind::Receive => "error receiving response",
             Kind::Canceled => "request canceled before it was sent",
         };
         match &self.inner.target {

@@ -383,6 +383,8 @@ where
                 }
                 let kind = if unsent.is_some() {
                     Kind::Canceled
+                } else if err.is_parse() {
+                    Kind::Receive
                 } else {
                     Kind::Send
                 };
