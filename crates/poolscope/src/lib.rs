@@ -3,6 +3,12 @@
 //! - [`pool`]: the pool engine — Go `net/http` Transport semantics, generic over the
 //!   connection type, no sockets.
 //! - [`stats`]: [`Stats`], transport-level hooks, and [`PoolSnapshot`].
+//! - [`client`]: [`Client`], a drop-in for hyper-util's legacy client, on that pool.
+//! - [`trace`]: [`ClientTrace`], per-request events (Go's httptrace).
+//! - [`connect`]: connectors with DNS (hickory), happy eyeballs and TLS (rustls).
+//! - [`inflight`]: the requests in flight, with the stacks that started them.
+//! - [`history`]: the last N events, for post-mortems.
+//! - [`debug`]: a debug HTTP service and a signal dump.
 //!
 //! Telemetry never contains userinfo, paths or queries: events carry a
 //! [`ConnectKey`](pool::ConnectKey) (scheme, host, port).
@@ -18,5 +24,8 @@ pub mod trace;
 
 pub use trace::ClientTrace;
 pub mod client;
+pub mod debug;
+pub mod history;
+pub mod inflight;
 
 pub use client::{Builder, Client, Error, ResponseBody, ResponseFuture};

@@ -324,6 +324,19 @@ struct Hooks {
 #[derive(Clone, Default)]
 pub struct Stats {
     hooks: Option<Arc<Hooks>>,
+    /// poolscope's own listeners (event history, metrics), called after the user's hooks.
+    sinks: Vec<Arc<dyn EventSink>>,
+}
+
+/// An internal listener of pool events (the event ring, metrics).
+pub(crate) trait EventSink: Send + Sync {
+    /// Called after the pool lock is released, like a hook.
+    fn on_pool_event(&self, event: &Event);
+
+    /// Whether `*_hit` events should carry a snapshot for this sink.
+    fn wants_snapshots(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Debug for Stats {
@@ -400,6 +413,7 @@ impl StatsBuilder {
             || h.conn_closed.is_some();
         Stats {
             hooks: any.then(|| Arc::new(self.hooks)),
+            sinks: Vec::new(),
         }
     }
 }
@@ -423,7 +437,8 @@ pub(crate) enum Event {
     IdleConnIn(IdleConnIn),
     IdleConnOut(IdleConnOut),
     ConnReused(ConnReused),
-    LimitHit(Limit, Box<PoolSnapshot>),
+    /// The snapshot is taken only when a hook or sink wants it.
+    LimitHit(Limit, Option<Box<PoolSnapshot>>),
     ConnOpened(ConnOpened),
     ConnClosed(ConnClosed),
 }
@@ -439,20 +454,39 @@ impl Stats {
         self.hooks.is_none()
     }
 
-    /// Whether a `*_hit` hook is registered for `limit` (the snapshot is only taken then).
+    /// Whether anything listens: the pool builds events only then.
+    pub(crate) fn records(&self) -> bool {
+        self.hooks.is_some() || !self.sinks.is_empty()
+    }
+
+    /// Adds an internal listener.
+    pub(crate) fn with_sink(mut self, sink: Arc<dyn EventSink>) -> Stats {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Whether a `*_hit` event for `limit` should carry a snapshot (taken under the lock).
     pub(crate) fn wants_snapshot(&self, limit: Limit) -> bool {
-        match &self.hooks {
+        let hook = match &self.hooks {
             None => false,
             Some(h) => match limit {
                 Limit::MaxIdleConns => h.max_idle_conns_hit.is_some(),
                 Limit::MaxIdleConnsPerHost => h.max_idle_conns_per_host_hit.is_some(),
                 Limit::MaxConnsPerHost => h.max_conns_per_host_hit.is_some(),
             },
-        }
+        };
+        hook || self.sinks.iter().any(|s| s.wants_snapshots())
     }
 
     /// Calls the hook registered for `event`, if any. Never called under a pool lock.
     pub(crate) fn dispatch(&self, event: &Event) {
+        self.call_hooks(event);
+        for sink in &self.sinks {
+            sink.on_pool_event(event);
+        }
+    }
+
+    fn call_hooks(&self, event: &Event) {
         let Some(h) = &self.hooks else { return };
         fn call<E>(hook: &Hook<E>, ev: &E) {
             if let Some(f) = hook {
@@ -467,11 +501,12 @@ impl Stats {
             Event::IdleConnIn(e) => call(&h.idle_conn_in, e),
             Event::IdleConnOut(e) => call(&h.idle_conn_out, e),
             Event::ConnReused(e) => call(&h.conn_reused, e),
-            Event::LimitHit(Limit::MaxIdleConns, s) => call(&h.max_idle_conns_hit, s),
-            Event::LimitHit(Limit::MaxIdleConnsPerHost, s) => {
+            Event::LimitHit(_, None) => {}
+            Event::LimitHit(Limit::MaxIdleConns, Some(s)) => call(&h.max_idle_conns_hit, s),
+            Event::LimitHit(Limit::MaxIdleConnsPerHost, Some(s)) => {
                 call(&h.max_idle_conns_per_host_hit, s)
             }
-            Event::LimitHit(Limit::MaxConnsPerHost, s) => call(&h.max_conns_per_host_hit, s),
+            Event::LimitHit(Limit::MaxConnsPerHost, Some(s)) => call(&h.max_conns_per_host_hit, s),
             Event::ConnOpened(e) => call(&h.conn_opened, e),
             Event::ConnClosed(e) => call(&h.conn_closed, e),
         }

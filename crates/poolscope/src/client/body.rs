@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::conn::IoEvents;
+use crate::inflight::{Entry, Phase};
 use crate::pool::BoxError;
 use crate::trace::{Tracer, WroteInfo};
 
@@ -26,6 +27,8 @@ pub(crate) enum BodyEnd {
 pub(crate) struct ReqBody<B> {
     body: Option<B>,
     end: Option<BodyEnd>,
+    /// The in-flight entry, moved to "awaiting response" when the body ends.
+    entry: Option<Arc<Entry>>,
 }
 
 impl<B> ReqBody<B> {
@@ -33,12 +36,17 @@ impl<B> ReqBody<B> {
         ReqBody {
             body: Some(body),
             end,
+            entry: None,
         }
     }
 
     /// An empty body, for replaying a request whose body was empty.
     pub(crate) fn empty(end: Option<BodyEnd>) -> ReqBody<B> {
-        ReqBody { body: None, end }
+        ReqBody {
+            body: None,
+            end,
+            entry: None,
+        }
     }
 
     /// Sets who hears that this body ended.
@@ -47,7 +55,16 @@ impl<B> ReqBody<B> {
         self
     }
 
+    /// Sets the in-flight entry to update.
+    pub(crate) fn with_entry(mut self, entry: Option<Arc<Entry>>) -> ReqBody<B> {
+        self.entry = entry;
+        self
+    }
+
     fn ended(&mut self) {
+        if let Some(e) = &self.entry {
+            e.set_phase(Phase::AwaitingResponse);
+        }
         match self.end.take() {
             Some(BodyEnd::Io(events)) => events.body_done(),
             Some(BodyEnd::H2(t)) => {
@@ -104,6 +121,9 @@ where
             if let Some(BodyEnd::Io(events)) = &self.end {
                 events.body_done();
             }
+            if let Some(e) = &self.entry {
+                e.set_phase(Phase::AwaitingResponse);
+            }
         }
         end
     }
@@ -138,15 +158,25 @@ pub(crate) trait Completion: Send {
 /// hyper does.
 pub struct ResponseBody {
     inner: hyper::body::Incoming,
+    /// The in-flight entry whose byte count this body updates.
+    entry: Option<Arc<Entry>>,
     /// `Some` until the body ends, fails or is dropped.
     done: Mutex<Option<Box<dyn Completion>>>,
     bytes: u64,
 }
 
 impl ResponseBody {
-    pub(crate) fn new(inner: hyper::body::Incoming, done: Box<dyn Completion>) -> ResponseBody {
+    pub(crate) fn new(
+        inner: hyper::body::Incoming,
+        done: Box<dyn Completion>,
+        entry: Option<Arc<Entry>>,
+    ) -> ResponseBody {
+        if let Some(e) = &entry {
+            e.set_phase(Phase::ReadingBody);
+        }
         let body = ResponseBody {
             inner,
+            entry,
             done: Mutex::new(Some(done)),
             bytes: 0,
         };
@@ -184,6 +214,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
+                    if let Some(e) = &this.entry {
+                        e.add_bytes(data.len() as u64);
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish(None);

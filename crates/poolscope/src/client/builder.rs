@@ -11,9 +11,12 @@ use super::conn::DialConfig;
 use super::exec::{BoxSendFuture, Exec};
 use super::{Client, Shared};
 use crate::connect::HttpConnector;
+use crate::history::History;
+use crate::inflight::{Redact, Registry};
 use crate::pool::{self, Pool};
 use crate::stats::Stats;
 use crate::trace::ClientTrace;
+use http::Uri;
 
 /// Builds a [`Client`]: `Client::builder(TokioExecutor::new())…build(connector)`.
 ///
@@ -46,6 +49,10 @@ pub struct Builder {
     pool: pool::Config,
     stats: Stats,
     trace: ClientTrace,
+    track_in_flight: bool,
+    capture_stacks: bool,
+    redact_url: Option<Redact>,
+    event_history: usize,
 }
 
 impl Builder {
@@ -65,6 +72,10 @@ impl Builder {
             pool: pool::Config::default(),
             stats: Stats::default(),
             trace: ClientTrace::default(),
+            track_in_flight: true,
+            capture_stacks: false,
+            redact_url: None,
+            event_history: 0,
         }
     }
 
@@ -162,6 +173,39 @@ impl Builder {
         self
     }
 
+    /// Keep a registry of the requests in flight, for [`Client::in_flight`]. Default: `true`;
+    /// off, requests pay nothing for it. poolscope only.
+    pub fn track_in_flight(&mut self, enabled: bool) -> &mut Self {
+        self.track_in_flight = enabled;
+        self
+    }
+
+    /// Capture the stack that started each request, shown by [`Client::in_flight`]. Captured
+    /// unresolved (a few microseconds) and resolved only when a report is rendered. Default:
+    /// `false`. poolscope only.
+    pub fn capture_stacks(&mut self, enabled: bool) -> &mut Self {
+        self.capture_stacks = enabled;
+        self
+    }
+
+    /// Rewrites URLs for in-flight reports and the event history (e.g. ids to `[oid]`). The
+    /// function gets the URI without userinfo, when a report is rendered or an event is read.
+    /// Default: the URI without userinfo. poolscope only.
+    pub fn redact_url<F>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn(&Uri) -> String + Send + Sync + 'static,
+    {
+        self.redact_url = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Keep the last `n` pool and request events for [`Client::recent_events`]. Default: 0
+    /// (none kept). poolscope only.
+    pub fn event_history(&mut self, n: usize) -> &mut Self {
+        self.event_history = n;
+        self
+    }
+
     // ----- client behaviour -------------------------------------------------------------
 
     /// Retry a request that was never written because its (reused) connection closed first.
@@ -201,9 +245,23 @@ impl Builder {
         B: http_body::Body + Send + 'static,
         B::Data: Send,
     {
+        let history = (self.event_history > 0).then(|| {
+            std::sync::Arc::new(History::new(self.event_history, self.redact_url.clone()))
+        });
+        let mut stats = self.stats.clone();
+        if let Some(h) = &history {
+            stats = stats.with_sink(h.clone());
+        }
         Client {
             shared: std::sync::Arc::new(Shared {
-                pool: Pool::with_stats(self.pool.clone(), self.stats.clone()),
+                pool: Pool::with_stats(self.pool.clone(), stats),
+                inflight: self.track_in_flight.then(|| {
+                    std::sync::Arc::new(Registry::with_redaction(
+                        self.capture_stacks,
+                        self.redact_url.clone(),
+                    ))
+                }),
+                history,
                 dial: DialConfig {
                     h1: self.h1.clone(),
                     h2: self.h2.clone(),
@@ -294,6 +352,9 @@ impl fmt::Debug for Builder {
             .field("retry_canceled_requests", &self.retry_canceled_requests)
             .field("set_host", &self.set_host)
             .field("pool", &self.pool)
+            .field("track_in_flight", &self.track_in_flight)
+            .field("capture_stacks", &self.capture_stacks)
+            .field("event_history", &self.event_history)
             .finish()
     }
 }

@@ -47,6 +47,8 @@ pub use builder::Builder;
 pub use error::Error;
 pub use exec::BoxSendFuture;
 
+use crate::history::{History, RecordedEvent, RequestEvent};
+use crate::inflight::{InFlightReport, Registry};
 use crate::pool::{BoxError, Pool};
 use crate::stats::PoolSnapshot;
 use crate::trace::ClientTrace;
@@ -76,6 +78,8 @@ pub struct Client<C, B> {
 
 pub(crate) struct Shared<B> {
     pool: Pool<PoolClient<B>>,
+    inflight: Option<Arc<Registry>>,
+    history: Option<Arc<History>>,
     dial: DialConfig,
     trace: ClientTrace,
     retry_canceled_requests: bool,
@@ -122,9 +126,25 @@ where
     /// Sends `req`. The URI must be absolute. A [`ClientTrace`] in the request's extensions
     /// traces this request (as well as the client-wide one).
     pub fn request(&self, req: Request<B>) -> ResponseFuture {
+        let shared = &self.shared;
+        let id = shared
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Registered here, synchronously, so a captured stack shows the caller.
+        let registration = shared
+            .inflight
+            .as_ref()
+            .map(|r| r.register(id, req.method(), req.uri()));
+        if let Some(h) = &shared.history {
+            h.request(RequestEvent::Started {
+                id,
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+            });
+        }
         let this = self.clone();
         ResponseFuture {
-            inner: Box::pin(async move { this.send(req).await }),
+            inner: Box::pin(async move { this.send(req, id, registration).await }),
         }
     }
 }
@@ -133,6 +153,29 @@ impl<C, B: Send + 'static> Client<C, B> {
     /// The pool as it is now: idle, active and connecting connections and waiters per key.
     pub fn pool_snapshot(&self) -> PoolSnapshot {
         self.shared.pool.snapshot()
+    }
+
+    /// The requests in flight now, oldest first (empty if `track_in_flight(false)`).
+    ///
+    /// ```text
+    /// In-flight HTTP requests:
+    ///   servicing GET "http://127.0.0.1:8080/slow" for 56.705274ms
+    /// ```
+    pub fn in_flight(&self) -> InFlightReport {
+        self.shared
+            .inflight
+            .as_ref()
+            .map(|r| r.report())
+            .unwrap_or_default()
+    }
+
+    /// The last pool and request events, oldest first (empty unless `event_history(n)`).
+    pub fn recent_events(&self) -> Vec<RecordedEvent> {
+        self.shared
+            .history
+            .as_ref()
+            .map(|h| h.recent())
+            .unwrap_or_default()
     }
 
     /// Closes every idle connection now.

@@ -13,6 +13,8 @@ use super::body::{BodyEnd, Completion, ReqBody, ResponseBody};
 use super::conn::{self, PoolClient, Tx};
 use super::error::{Error, Kind};
 use super::Client;
+use crate::history::{History, RequestEvent};
+use crate::inflight::{Entry, Phase, Registration};
 use crate::pool::{default_port, BoxError, ConnectKey, Pooled, Returned, Step};
 use crate::trace::{
     BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, Got1xxInfo, GotConnInfo,
@@ -148,7 +150,12 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(super) async fn send(self, req: Request<B>) -> Result<Response<ResponseBody>, Error> {
+    pub(super) async fn send(
+        self,
+        req: Request<B>,
+        request_id: u64,
+        registration: Option<Registration>,
+    ) -> Result<Response<ResponseBody>, Error> {
         match req.version() {
             Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_2 => {}
             _ => return Err(Error::new(Kind::UnsupportedVersion)),
@@ -156,20 +163,27 @@ where
         let key =
             ConnectKey::from_uri(req.uri()).map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
         let target = format!("{}:{}", key.host(), key.port());
-        let request_id = self
-            .shared
-            .next_request
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tracer = Tracer::new(
             request_id,
             &self.shared.trace,
             req.extensions().get::<ClientTrace>(),
         );
-        let result = self.send_traced(req, &key, tracer.clone()).await;
+        let ctx = Ctx {
+            id: request_id,
+            tracer: tracer.clone(),
+            registration,
+        };
+        let result = self.send_traced(req, &key, ctx).await;
         match result {
             Ok(resp) => Ok(resp),
             Err(e) => {
                 let e = e.target(target);
+                if let Some(h) = &self.shared.history {
+                    h.request(RequestEvent::Failed {
+                        id: request_id,
+                        error: e.to_string(),
+                    });
+                }
                 if let Some(t) = &tracer {
                     t.request_done(|| RequestDoneInfo {
                         request_id: t.request_id,
@@ -187,8 +201,9 @@ where
         &self,
         req: Request<B>,
         key: &ConnectKey,
-        tracer: Option<Arc<Tracer>>,
+        mut ctx: Ctx,
     ) -> Result<Response<ResponseBody>, Error> {
+        let tracer = ctx.tracer.clone();
         let replay = Replay::of(&req);
         let uri = req.uri().clone();
         let mut req = req.map(|b| ReqBody::new(b, None));
@@ -201,9 +216,9 @@ where
                     key: key.clone(),
                 });
             }
-            let pooled = self.connection_for(key, &tracer).await?;
+            let pooled = self.connection_for(key, &ctx).await?;
             let reused = pooled.info().reused;
-            match self.send_on(pooled, req, &tracer).await {
+            match self.send_on(pooled, req, &mut ctx).await {
                 Ok(resp) => return Ok(resp),
                 Err(failed) => {
                     if !failed.reused || attempts >= MAX_ATTEMPTS {
@@ -226,9 +241,14 @@ where
     async fn connection_for(
         &self,
         key: &ConnectKey,
-        tracer: &Option<Arc<Tracer>>,
+        ctx: &Ctx,
     ) -> Result<Pooled<PoolClient<B>>, Error> {
         let shared = &self.shared;
+        let tracer = &ctx.tracer;
+        let entry = ctx.entry();
+        if let Some(e) = entry {
+            e.set_phase(Phase::WaitingForConnection);
+        }
         let mut checkout = if shared.dial.http2_only {
             shared.pool.checkout_shared(key.clone())
         } else {
@@ -237,6 +257,19 @@ where
         loop {
             match checkout.step().await {
                 Ok(Step::Ready(pooled)) => {
+                    if let Some(e) = entry {
+                        e.set_phase(Phase::Sending);
+                        e.set_conn(pooled.id());
+                    }
+                    if let Some(h) = &shared.history {
+                        let info = pooled.info();
+                        h.request(RequestEvent::GotConn {
+                            id: ctx.id,
+                            conn_id: info.conn_id,
+                            reused: info.reused,
+                            waited: info.waited,
+                        });
+                    }
                     if let Some(t) = tracer {
                         let info = *pooled.info();
                         let facts = pooled.facts.clone();
@@ -261,6 +294,9 @@ where
                     return Ok(pooled);
                 }
                 Ok(Step::Dial(permit)) => {
+                    if let Some(e) = entry {
+                        e.set_phase(Phase::Connecting);
+                    }
                     let uri = dial_uri(permit.key())?;
                     let dial = conn::dial::<C, B>(
                         self.connector.clone(),
@@ -282,8 +318,14 @@ where
         &self,
         mut pooled: Pooled<PoolClient<B>>,
         mut req: Request<ReqBody<B>>,
-        tracer: &Option<Arc<Tracer>>,
+        ctx: &mut Ctx,
     ) -> Result<Response<ResponseBody>, Failed<B>> {
+        let tracer = &ctx.tracer.clone();
+        let entry = ctx.entry().cloned();
+        if entry.is_some() {
+            *req.body_mut() =
+                std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_entry(entry.clone());
+        }
         let reused = pooled.info().reused;
         let h2 = pooled.is_http2();
         let fail = |error: Error, unsent, stale| Failed {
@@ -368,8 +410,10 @@ where
                     status: resp.status(),
                     keep_alive,
                     exec: self.shared.dial.exec.clone(),
+                    registration: ctx.registration.take(),
+                    history: self.shared.history.clone().map(|h| (h, ctx.id)),
                 };
-                Ok(resp.map(|body| ResponseBody::new(body, Box::new(done))))
+                Ok(resp.map(|body| ResponseBody::new(body, Box::new(done), entry)))
             }
             Err(mut e) => {
                 let unsent = e.take_message();
@@ -401,6 +445,23 @@ struct Done<B: Send + 'static> {
     status: StatusCode,
     keep_alive: bool,
     exec: super::exec::Exec,
+    /// The in-flight entry: removed when the body ends.
+    registration: Option<Registration>,
+    history: Option<(Arc<History>, u64)>,
+}
+
+/// One request's context: its id, tracer and in-flight registration.
+struct Ctx {
+    id: u64,
+    tracer: Option<Arc<Tracer>>,
+    /// Moves to the response body's `Done` once there is a response.
+    registration: Option<Registration>,
+}
+
+impl Ctx {
+    fn entry(&self) -> Option<&Arc<Entry>> {
+        self.registration.as_ref().map(|r| &r.entry)
+    }
 }
 
 fn put_info(t: &Tracer, conn_id: crate::pool::ConnId, returned: Returned) {
@@ -418,6 +479,26 @@ impl<B: Send + 'static> Completion for Done<B> {
     fn complete(mut self: Box<Self>, bytes: u64, error: Option<String>) {
         let tracer = self.tracer.take();
         let status = self.status;
+        if let Some((h, id)) = self.history.take() {
+            let elapsed = self
+                .registration
+                .as_ref()
+                .map(|r| r.entry.elapsed())
+                .unwrap_or_default();
+            h.request(match &error {
+                None => RequestEvent::Done {
+                    id,
+                    status,
+                    elapsed,
+                },
+                Some(e) => RequestEvent::Failed {
+                    id,
+                    error: e.clone(),
+                },
+            });
+        }
+        // Out of the in-flight registry: the body is over.
+        drop(self.registration.take());
         // Go's order: the connection goes back (PutIdleConn) before the end is reported.
         let events = move |conn: Option<(crate::pool::ConnId, Returned)>, error: Option<String>| {
             let Some(t) = &tracer else { return };

@@ -79,6 +79,61 @@ pub struct PoolSnapshot {
 }
 
 impl PoolSnapshot {
+    /// The snapshot as JSON: limits and one object per key (`key`, `idle`, `active`,
+    /// `connecting`, `total`, `idle_conn_waiters`, `conns_per_host_waiters`,
+    /// `oldest_wait_seconds`).
+    pub fn to_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Limits {
+            max_idle: Option<usize>,
+            max_idle_per_host: Option<usize>,
+            max_conns_per_host: Option<usize>,
+            idle_timeout_seconds: Option<f64>,
+            max_lifetime_seconds: Option<f64>,
+        }
+        #[derive(serde::Serialize)]
+        struct Host {
+            key: String,
+            idle: usize,
+            active: usize,
+            connecting: usize,
+            total: usize,
+            idle_conn_waiters: usize,
+            conns_per_host_waiters: usize,
+            oldest_wait_seconds: Option<f64>,
+        }
+        #[derive(serde::Serialize)]
+        struct Snap {
+            limits: Limits,
+            hosts: Vec<Host>,
+        }
+        let l = &self.limits;
+        let snap = Snap {
+            limits: Limits {
+                max_idle: l.max_idle,
+                max_idle_per_host: l.max_idle_per_host,
+                max_conns_per_host: l.max_conns_per_host,
+                idle_timeout_seconds: l.idle_timeout.map(|d| d.as_secs_f64()),
+                max_lifetime_seconds: l.max_lifetime.map(|d| d.as_secs_f64()),
+            },
+            hosts: self
+                .hosts
+                .iter()
+                .map(|h| Host {
+                    key: h.key.to_string(),
+                    idle: h.idle,
+                    active: h.active,
+                    connecting: h.connecting,
+                    total: h.total,
+                    idle_conn_waiters: h.idle_conn_waiters,
+                    conns_per_host_waiters: h.conns_per_host_waiters,
+                    oldest_wait_seconds: h.oldest_wait.map(|d| d.as_secs_f64()),
+                })
+                .collect(),
+        };
+        serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
     /// The entry for `key`, if the pool has anything for it.
     pub fn host(&self, key: &ConnectKey) -> Option<&HostSnapshot> {
         self.hosts.iter().find(|h| &h.key == key)

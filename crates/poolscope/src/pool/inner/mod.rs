@@ -283,7 +283,7 @@ impl<T: Poolable> Shared<T> {
             cfg: &self.config,
             stats: &self.stats,
             fx: Effects {
-                record: !self.stats.is_empty(),
+                record: self.stats.records(),
                 now: Instant::now(),
                 events: Vec::new(),
                 wakers: Vec::new(),
@@ -704,9 +704,12 @@ impl<'a, T: Poolable> Locked<'a, T> {
     // ----- snapshots ------------------------------------------------------------------
 
     fn limit_hit(&mut self, limit: Limit) {
-        if self.stats.wants_snapshot(limit) {
-            let snap = self.snapshot();
-            self.fx.events.push(Event::LimitHit(limit, Box::new(snap)));
+        if self.fx.record {
+            let snap = self
+                .stats
+                .wants_snapshot(limit)
+                .then(|| Box::new(self.snapshot()));
+            self.fx.events.push(Event::LimitHit(limit, snap));
         }
     }
 

@@ -1,0 +1,308 @@
+//! The event history: the last N pool and request events, for post-mortems.
+//!
+//! A bounded lock-free ring (`crossbeam_queue::ArrayQueue`, the oldest overwritten). Events
+//! are stored as they are and formatted only when read, so recording is a clone and a push.
+//! When a `*_hit` hook fires or a pool-wait timeout comes back, [`Client::recent_events`]
+//! shows what led there.
+//!
+//! [`Client::recent_events`]: crate::Client::recent_events
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_queue::ArrayQueue;
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::inflight::{strip_userinfo, Redact};
+use crate::pool::ConnId;
+use crate::stats::{Event, EventSink, Limit};
+
+/// A request-level event kept in the history.
+#[derive(Debug, Clone)]
+pub(crate) enum RequestEvent {
+    Started {
+        id: u64,
+        method: http::Method,
+        uri: http::Uri,
+    },
+    GotConn {
+        id: u64,
+        conn_id: ConnId,
+        reused: bool,
+        waited: Duration,
+    },
+    Done {
+        id: u64,
+        status: StatusCode,
+        elapsed: Duration,
+    },
+    Failed {
+        id: u64,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum What {
+    Pool(Event),
+    Request(RequestEvent),
+}
+
+struct Recorded {
+    seq: u64,
+    at: SystemTime,
+    what: What,
+}
+
+/// The ring of one client.
+pub(crate) struct History {
+    ring: ArrayQueue<Recorded>,
+    seq: AtomicU64,
+    redact: Option<Redact>,
+}
+
+impl History {
+    /// A history of `n` events (at least 1).
+    pub(crate) fn new(n: usize, redact: Option<Redact>) -> History {
+        History {
+            ring: ArrayQueue::new(n.max(1)),
+            seq: AtomicU64::new(0),
+            redact,
+        }
+    }
+
+    fn push(&self, what: What) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.ring.force_push(Recorded {
+            seq,
+            at: SystemTime::now(),
+            what,
+        });
+    }
+
+    pub(crate) fn request(&self, ev: RequestEvent) {
+        self.push(What::Request(ev));
+    }
+
+    /// The events, oldest first. Reading takes the events out and puts them back; an event
+    /// recorded by another thread during the read may push out an older one.
+    pub(crate) fn recent(&self) -> Vec<RecordedEvent> {
+        let mut taken = Vec::with_capacity(self.ring.len());
+        while let Some(r) = self.ring.pop() {
+            taken.push(r);
+        }
+        taken.sort_by_key(|r| r.seq);
+        let out = taken.iter().map(|r| self.describe(r)).collect();
+        for r in taken {
+            // If writers filled the ring meanwhile, the older event is the one to lose.
+            let _ = self.ring.push(r);
+        }
+        out
+    }
+}
+
+impl EventSink for History {
+    fn on_pool_event(&self, event: &Event) {
+        self.push(What::Pool(event.clone()));
+    }
+}
+
+/// One event from [`Client::recent_events`](crate::Client::recent_events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RecordedEvent {
+    /// Order of recording across the client (gaps are events that were overwritten).
+    pub seq: u64,
+    /// When it was recorded.
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    /// The event's name: a `Stats` hook's (`idle_conn_wait_in`, `max_conns_per_host_hit`, …)
+    /// or a request's (`request_started`, `got_conn`, `request_done`, `request_failed`).
+    pub name: &'static str,
+    /// What it says: key, connection, counts, durations.
+    pub detail: String,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_micros(*t))
+}
+
+impl fmt::Display for RecordedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} #{} {} {}",
+            humantime::format_rfc3339_micros(self.at),
+            self.seq,
+            self.name,
+            self.detail
+        )
+    }
+}
+
+impl History {
+    fn describe(&self, r: &Recorded) -> RecordedEvent {
+        let (name, detail) = describe(&r.what, self.redact.as_ref());
+        RecordedEvent {
+            seq: r.seq,
+            at: r.at,
+            name,
+            detail,
+        }
+    }
+}
+
+fn describe(what: &What, redact: Option<&Redact>) -> (&'static str, String) {
+    match what {
+        What::Pool(ev) => match ev {
+            Event::IdleConnWaitIn(e) => (
+                "idle_conn_wait_in",
+                format!("{} waiters={}", e.key, e.waiters),
+            ),
+            Event::IdleConnWaitOut(e) => (
+                "idle_conn_wait_out",
+                format!(
+                    "{} waiters={} waited={:?} outcome={}",
+                    e.key,
+                    e.waiters,
+                    e.waited,
+                    e.outcome.as_str()
+                ),
+            ),
+            Event::ConnsPerHostWaitIn(e) => (
+                "conns_per_host_wait_in",
+                format!("{} waiters={}", e.key, e.waiters),
+            ),
+            Event::ConnsPerHostWaitOut(e) => (
+                "conns_per_host_wait_out",
+                format!(
+                    "{} waiters={} waited={:?} outcome={}",
+                    e.key,
+                    e.waiters,
+                    e.waited,
+                    e.outcome.as_str()
+                ),
+            ),
+            Event::IdleConnIn(e) => (
+                "idle_conn_in",
+                format!("{} conn={} idle={}", e.key, e.conn_id, e.idle),
+            ),
+            Event::IdleConnOut(e) => (
+                "idle_conn_out",
+                format!(
+                    "{} conn={} idle={} idle_time={:?} reason={}",
+                    e.key,
+                    e.conn_id,
+                    e.idle,
+                    e.idle_time,
+                    e.reason.as_str()
+                ),
+            ),
+            Event::ConnReused(e) => ("conn_reused", format!("{} conn={}", e.key, e.conn_id)),
+            Event::LimitHit(limit, snap) => {
+                let name = match limit {
+                    Limit::MaxIdleConns => "max_idle_conns_hit",
+                    Limit::MaxIdleConnsPerHost => "max_idle_conns_per_host_hit",
+                    Limit::MaxConnsPerHost => "max_conns_per_host_hit",
+                };
+                let detail = snap.as_ref().map_or_else(String::new, |s| {
+                    format!(
+                        "idle={} active={} connecting={} waiting={}",
+                        s.total_idle(),
+                        s.total_active(),
+                        s.total_connecting(),
+                        s.total_waiters()
+                    )
+                });
+                (name, detail)
+            }
+            Event::ConnOpened(e) => (
+                "conn_opened",
+                format!(
+                    "{} conn={} dial_time={:?} shared={}",
+                    e.key, e.conn_id, e.dial_time, e.shared
+                ),
+            ),
+            Event::ConnClosed(e) => (
+                "conn_closed",
+                format!(
+                    "{} conn={} reason={} lifetime={:?} requests={}",
+                    e.key,
+                    e.conn_id,
+                    e.reason.as_str(),
+                    e.lifetime,
+                    e.requests
+                ),
+            ),
+        },
+        What::Request(ev) => match ev {
+            RequestEvent::Started { id, method, uri } => {
+                let clean = strip_userinfo(uri);
+                let url = redact.map_or_else(|| clean.to_string(), |f| f(&clean));
+                ("request_started", format!("request={id} {method} {url:?}"))
+            }
+            RequestEvent::GotConn {
+                id,
+                conn_id,
+                reused,
+                waited,
+            } => (
+                "got_conn",
+                format!("request={id} conn={conn_id} reused={reused} waited={waited:?}"),
+            ),
+            RequestEvent::Done {
+                id,
+                status,
+                elapsed,
+            } => (
+                "request_done",
+                format!(
+                    "request={id} status={} elapsed={elapsed:?}",
+                    status.as_u16()
+                ),
+            ),
+            RequestEvent::Failed { id, error } => {
+                ("request_failed", format!("request={id} error={error}"))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_ring_keeps_the_newest_n_in_order_under_concurrent_writers() {
+        let h = Arc::new(History::new(64, None));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        h.request(RequestEvent::Failed {
+                            id: t * 10_000 + i,
+                            error: String::new(),
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let recent = h.recent();
+        assert_eq!(recent.len(), 64);
+        let seqs: Vec<u64> = recent.iter().map(|e| e.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+        // The newest survive: the last seq handed out, and nothing older than the last 64
+        // pushes (a writer may push a little after taking its seq: 4 writers of slack).
+        assert_eq!(*seqs.last().unwrap(), 3999);
+        assert!(seqs[0] >= 3999 - 63 - 4, "oldest kept: {}", seqs[0]);
+        // Reading does not consume.
+        assert_eq!(h.recent().len(), 64);
+    }
+}

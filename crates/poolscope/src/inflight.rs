@@ -1,0 +1,502 @@
+//! The in-flight registry: which requests the client is servicing now, for how long, in
+//! which phase, and (optionally) the stack that started each.
+//!
+//! An entry lives from [`Client::request`](crate::Client::request) until the response body
+//! reaches its end, fails or is dropped, or the request fails. Entries sit in 32 shards, each
+//! a small mutex-guarded slab picked by the request id, so registering and removing never
+//! takes a global lock; phase, connection and byte counts are atomics the request updates.
+//!
+//! Stacks are captured unresolved (`backtrace::Backtrace::new_unresolved`) and resolved only
+//! when a report is rendered; frames of poolscope, tokio, hyper, futures and std are left out
+//! so the caller's frames come first.
+//!
+//! [`InFlightReport`]'s `Display` follows the shape of the Go tracker this is modelled on:
+//!
+//! ```text
+//! In-flight HTTP requests:
+//!   servicing GET "http://host1:8484/.cbfs/blob/[oid]" for 56.705274ms
+//!     - my_app::fetch::run() - src/fetch.rs:64
+//! ```
+//!
+//! URLs never show userinfo; [`Builder::redact_url`](crate::Builder::redact_url) rewrites
+//! them further (ids, tokens in queries).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Method, Uri};
+use serde::Serialize;
+use slab::Slab;
+
+use crate::pool::ConnId;
+
+const SHARDS: usize = 32;
+
+/// The phase of an in-flight request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Waiting for a connection from the pool.
+    WaitingForConnection,
+    /// Waiting for a connection this request is dialing.
+    Connecting,
+    /// Writing the request.
+    Sending,
+    /// The request is written; waiting for the response head.
+    AwaitingResponse,
+    /// The response head arrived; the body is being read.
+    ReadingBody,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Connecting,
+            2 => Phase::Sending,
+            3 => Phase::AwaitingResponse,
+            4 => Phase::ReadingBody,
+            _ => Phase::WaitingForConnection,
+        }
+    }
+
+    /// `waiting_for_connection`, `connecting`, `sending`, `awaiting_response`, `reading_body`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::WaitingForConnection => "waiting_for_connection",
+            Phase::Connecting => "connecting",
+            Phase::Sending => "sending",
+            Phase::AwaitingResponse => "awaiting_response",
+            Phase::ReadingBody => "reading_body",
+        }
+    }
+}
+
+/// Rewrites a URL (already without userinfo) for reports.
+pub(crate) type Redact = Arc<dyn Fn(&Uri) -> String + Send + Sync>;
+
+/// One request's live state, shared by the request and the registry.
+pub(crate) struct Entry {
+    id: u64,
+    method: Method,
+    /// As given (a cheap clone); userinfo is stripped and `redact_url` applied at report time.
+    uri: Uri,
+    started: Instant,
+    phase: AtomicU8,
+    /// 0 until a connection is known.
+    conn_id: AtomicU64,
+    bytes: AtomicU64,
+    stack: Option<Mutex<backtrace::Backtrace>>,
+}
+
+impl Entry {
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_conn(&self, id: ConnId) {
+        self.conn_id.store(id.get(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn add_bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The registry of one client (also usable on its own, to track any kind of request).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use poolscope::inflight::Registry;
+///
+/// let registry = Arc::new(Registry::new(false));
+/// let guard = registry.register(1, &http::Method::GET, &"http://u:pw@h/x".parse().unwrap());
+/// assert!(registry.report().to_string().contains("servicing GET \"http://h/x\""));
+/// drop(guard);
+/// assert!(registry.report().is_empty());
+/// ```
+pub struct Registry {
+    shards: Box<[Mutex<Slab<Arc<Entry>>>]>,
+    capture_stacks: bool,
+    redact: Option<Redact>,
+}
+
+/// A registered request; dropping it removes the entry.
+pub struct Registration {
+    registry: Arc<Registry>,
+    slot: usize,
+    pub(crate) entry: Arc<Entry>,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("id", &self.entry.id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("capture_stacks", &self.capture_stacks)
+            .finish()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let shard = &self.registry.shards[self.entry.id as usize % SHARDS];
+        let mut slab = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if slab
+            .get(self.slot)
+            .is_some_and(|e| Arc::ptr_eq(e, &self.entry))
+        {
+            slab.remove(self.slot);
+        }
+    }
+}
+
+/// `uri` without userinfo: `scheme://host[:port]/path?query`.
+pub(crate) fn strip_userinfo(uri: &Uri) -> Uri {
+    let Some(auth) = uri.authority() else {
+        return uri.clone();
+    };
+    let hostport = auth.as_str().rsplit('@').next().unwrap_or("");
+    if hostport.len() == auth.as_str().len() {
+        return uri.clone();
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = uri.scheme().cloned();
+    parts.authority = hostport.parse().ok();
+    parts.path_and_query = uri.path_and_query().cloned();
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+impl Registry {
+    /// A registry; with `capture_stacks`, each registration captures the caller's stack.
+    pub fn new(capture_stacks: bool) -> Registry {
+        Registry::with_redaction(capture_stacks, None)
+    }
+
+    pub(crate) fn with_redaction(capture_stacks: bool, redact: Option<Redact>) -> Registry {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(Slab::new())).collect(),
+            capture_stacks,
+            redact,
+        }
+    }
+
+    /// Registers a request (`id` is yours to choose; it orders equal ages). Captures the
+    /// caller's stack if enabled: call it where the caller's frames are on the stack.
+    pub fn register(self: &Arc<Self>, id: u64, method: &Method, uri: &Uri) -> Registration {
+        let entry = Arc::new(Entry {
+            id,
+            method: method.clone(),
+            uri: uri.clone(),
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::WaitingForConnection as u8),
+            conn_id: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            stack: self
+                .capture_stacks
+                .then(|| Mutex::new(backtrace::Backtrace::new_unresolved())),
+        });
+        let shard = &self.shards[id as usize % SHARDS];
+        let slot = shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.clone());
+        Registration {
+            registry: self.clone(),
+            slot,
+            entry,
+        }
+    }
+
+    /// The requests in flight now, oldest first, stacks resolved.
+    pub fn report(&self) -> InFlightReport {
+        let mut live: Vec<Arc<Entry>> = Vec::new();
+        for shard in self.shards.iter() {
+            let slab = shard.lock().unwrap_or_else(|e| e.into_inner());
+            live.extend(slab.iter().map(|(_, e)| e.clone()));
+        }
+        // Resolve outside the shard locks: it reads debug info and can take milliseconds.
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut entries: Vec<InFlightEntry> = live
+            .iter()
+            .map(|e| InFlightEntry {
+                id: e.id,
+                method: e.method.to_string(),
+                url: self.url(&e.uri),
+                elapsed: now.saturating_duration_since(e.started),
+                started_at: wall - now.saturating_duration_since(e.started),
+                phase: Phase::from_u8(e.phase.load(Ordering::Relaxed)),
+                conn_id: match e.conn_id.load(Ordering::Relaxed) {
+                    0 => None,
+                    n => Some(ConnId(n)),
+                },
+                bytes_received: e.bytes.load(Ordering::Relaxed),
+                stack: e.stack.as_ref().map(resolve).unwrap_or_default(),
+            })
+            .collect();
+        entries.sort_by(|a, b| b.elapsed.cmp(&a.elapsed).then(a.id.cmp(&b.id)));
+        InFlightReport { entries }
+    }
+
+    /// The URL as reports show it: without userinfo, through `redact_url`.
+    pub(crate) fn url(&self, uri: &Uri) -> String {
+        let clean = strip_userinfo(uri);
+        match &self.redact {
+            Some(f) => f(&clean),
+            None => clean.to_string(),
+        }
+    }
+
+    /// How many requests are registered.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+/// Crates whose frames are left out of a stack: the machinery between the caller and here.
+const HIDDEN: &[&str] = &[
+    "backtrace::",
+    "poolscope::",
+    "tokio::",
+    "hyper::",
+    "hyper_util::",
+    "futures_util::",
+    "futures_core::",
+    "std::",
+    "core::",
+    "alloc::",
+    "test::",
+    "__rust",
+    "rust_begin",
+];
+
+/// Thread and process entry points of the C library, below every stack.
+const LIBC: &[&str] = &[
+    "start_thread",
+    "clone3",
+    "clone",
+    "__clone",
+    "__libc_start_main",
+    "__libc_start_call_main",
+    "_start",
+    "main",
+];
+
+fn hidden(name: &str) -> bool {
+    let name = name.trim_start_matches('<');
+    HIDDEN.iter().any(|p| name.starts_with(p)) || name.starts_with("F as ") || LIBC.contains(&name)
+}
+
+fn resolve(stack: &Mutex<backtrace::Backtrace>) -> Vec<StackFrame> {
+    let mut bt = stack.lock().unwrap_or_else(|e| e.into_inner());
+    bt.resolve();
+    let cwd = std::env::current_dir().ok();
+    let mut frames = Vec::new();
+    for frame in bt.frames() {
+        for sym in frame.symbols() {
+            let Some(name) = sym.name() else { continue };
+            let name = format!("{name:#}");
+            if hidden(&name) {
+                continue;
+            }
+            let function = name
+                .trim_end_matches("::{{closure}}")
+                .trim_end_matches("::{{closure}}")
+                .to_owned();
+            let file = sym.filename().map(|p| {
+                cwd.as_ref()
+                    .and_then(|c| p.strip_prefix(c).ok())
+                    .unwrap_or(p)
+                    .display()
+                    .to_string()
+            });
+            frames.push(StackFrame {
+                function,
+                file,
+                line: sym.lineno(),
+            });
+        }
+    }
+    // The same function appears once per closure level of an async fn: keep the first.
+    frames.dedup_by(|a, b| a.function == b.function);
+    frames
+}
+
+/// One frame of the stack that started a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StackFrame {
+    /// The function, e.g. `my_app::fetch::run`.
+    pub function: String,
+    /// Its source file, relative to the working directory when under it.
+    pub file: Option<String>,
+    /// The line.
+    pub line: Option<u32>,
+}
+
+/// One request in flight.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct InFlightEntry {
+    /// The request's id (the `request_id` of its trace events).
+    pub id: u64,
+    /// The method.
+    pub method: String,
+    /// The URL, without userinfo and as rewritten by `redact_url`.
+    pub url: String,
+    /// How long it has been in flight.
+    #[serde(rename = "elapsed_seconds", serialize_with = "secs")]
+    pub elapsed: Duration,
+    /// When it started (wall clock).
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: SystemTime,
+    /// Where it is.
+    pub phase: Phase,
+    /// Its connection, once it has one.
+    #[serde(serialize_with = "conn")]
+    pub conn_id: Option<ConnId>,
+    /// Response body bytes received so far.
+    pub bytes_received: u64,
+    /// The stack that started it (empty unless `capture_stacks`).
+    pub stack: Vec<StackFrame>,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_micros(*t))
+}
+
+fn conn<S: serde::Serializer>(c: &Option<ConnId>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.serialize_some(&c.get()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The requests a client is servicing, oldest first. `Display` renders the Go tracker's
+/// report; [`to_json`](InFlightReport::to_json) the same as JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InFlightReport {
+    entries: Vec<InFlightEntry>,
+}
+
+impl InFlightReport {
+    /// How many requests are in flight.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, oldest first.
+    pub fn iter(&self) -> std::slice::Iter<'_, InFlightEntry> {
+        self.entries.iter()
+    }
+
+    /// The report as JSON: `{"entries": [{"id", "method", "url", "elapsed_seconds", ...}]}`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+impl<'a> IntoIterator for &'a InFlightReport {
+    type Item = &'a InFlightEntry;
+    type IntoIter = std::slice::Iter<'a, InFlightEntry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+impl fmt::Display for InFlightReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "In-flight HTTP requests:")?;
+        for e in &self.entries {
+            writeln!(
+                f,
+                "  servicing {} {:?} for {:?}",
+                e.method, e.url, e.elapsed
+            )?;
+            for fr in &e.stack {
+                match (&fr.file, fr.line) {
+                    (Some(file), Some(line)) => {
+                        writeln!(f, "    - {}() - {file}:{line}", fr.function)?
+                    }
+                    (Some(file), None) => writeln!(f, "    - {}() - {file}", fr.function)?,
+                    _ => writeln!(f, "    - {}()", fr.function)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_is_stripped() {
+        let u: Uri = "http://user:pw@h:81/a?b=c".parse().unwrap();
+        assert_eq!(strip_userinfo(&u).to_string(), "http://h:81/a?b=c");
+        let u: Uri = "http://h/a".parse().unwrap();
+        assert_eq!(strip_userinfo(&u).to_string(), "http://h/a");
+    }
+
+    #[test]
+    fn report_is_oldest_first_and_entries_leave_on_drop() {
+        let reg = Arc::new(Registry::new(false));
+        let a = reg.register(1, &Method::GET, &"http://h/a".parse().unwrap());
+        std::thread::sleep(Duration::from_millis(2));
+        let b = reg.register(2, &Method::POST, &"http://h/b".parse().unwrap());
+        let r = reg.report();
+        assert_eq!(r.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2]);
+        drop(a);
+        assert_eq!(reg.len(), 1);
+        drop(b);
+        assert!(reg.report().is_empty());
+    }
+
+    #[test]
+    fn display_matches_the_seed_shape() {
+        let reg = Arc::new(Registry::new(false));
+        let _a = reg.register(
+            1,
+            &Method::GET,
+            &"http://host1:8484/.cbfs/blob/x".parse().unwrap(),
+        );
+        let text = reg.report().to_string();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("In-flight HTTP requests:"));
+        let line = lines.next().unwrap();
+        assert!(
+            line.starts_with("  servicing GET \"http://host1:8484/.cbfs/blob/x\" for "),
+            "{line}"
+        );
+    }
+}

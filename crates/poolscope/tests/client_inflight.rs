@@ -1,0 +1,285 @@
+//! The in-flight registry, the debug service and the event history, against a slow loopback
+//! server.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use poolscope::inflight::Phase;
+use poolscope::{Client, ResponseBody};
+use support::server::TestServer;
+
+type C = Client<poolscope::connect::HttpConnector, Empty<Bytes>>;
+
+fn client(f: impl FnOnce(&mut poolscope::Builder)) -> C {
+    let mut b = Client::builder(TokioExecutor::new());
+    f(&mut b);
+    b.build_http()
+}
+
+async fn body(resp: http::Response<ResponseBody>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn three_slow_requests_are_in_flight_until_their_bodies_end_or_are_dropped() {
+    let server = TestServer::start().await;
+    let c = client(|_| {});
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(tokio::spawn(c.get(server.url("/slow/300"))));
+    }
+    eventually("three awaiting a response", || {
+        let r = c.in_flight();
+        r.len() == 3 && r.iter().all(|e| e.phase == Phase::AwaitingResponse)
+    })
+    .await;
+    let first = c.in_flight();
+    let url = format!("http://{}/slow/300", server.addr);
+    for e in &first {
+        assert_eq!(e.method, "GET");
+        assert_eq!(e.url, url);
+        assert!(e.conn_id.is_some());
+    }
+    let text = first.to_string();
+    assert!(
+        text.starts_with("In-flight HTTP requests:\n  servicing GET \""),
+        "{text}"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = c.in_flight();
+    let ages = |r: &poolscope::inflight::InFlightReport| {
+        r.iter().map(|e| (e.id, e.elapsed)).collect::<Vec<_>>()
+    };
+    for ((id1, a), (id2, b)) in ages(&first).into_iter().zip(ages(&second)) {
+        assert_eq!(id1, id2, "same order");
+        assert!(b > a, "durations grow");
+    }
+    // Headers arrive: still in flight (reading the body) until the bodies end.
+    let mut resps = Vec::new();
+    for t in tasks {
+        resps.push(t.await.unwrap().unwrap());
+    }
+    let r = c.in_flight();
+    assert_eq!(r.len(), 3);
+    assert!(r.iter().all(|e| e.phase == Phase::ReadingBody), "{r:?}");
+    let dropped = resps.pop().unwrap();
+    drop(dropped);
+    assert_eq!(c.in_flight().len(), 2);
+    for resp in resps {
+        assert_eq!(body(resp).await, "slow");
+    }
+    assert!(c.in_flight().is_empty());
+}
+
+#[tokio::test]
+async fn captured_stacks_name_the_function_that_started_the_request() {
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.capture_stacks(true);
+    });
+    let fut = c.get(server.url("/slow/200"));
+    let task = tokio::spawn(fut);
+    eventually("in flight", || c.in_flight().len() == 1).await;
+    let report = c.in_flight();
+    let entry = report.iter().next().unwrap();
+    let names: Vec<&str> = entry.stack.iter().map(|f| f.function.as_str()).collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("captured_stacks_name_the_function_that_started_the_request")),
+        "{report}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("poolscope::") || n.starts_with("tokio::")),
+        "{names:?}"
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains(
+            "    - client_inflight::captured_stacks_name_the_function_that_started_the_request"
+        ),
+        "{text}"
+    );
+    body(task.await.unwrap().unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_report_round_trips_as_json_and_urls_are_redacted() {
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.redact_url(|u| {
+            let path: String = u
+                .path()
+                .chars()
+                .map(|ch| if ch.is_ascii_digit() { '#' } else { ch })
+                .collect();
+            format!(
+                "{}://{}{}",
+                u.scheme_str().unwrap_or(""),
+                u.authority().map_or("", |a| a.as_str()),
+                path
+            )
+        });
+    });
+    let uri: http::Uri = format!("http://user:s3cret@{}/slow/250?token=abc", server.addr)
+        .parse()
+        .unwrap();
+    let task = tokio::spawn(c.get(uri));
+    eventually("in flight", || c.in_flight().len() == 1).await;
+    let report = c.in_flight();
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("\"http://{}/slow/###\"", server.addr)),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cret") && !text.contains("token"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    let e = &json["entries"][0];
+    assert_eq!(e["method"], "GET");
+    assert_eq!(e["url"], format!("http://{}/slow/###", server.addr));
+    assert!(e["elapsed_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(e["phase"].is_string());
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn tracking_off_reports_nothing() {
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.track_in_flight(false);
+    });
+    let task = tokio::spawn(c.get(server.url("/slow/100")));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(c.in_flight().is_empty());
+    body(task.await.unwrap().unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_event_history_keeps_the_newest_events_and_explains_a_pool_timeout() {
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.event_history(64)
+            .pool_max_conns_per_host(1)
+            .pool_wait_timeout(Duration::from_millis(50));
+    });
+    let slow = tokio::spawn(c.get(server.url("/slow/300")));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let err = c.get(server.url("/")).await.expect_err("pool wait timeout");
+    assert!(err.is_pool_timeout() && err.is_timeout());
+    let snap = err.pool_snapshot().expect("snapshot in the error");
+    assert_eq!(snap.hosts[0].active, 1);
+    let events = c.recent_events();
+    let names: Vec<&str> = events.iter().map(|e| e.name).collect();
+    for expected in [
+        "request_started",
+        "conn_opened",
+        "got_conn",
+        "max_conns_per_host_hit",
+        "conns_per_host_wait_in",
+        "conns_per_host_wait_out",
+        "request_failed",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    let timeout = events
+        .iter()
+        .find(|e| e.name == "conns_per_host_wait_out")
+        .unwrap();
+    assert!(timeout.detail.contains("outcome=timed_out"), "{timeout}");
+    body(slow.await.unwrap().unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_debug_service_answers_its_three_endpoints() {
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.event_history(16);
+    });
+    body(c.get(server.url("/")).await.unwrap()).await;
+    // Mount the debug service on its own loopback listener.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let debug_addr = listener.local_addr().unwrap();
+    let debug_client = c.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let svc = poolscope::debug::service(debug_client.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let other = client(|_| {});
+    let get = |path: &str| other.get(format!("http://{debug_addr}{path}").parse().unwrap());
+    let resp = get("/debug/inflight").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(String::from_utf8(body(resp).await.to_vec())
+        .unwrap()
+        .starts_with("In-flight HTTP requests:"));
+    let resp = get("/debug/pool?format=json").await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&body(resp).await).unwrap();
+    assert_eq!(v["hosts"][0]["idle"], 1);
+    let resp = get("/debug/events").await.unwrap();
+    let text = String::from_utf8(body(resp).await.to_vec()).unwrap();
+    assert!(text.contains("request_done"), "{text}");
+    assert_eq!(get("/nope").await.unwrap().status(), 404);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_signal_dumps_the_in_flight_report_and_the_pool() {
+    let server = TestServer::start().await;
+    let c = client(|_| {});
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = poolscope::debug::dump_on_signal_with(
+        c.clone(),
+        tokio::signal::unix::SignalKind::user_defined2(),
+        move |dump| {
+            let _ = tx.send(dump);
+        },
+    )
+    .unwrap();
+    let req = tokio::spawn(c.get(server.url("/slow/300")));
+    eventually("in flight", || c.in_flight().len() == 1).await;
+    let status = std::process::Command::new("kill")
+        .args(["-USR2", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dump = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        dump.starts_with("In-flight HTTP requests:\n  servicing GET"),
+        "{dump}"
+    );
+    assert!(dump.contains("pool: max_idle=none"), "{dump}");
+    task.abort();
+    body(req.await.unwrap().unwrap()).await;
+}
