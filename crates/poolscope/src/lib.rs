@@ -27,5 +27,7 @@ pub mod client;
 pub mod debug;
 pub mod history;
 pub mod inflight;
+#[cfg(feature = "metrics")]
+mod metrics;
 
 pub use client::{Builder, Client, Error, ResponseBody, ResponseFuture};

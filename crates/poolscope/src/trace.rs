@@ -126,6 +126,8 @@ pub struct DnsStartInfo {
 pub struct DnsDoneInfo {
     /// The request that started the dial.
     pub request_id: u64,
+    /// The pool key being dialed.
+    pub key: ConnectKey,
     /// The addresses found.
     pub addrs: Vec<std::net::IpAddr>,
     /// Why it failed, if it did.
@@ -150,6 +152,8 @@ pub struct ConnectStartInfo {
 pub struct ConnectDoneInfo {
     /// The request that started the dial.
     pub request_id: u64,
+    /// The pool key being dialed.
+    pub key: ConnectKey,
     /// The address dialed.
     pub addr: SocketAddr,
     /// Why it failed, if it did.
@@ -174,6 +178,8 @@ pub struct TlsHandshakeStartInfo {
 pub struct TlsHandshakeDoneInfo {
     /// The request that started the dial.
     pub request_id: u64,
+    /// The pool key being dialed.
+    pub key: ConnectKey,
     /// What was negotiated, on success.
     pub tls: Option<TlsInfo>,
     /// Why it failed, if it did.
@@ -420,6 +426,8 @@ pub(crate) struct Marks {
 /// Shared with the dial task this request starts.
 pub(crate) struct Tracer {
     pub(crate) request_id: u64,
+    /// The request's pool key.
+    pub(crate) key: ConnectKey,
     pub(crate) start: Instant,
     hooks: Vec<Arc<TraceHooks>>,
     pub(crate) marks: Mutex<Marks>,
@@ -429,11 +437,11 @@ impl Tracer {
     /// A tracer for a request, or `None` when no hook would see anything.
     pub(crate) fn new(
         request_id: u64,
-        client: &ClientTrace,
-        own: Option<&ClientTrace>,
+        key: &ConnectKey,
+        traces: &[Option<&ClientTrace>],
     ) -> Option<Arc<Tracer>> {
-        let hooks: Vec<Arc<TraceHooks>> = [Some(client), own]
-            .into_iter()
+        let hooks: Vec<Arc<TraceHooks>> = traces
+            .iter()
             .flatten()
             .filter_map(|t| t.hooks.clone())
             .collect();
@@ -442,6 +450,7 @@ impl Tracer {
         }
         Some(Arc::new(Tracer {
             request_id,
+            key: key.clone(),
             start: Instant::now(),
             hooks,
             marks: Mutex::new(Marks::default()),

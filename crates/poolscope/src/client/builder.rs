@@ -53,6 +53,8 @@ pub struct Builder {
     capture_stacks: bool,
     redact_url: Option<Redact>,
     event_history: usize,
+    #[cfg(feature = "metrics")]
+    metrics: bool,
 }
 
 impl Builder {
@@ -76,6 +78,8 @@ impl Builder {
             capture_stacks: false,
             redact_url: None,
             event_history: 0,
+            #[cfg(feature = "metrics")]
+            metrics: false,
         }
     }
 
@@ -206,6 +210,15 @@ impl Builder {
         self
     }
 
+    /// Report to the `metrics` facade (whatever recorder the application installed): request
+    /// durations, time in queue, open connections, limit hits… (see `docs/metrics.md`).
+    /// Default: `false`. poolscope only; needs the `metrics` feature (on by default).
+    #[cfg(feature = "metrics")]
+    pub fn metrics(&mut self, enabled: bool) -> &mut Self {
+        self.metrics = enabled;
+        self
+    }
+
     // ----- client behaviour -------------------------------------------------------------
 
     /// Retry a request that was never written because its (reused) connection closed first.
@@ -252,6 +265,15 @@ impl Builder {
         if let Some(h) = &history {
             stats = stats.with_sink(h.clone());
         }
+        #[cfg(feature = "metrics")]
+        let metrics_trace = if self.metrics {
+            stats = stats.with_sink(std::sync::Arc::new(crate::metrics::PoolMetrics));
+            Some(crate::metrics::dial_trace())
+        } else {
+            None
+        };
+        #[cfg(not(feature = "metrics"))]
+        let metrics_trace = None;
         Client {
             shared: std::sync::Arc::new(Shared {
                 pool: Pool::with_stats(self.pool.clone(), stats),
@@ -269,6 +291,9 @@ impl Builder {
                     exec: self.exec.clone(),
                 },
                 trace: self.trace.clone(),
+                metrics_trace,
+                #[cfg(feature = "metrics")]
+                metrics: self.metrics,
                 retry_canceled_requests: self.retry_canceled_requests,
                 set_host: self.set_host,
                 next_request: std::sync::atomic::AtomicU64::new(1),

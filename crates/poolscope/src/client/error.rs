@@ -142,6 +142,22 @@ impl Error {
         self.source()?.downcast_ref::<pool::Error>()?.snapshot()
     }
 
+    /// A bounded label for metrics: which phase failed.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn error_type(&self) -> &'static str {
+        match self.inner.kind {
+            Kind::InvalidUri => "invalid_uri",
+            Kind::UnsupportedVersion => "unsupported_version",
+            Kind::Connect(Some(p)) => p.as_str(),
+            Kind::Connect(None) => "handshake",
+            Kind::PoolTimeout => "pool_timeout",
+            Kind::PoolClosed => "pool_closed",
+            Kind::Send => "send",
+            Kind::Receive => "receive",
+            Kind::Canceled => "canceled",
+        }
+    }
+
     fn description(&self) -> String {
         let what = match self.inner.kind {
             Kind::InvalidUri => "invalid URI",

@@ -82,6 +82,10 @@ pub(crate) struct Shared<B> {
     history: Option<Arc<History>>,
     dial: DialConfig,
     trace: ClientTrace,
+    /// The dial-phase metrics hooks, when metrics are on.
+    metrics_trace: Option<ClientTrace>,
+    #[cfg(feature = "metrics")]
+    metrics: bool,
     retry_canceled_requests: bool,
     set_host: bool,
     next_request: AtomicU64,

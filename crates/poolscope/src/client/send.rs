@@ -165,19 +165,33 @@ where
         let target = format!("{}:{}", key.host(), key.port());
         let tracer = Tracer::new(
             request_id,
-            &self.shared.trace,
-            req.extensions().get::<ClientTrace>(),
+            &key,
+            &[
+                Some(&self.shared.trace),
+                req.extensions().get::<ClientTrace>(),
+                self.shared.metrics_trace.as_ref(),
+            ],
         );
-        let ctx = Ctx {
+        #[cfg(feature = "metrics")]
+        let metrics = self.shared.metrics.then(|| {
+            crate::metrics::RequestMetrics::start(req.method(), &key, std::time::Instant::now())
+        });
+        let mut ctx = Ctx {
             id: request_id,
             tracer: tracer.clone(),
             registration,
+            #[cfg(feature = "metrics")]
+            metrics,
         };
-        let result = self.send_traced(req, &key, ctx).await;
+        let result = self.send_traced(req, &key, &mut ctx).await;
         match result {
             Ok(resp) => Ok(resp),
             Err(e) => {
                 let e = e.target(target);
+                #[cfg(feature = "metrics")]
+                if let Some(m) = ctx.metrics.take() {
+                    m.finish(Err(e.error_type()));
+                }
                 if let Some(h) = &self.shared.history {
                     h.request(RequestEvent::Failed {
                         id: request_id,
@@ -201,7 +215,7 @@ where
         &self,
         req: Request<B>,
         key: &ConnectKey,
-        mut ctx: Ctx,
+        ctx: &mut Ctx,
     ) -> Result<Response<ResponseBody>, Error> {
         let tracer = ctx.tracer.clone();
         let replay = Replay::of(&req);
@@ -216,9 +230,9 @@ where
                     key: key.clone(),
                 });
             }
-            let pooled = self.connection_for(key, &ctx).await?;
+            let pooled = self.connection_for(key, ctx).await?;
             let reused = pooled.info().reused;
-            match self.send_on(pooled, req, &mut ctx).await {
+            match self.send_on(pooled, req, ctx).await {
                 Ok(resp) => return Ok(resp),
                 Err(failed) => {
                     if !failed.reused || attempts >= MAX_ATTEMPTS {
@@ -257,6 +271,10 @@ where
         loop {
             match checkout.step().await {
                 Ok(Step::Ready(pooled)) => {
+                    #[cfg(feature = "metrics")]
+                    if let Some(m) = &ctx.metrics {
+                        m.got_conn(pooled.info());
+                    }
                     if let Some(e) = entry {
                         e.set_phase(Phase::Sending);
                         e.set_conn(pooled.id());
@@ -411,6 +429,8 @@ where
                     keep_alive,
                     exec: self.shared.dial.exec.clone(),
                     registration: ctx.registration.take(),
+                    #[cfg(feature = "metrics")]
+                    metrics: ctx.metrics.take(),
                     history: self.shared.history.clone().map(|h| (h, ctx.id)),
                 };
                 Ok(resp.map(|body| ResponseBody::new(body, Box::new(done), entry)))
@@ -447,6 +467,8 @@ struct Done<B: Send + 'static> {
     exec: super::exec::Exec,
     /// The in-flight entry: removed when the body ends.
     registration: Option<Registration>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::RequestMetrics>,
     history: Option<(Arc<History>, u64)>,
 }
 
@@ -456,6 +478,9 @@ struct Ctx {
     tracer: Option<Arc<Tracer>>,
     /// Moves to the response body's `Done` once there is a response.
     registration: Option<Registration>,
+    /// Moves to `Done` too; finished there, or with the error.
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::RequestMetrics>,
 }
 
 impl Ctx {
@@ -499,6 +524,10 @@ impl<B: Send + 'static> Completion for Done<B> {
         }
         // Out of the in-flight registry: the body is over.
         drop(self.registration.take());
+        #[cfg(feature = "metrics")]
+        if let Some(m) = self.metrics.take() {
+            m.finish(Ok(status));
+        }
         // Go's order: the connection goes back (PutIdleConn) before the end is reported.
         let events = move |conn: Option<(crate::pool::ConnId, Returned)>, error: Option<String>| {
             let Some(t) = &tracer else { return };

@@ -42,6 +42,7 @@ impl Resolver {
             t.mark(|m| m.dns = Some((start, end)));
             t.dns_done(|| DnsDoneInfo {
                 request_id: t.request_id,
+                key: t.key.clone(),
                 addrs: result.as_ref().map(Clone::clone).unwrap_or_default(),
                 error: result.as_ref().err().map(ToString::to_string),
                 took: end - start,

@@ -145,6 +145,7 @@ async fn handshake(
         }
         t.tls_handshake_done(|| TlsHandshakeDoneInfo {
             request_id: t.request_id,
+            key: t.key.clone(),
             tls: result.as_ref().ok().map(|(_, i)| i.clone()),
             error: result.as_ref().err().map(ToString::to_string),
             took: end - start,

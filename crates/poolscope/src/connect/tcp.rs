@@ -42,6 +42,7 @@ async fn attempt(addr: SocketAddr) -> Result<TcpStream, (SocketAddr, std::io::Er
         }
         t.connect_done(|| ConnectDoneInfo {
             request_id: t.request_id,
+            key: t.key.clone(),
             addr,
             error: result.as_ref().err().map(ToString::to_string),
             took: end - start,
