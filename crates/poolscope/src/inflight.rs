@@ -275,7 +275,16 @@ impl Registry {
 /// Crates whose frames are left out of a stack: the machinery between the caller and here.
 const HIDDEN: &[&str] = &[
     "backtrace::",
-    "poolscope::",
+    // poolscope's own modules (a binary crate named `poolscope` keeps its frames).
+    "poolscope::client::",
+    "poolscope::pool::",
+    "poolscope::inflight::",
+    "poolscope::connect::",
+    "poolscope::trace::",
+    "poolscope::stats::",
+    "poolscope::history::",
+    "poolscope::debug::",
+    "poolscope::metrics::",
     "tokio::",
     "hyper::",
     "hyper_util::",

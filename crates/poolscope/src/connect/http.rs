@@ -25,6 +25,8 @@ use super::{tcp, ConnInfo, ConnectError, ConnectPhase, Stream};
 #[derive(Clone)]
 pub struct HttpConnector {
     resolver: Resolver,
+    /// `(host, port) -> address` pins that skip DNS, as curl's `--resolve`.
+    pins: std::sync::Arc<Vec<(String, u16, std::net::IpAddr)>>,
     connect_timeout: Option<Duration>,
     happy_eyeballs: Duration,
     enforce_http: bool,
@@ -80,6 +82,7 @@ impl HttpConnector {
     pub fn new() -> HttpConnector {
         HttpConnector {
             resolver: Resolver::default(),
+            pins: Default::default(),
             connect_timeout: None,
             happy_eyeballs: Duration::from_millis(250),
             enforce_http: true,
@@ -106,13 +109,33 @@ impl HttpConnector {
         self
     }
 
+    /// Pins `host:port` to `addr`: dials for it skip DNS (curl's `--resolve host:port:addr`).
+    pub fn resolve_to(&mut self, host: &str, port: u16, addr: std::net::IpAddr) -> &mut Self {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        std::sync::Arc::make_mut(&mut self.pins).push((host, port, addr));
+        self
+    }
+
     /// Resolves and connects; the TCP stream and its addresses.
     pub(crate) async fn dial_tcp(
         &self,
         host: &str,
         port: u16,
     ) -> Result<(TcpStream, std::net::SocketAddr, std::net::SocketAddr), ConnectError> {
-        let addrs = self.resolver.resolve(host).await?;
+        let pinned: Vec<std::net::IpAddr> = self
+            .pins
+            .iter()
+            .filter(|(h, p, _)| *p == port && h.eq_ignore_ascii_case(host))
+            .map(|(_, _, a)| *a)
+            .collect();
+        let addrs = if pinned.is_empty() {
+            self.resolver.resolve(host).await?
+        } else {
+            pinned
+        };
         let stream = tcp::connect(addrs, port, self.happy_eyeballs, self.connect_timeout).await?;
         let remote = stream
             .peer_addr()

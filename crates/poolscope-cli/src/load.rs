@@ -1,0 +1,393 @@
+//! `poolscope load URL`: many requests, a live pool view, then a report.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use http_body_util::BodyExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use poolscope::{ClientTrace, Stats};
+
+use crate::opts::{self, ConnOpts, HttpClient, Prepared, RequestOpts};
+use crate::report::{FirstHit, LoadReport, Percentiles};
+use crate::Failure;
+
+/// `poolscope load` options.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub request: RequestOpts,
+    #[command(flatten)]
+    pub conn: ConnOpts,
+    /// Total requests (default 1000 unless --duration is given).
+    #[arg(short = 'n', long = "requests")]
+    pub requests: Option<u64>,
+    /// Run for this long instead (e.g. 10s, 1m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Concurrent requests.
+    #[arg(short = 'c', long = "concurrency", default_value_t = 10)]
+    pub concurrency: usize,
+    /// Pool: connections per host (dialing + active + idle).
+    #[arg(long = "max-conns-per-host")]
+    pub max_conns_per_host: Option<usize>,
+    /// Pool: idle connections kept per host.
+    #[arg(long = "max-idle-per-host")]
+    pub max_idle_per_host: Option<usize>,
+    /// Pool: idle timeout (e.g. 90s).
+    #[arg(long = "idle-timeout", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Everything a run records, shared by workers and hooks.
+#[derive(Default)]
+pub struct Recording {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub opened: AtomicU64,
+    pub reused: AtomicU64,
+    pub limit_hits: AtomicU64,
+    pub latency_us: Mutex<Option<Histogram<u64>>>,
+    pub queue_us: Mutex<Option<Histogram<u64>>>,
+    pub statuses: Mutex<BTreeMap<String, u64>>,
+    pub errors: Mutex<BTreeMap<String, u64>>,
+    pub first_hit: Mutex<Option<FirstHit>>,
+    pub started: Mutex<Option<Instant>>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h, 3 significant digits: bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+fn record(h: &Mutex<Option<Histogram<u64>>>, d: Duration) {
+    let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = h
+        .get_or_insert_with(histogram)
+        .record((d.as_micros() as u64).clamp(1, 3_600_000_000));
+}
+
+fn percentiles(h: &Mutex<Option<Histogram<u64>>>) -> Percentiles {
+    h.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(Percentiles::of)
+        .unwrap_or_default()
+}
+
+impl Recording {
+    fn elapsed(&self) -> Duration {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |s| s.elapsed())
+    }
+
+    fn hit(self: &Arc<Self>, limit: &'static str, snap: &poolscope::PoolSnapshot) {
+        self.limit_hits.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_hit.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(FirstHit {
+                limit,
+                after_seconds: self.elapsed().as_secs_f64(),
+                snapshot: snap.to_string(),
+            });
+        }
+    }
+
+    /// Hooks that feed this recording.
+    pub fn hooks(self: &Arc<Self>) -> (Stats, ClientTrace) {
+        let (r1, r2, r3, r4, r5) = (
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+        );
+        let stats = Stats::builder()
+            .on_conn_opened(move |_| {
+                r1.opened.fetch_add(1, Ordering::Relaxed);
+            })
+            .on_max_conns_per_host_hit(move |s| r2.hit("max_conns_per_host", s))
+            .on_max_idle_conns_per_host_hit(move |s| r3.hit("max_idle_per_host", s))
+            .on_max_idle_conns_hit(move |s| r4.hit("max_idle", s))
+            .build();
+        let trace = ClientTrace::builder()
+            .on_got_conn(move |i| {
+                if i.reused {
+                    r5.reused.fetch_add(1, Ordering::Relaxed);
+                }
+                record(&r5.queue_us, i.queued_for);
+            })
+            .build();
+        (stats, trace)
+    }
+
+    pub fn report(&self, url: String, concurrency: usize, interrupted: bool) -> LoadReport {
+        let ok = self.ok.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let elapsed = self.elapsed().as_secs_f64();
+        let reused = self.reused.load(Ordering::Relaxed);
+        LoadReport {
+            url,
+            concurrency,
+            requests_ok: ok,
+            requests_failed: failed,
+            elapsed_seconds: elapsed,
+            requests_per_second: if elapsed > 0.0 {
+                (ok + failed) as f64 / elapsed
+            } else {
+                0.0
+            },
+            latency_seconds: percentiles(&self.latency_us),
+            time_in_queue_seconds: percentiles(&self.queue_us),
+            status_counts: self
+                .statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            errors: self
+                .errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            connections_opened: self.opened.load(Ordering::Relaxed),
+            connections_reused: reused,
+            reuse_ratio: if ok + failed > 0 {
+                reused as f64 / (ok + failed) as f64
+            } else {
+                0.0
+            },
+            limit_hits: self.limit_hits.load(Ordering::Relaxed),
+            first_limit_hit: self
+                .first_hit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            interrupted,
+        }
+    }
+}
+
+/// How long and how wide a run is.
+pub struct Plan {
+    pub requests: Option<u64>,
+    pub duration: Option<Duration>,
+    pub concurrency: usize,
+}
+
+async fn worker(
+    client: HttpClient,
+    req: Arc<Prepared>,
+    rec: Arc<Recording>,
+    issued: Arc<AtomicU64>,
+    plan: Arc<Plan>,
+    stop: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+) {
+    loop {
+        if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            return;
+        }
+        if let Some(n) = plan.requests {
+            if issued.fetch_add(1, Ordering::Relaxed) >= n {
+                return;
+            }
+        }
+        let start = Instant::now();
+        match client.request(req.request()).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16().to_string();
+                match resp.into_body().collect().await {
+                    Ok(_) => {
+                        record(&rec.latency_us, start.elapsed());
+                        rec.ok.fetch_add(1, Ordering::Relaxed);
+                        *rec.statuses
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(status)
+                            .or_default() += 1;
+                    }
+                    Err(_) => {
+                        rec.failed.fetch_add(1, Ordering::Relaxed);
+                        *rec.errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry("error reading response body".into())
+                            .or_default() += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                rec.failed.fetch_add(1, Ordering::Relaxed);
+                let kind = e.to_string();
+                let kind = kind.split(" (").next().unwrap_or("error").to_owned();
+                *rec.errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(kind)
+                    .or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Runs the plan with `client`, showing a live view on `bar` (hidden when not a terminal).
+/// Stops early when `stop` is set. Returns whether it was stopped early.
+pub async fn execute(
+    client: &HttpClient,
+    req: Prepared,
+    rec: Arc<Recording>,
+    plan: Plan,
+    stop: Arc<AtomicBool>,
+    bar: ProgressBar,
+) -> bool {
+    let plan = Arc::new(plan);
+    let req = Arc::new(req);
+    let issued = Arc::new(AtomicU64::new(0));
+    *rec.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    let deadline = plan.duration.map(|d| Instant::now() + d);
+    let mut tasks = Vec::new();
+    for _ in 0..plan.concurrency.max(1) {
+        tasks.push(tokio::spawn(worker(
+            client.clone(),
+            req.clone(),
+            rec.clone(),
+            issued.clone(),
+            plan.clone(),
+            stop.clone(),
+            deadline,
+        )));
+    }
+    let live = {
+        let (client, rec, bar) = (client.clone(), rec.clone(), bar.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let done = rec.ok.load(Ordering::Relaxed) + rec.failed.load(Ordering::Relaxed);
+                let secs = rec.elapsed().as_secs_f64().max(1e-9);
+                let lat = percentiles(&rec.latency_us);
+                let snap = client.pool_snapshot();
+                bar.set_position(done);
+                bar.set_message(format!(
+                    "{:.0} req/s  p50 {:.2}ms p99 {:.2}ms  conns {} active {} idle {} connecting  waiting {}  limit hits {}",
+                    done as f64 / secs,
+                    lat.p50 * 1e3,
+                    lat.p99 * 1e3,
+                    snap.total_active(),
+                    snap.total_idle(),
+                    snap.total_connecting(),
+                    snap.total_waiters(),
+                    rec.limit_hits.load(Ordering::Relaxed),
+                ));
+            }
+        })
+    };
+    for t in tasks {
+        let _ = t.await;
+    }
+    live.abort();
+    bar.finish_and_clear();
+    stop.load(Ordering::Relaxed)
+}
+
+/// The live view: a bar when the request count is known, a spinner otherwise.
+pub fn progress(plan: &Plan) -> ProgressBar {
+    match plan.requests {
+        Some(n) => {
+            let bar = ProgressBar::new(n);
+            if let Ok(style) =
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len}  {msg}")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        }
+        None => {
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) =
+                ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} done  {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        }
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), Failure> {
+    let prepared = opts::prepare(&args.request)?;
+    let connector = opts::connector(&args.conn)?;
+    if args.concurrency == 0 {
+        return Err(Failure::Usage("-c must be at least 1".into()));
+    }
+    let rec = Arc::new(Recording::default());
+    let (stats, trace) = rec.hooks();
+    let mut b = opts::builder(&args.conn);
+    b.stats(stats).trace(trace);
+    if let Some(n) = args.max_conns_per_host {
+        b.pool_max_conns_per_host(n);
+    }
+    if let Some(n) = args.max_idle_per_host {
+        b.pool_max_idle_per_host(n);
+    }
+    if let Some(t) = args.idle_timeout {
+        b.pool_idle_timeout(t);
+    }
+    let client = b.build(connector);
+    let plan = Plan {
+        requests: args.requests.or(if args.duration.is_none() {
+            Some(1000)
+        } else {
+            None
+        }),
+        duration: args.duration,
+        concurrency: args.concurrency,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    #[cfg(unix)]
+    let dump = poolscope::debug::dump_on_signal(
+        client.clone(),
+        tokio::signal::unix::SignalKind::user_defined1(),
+    )
+    .ok();
+    let bar = progress(&plan);
+    let url = prepared.shown_url();
+    let interrupted = execute(&client, prepared, rec.clone(), plan, stop, bar).await;
+    #[cfg(unix)]
+    if let Some(d) = dump {
+        d.abort();
+    }
+    let report = rec.report(url, args.concurrency, interrupted);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report)
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+    } else {
+        print!("{report}");
+    }
+    if report.requests_ok == 0 && report.requests_failed > 0 {
+        let (kind, _) = report
+            .errors
+            .iter()
+            .next()
+            .map_or(("requests failed".to_owned(), 0), |(k, n)| (k.clone(), *n));
+        return Err(Failure::Request(format!("every request failed: {kind}")));
+    }
+    Ok(())
+}

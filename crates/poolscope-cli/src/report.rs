@@ -1,0 +1,144 @@
+//! The load report: percentiles, counts, the pool at the first limit hit; text and JSON.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles in seconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// From a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let s = |us: u64| us as f64 / 1e6;
+        Percentiles {
+            p50: s(h.value_at_quantile(0.5)),
+            p90: s(h.value_at_quantile(0.9)),
+            p99: s(h.value_at_quantile(0.99)),
+            max: s(h.max()),
+        }
+    }
+}
+
+/// The pool when a limit was first hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstHit {
+    pub limit: &'static str,
+    pub after_seconds: f64,
+    /// The snapshot, rendered as a table.
+    pub snapshot: String,
+}
+
+/// What a load run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub url: String,
+    pub concurrency: usize,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub elapsed_seconds: f64,
+    pub requests_per_second: f64,
+    pub latency_seconds: Percentiles,
+    pub time_in_queue_seconds: Percentiles,
+    pub status_counts: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub connections_opened: u64,
+    pub connections_reused: u64,
+    pub reuse_ratio: f64,
+    pub limit_hits: u64,
+    pub first_limit_hit: Option<FirstHit>,
+    pub interrupted: bool,
+}
+
+fn ms(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2}s")
+    } else {
+        format!("{:.2}ms", s * 1000.0)
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.requests_ok + self.requests_failed;
+        writeln!(f, "Load report for {}", self.url)?;
+        if self.interrupted {
+            writeln!(f, "  (interrupted: partial run)")?;
+        }
+        writeln!(
+            f,
+            "  {total} requests in {:.2}s with {} concurrent: {:.0} req/s, {} ok, {} failed",
+            self.elapsed_seconds,
+            self.concurrency,
+            self.requests_per_second,
+            self.requests_ok,
+            self.requests_failed
+        )?;
+        let l = &self.latency_seconds;
+        writeln!(
+            f,
+            "  latency        p50 {}  p90 {}  p99 {}  max {}",
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.max)
+        )?;
+        let q = &self.time_in_queue_seconds;
+        writeln!(
+            f,
+            "  time in queue  p50 {}  p90 {}  p99 {}  max {}",
+            ms(q.p50),
+            ms(q.p90),
+            ms(q.p99),
+            ms(q.max)
+        )?;
+        let statuses: Vec<String> = self
+            .status_counts
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        writeln!(
+            f,
+            "  status codes   {}",
+            if statuses.is_empty() {
+                "-".to_owned()
+            } else {
+                statuses.join(", ")
+            }
+        )?;
+        for (kind, n) in &self.errors {
+            writeln!(f, "  errors         {kind}: {n}")?;
+        }
+        writeln!(
+            f,
+            "  connections    {} opened, {} requests on a reused connection ({:.1}% reuse)",
+            self.connections_opened,
+            self.connections_reused,
+            self.reuse_ratio * 100.0
+        )?;
+        writeln!(f, "  limit hits     {}", self.limit_hits)?;
+        if let Some(hit) = &self.first_limit_hit {
+            writeln!(
+                f,
+                "\nPool at the first limit hit ({}, after {}):",
+                hit.limit,
+                ms(hit.after_seconds)
+            )?;
+            for line in hit.snapshot.lines() {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}

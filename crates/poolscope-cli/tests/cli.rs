@@ -1,0 +1,209 @@
+//! The `poolscope` command end to end: `trace` and `load --json` against an in-process
+//! serve-and-track, and bad input (one line naming the phase, exit 1; usage errors exit 2).
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serve_and_track::{Config, LogSink, Server};
+
+fn poolscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_poolscope"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run poolscope")
+}
+
+/// serve-and-track on a loopback port, in a background runtime thread.
+fn server() -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = Server::bind(
+                Config {
+                    addr: "127.0.0.1:0".parse().unwrap(),
+                    ..Config::default()
+                },
+                LogSink::none(),
+            )
+            .await
+            .unwrap();
+            tx.send(server.local_addr().unwrap()).unwrap();
+            server.run(std::future::pending()).await.unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+fn stderr_line(out: &Output) -> String {
+    let s = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(s.lines().count(), 1, "exactly one line: {s:?}");
+    assert!(!s.contains("panicked") && !s.contains("backtrace"), "{s}");
+    s
+}
+
+#[test]
+fn trace_shows_the_waterfall_and_connection_facts() {
+    let addr = server();
+    let out = poolscope(&["trace", &format!("http://{addr}/track")]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("Connected to {addr} (HTTP/1.1, new connection")),
+        "{text}"
+    );
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("content-type: image/gif"), "{text}");
+    for phase in [
+        "DNS Lookup",
+        "TCP Connection",
+        "Server Processing",
+        "Content Transfer",
+        "namelookup:",
+        "connect:",
+        "starttransfer:",
+        "total:",
+    ] {
+        assert!(text.contains(phase), "{phase} missing:\n{text}");
+    }
+    assert!(!text.contains("TLS Handshake"), "no TLS column for http://");
+    assert!(!text.contains('\x1b'), "no colour when not a terminal");
+}
+
+#[test]
+fn trace_json_has_timings_and_connection_facts() {
+    let addr = server();
+    let out = poolscope(&["trace", "--json", &format!("http://{addr}/track")]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["body_bytes"], 42);
+    assert_eq!(v["connection"]["remote_addr"], addr.to_string());
+    assert_eq!(v["connection"]["reused"], false);
+    assert!(v["timings"]["total_seconds"].as_f64().unwrap() > 0.0);
+    assert!(v["timings"]["connect_seconds"].as_f64().unwrap() > 0.0);
+    assert!(v["timings"]["tls_seconds"].is_null());
+}
+
+#[test]
+fn trace_writes_the_body_with_o() {
+    let addr = server();
+    let path = std::env::temp_dir().join(format!("poolscope-cli-test-{}.gif", std::process::id()));
+    let out = poolscope(&[
+        "trace",
+        "-o",
+        path.to_str().unwrap(),
+        &format!("http://{addr}/track"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), serve_and_track::TRACKING_GIF);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn load_json_reports_counts_and_percentiles() {
+    let addr = server();
+    let out = poolscope(&[
+        "load",
+        "--json",
+        "-n",
+        "200",
+        "-c",
+        "16",
+        "--max-conns-per-host",
+        "4",
+        &format!("http://{addr}/track"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests_ok"], 200);
+    assert_eq!(v["requests_failed"], 0);
+    let opened = v["connections_opened"].as_u64().unwrap();
+    assert!((1..=4).contains(&opened), "opened {opened}");
+    assert_eq!(
+        v["connections_reused"].as_u64().unwrap() + opened,
+        200,
+        "every request but the first on each connection reused one"
+    );
+    assert!(v["limit_hits"].as_u64().unwrap() >= 1);
+    for k in ["p50", "p90", "p99", "max"] {
+        assert!(v["latency_seconds"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    assert!(v["elapsed_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["status_counts"]["200"], 200);
+    assert!(v["first_limit_hit"]["snapshot"]
+        .as_str()
+        .unwrap()
+        .contains("max_conns_per_host=4"));
+}
+
+#[test]
+fn a_refused_port_is_one_line_naming_the_connect_phase() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let out = poolscope(&["trace", &format!("http://{addr}/")]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = stderr_line(&out);
+    assert!(
+        line.starts_with(&format!("poolscope: connect error ({addr})")),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_tls_failure_names_the_tls_phase() {
+    // serve-and-track speaks plain HTTP: a TLS client hello gets no valid answer.
+    let addr = server();
+    let out = poolscope(&["trace", &format!("https://{addr}/")]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = stderr_line(&out);
+    assert!(line.starts_with("poolscope: tls error"), "{line}");
+}
+
+#[test]
+fn resolve_pins_a_name_to_a_loopback_address() {
+    let addr = server();
+    let out = poolscope(&[
+        "trace",
+        "--json",
+        "--resolve",
+        &format!("tracker.test:{}:127.0.0.1", addr.port()),
+        &format!("http://tracker.test:{}/track", addr.port()),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], 200);
+    assert!(
+        v["timings"]["dns_seconds"].is_null(),
+        "no DNS for a pinned name"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    for (args, needle) in [
+        (vec!["trace", "not a url"], "invalid URL"),
+        (vec!["trace", "ftp://127.0.0.1/x"], "unsupported scheme"),
+        (
+            vec!["trace", "-H", "no-colon", "http://127.0.0.1:1/"],
+            "invalid header",
+        ),
+        (
+            vec!["trace", "--resolve", "x", "http://127.0.0.1:1/"],
+            "invalid --resolve",
+        ),
+    ] {
+        let out = poolscope(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let line = stderr_line(&out);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+    let out = poolscope(&["trace", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
