@@ -1,0 +1,685 @@
+//! The client comparison: one loopback server (HTTP/1.1 keep-alive and h2c on one port, a
+//! 5-byte response) on its own runtime thread, and the clients on another runtime thread, so
+//! the 2 cores are split evenly. Rounds alternate clients (A B C A B C …) so drift hits all of
+//! them; each figure is the median of the rounds, and each ratio is taken against hyper-util
+//! *in the same round* before the median.
+//!
+//! Clients: hyper-util's legacy `Client` (`build_http`), reqwest (HTTP/1 and HTTP/2 only),
+//! poolscope with nothing registered (in-flight tracking off), poolscope with empty hooks,
+//! poolscope with everything on (counting Stats hooks, a ClientTrace that records timings,
+//! in-flight tracking, metrics into a real Prometheus recorder; no stacks), poolscope with
+//! stacks, and Go's net/http (HTTP/1.1) when `go` is on the machine.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// HTTP/1.1 with keep-alive, or HTTP/2 with prior knowledge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Proto {
+    /// HTTP/1.1.
+    H1,
+    /// h2c.
+    H2c,
+}
+
+/// One workload: protocol, concurrency and an optional per-host cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Workload {
+    /// The protocol.
+    pub proto: Proto,
+    /// Concurrent requests.
+    pub concurrency: usize,
+    /// `max_conns_per_host`, for the clients that have one.
+    pub cap: Option<usize>,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = match self.proto {
+            Proto::H1 => "HTTP/1.1",
+            Proto::H2c => "h2c",
+        };
+        write!(f, "{p} c={}", self.concurrency)?;
+        if let Some(cap) = self.cap {
+            write!(f, " cap={cap}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The clients compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// hyper-util 0.1 legacy client.
+    HyperUtil,
+    /// reqwest 0.12.
+    Reqwest,
+    /// poolscope, nothing registered, in-flight tracking off.
+    Bare,
+    /// poolscope with every hook registered but empty.
+    HooksEmpty,
+    /// poolscope with everything on, stacks off.
+    All,
+    /// poolscope with everything on and stack capture.
+    Stacks,
+    /// Go's net/http (an external program).
+    Go,
+}
+
+impl Kind {
+    /// The name in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::HyperUtil => "hyper-util legacy",
+            Kind::Reqwest => "reqwest",
+            Kind::Bare => "poolscope (nothing registered)",
+            Kind::HooksEmpty => "poolscope (empty hooks)",
+            Kind::All => "poolscope (everything on)",
+            Kind::Stacks => "poolscope (everything + stacks)",
+            Kind::Go => "Go net/http",
+        }
+    }
+
+    fn supports(self, w: &Workload) -> bool {
+        match self {
+            Kind::HyperUtil | Kind::Reqwest => w.cap.is_none(),
+            Kind::Go => w.proto == Proto::H1,
+            _ => true,
+        }
+    }
+}
+
+/// One run's result.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency, seconds.
+    pub p50: f64,
+    /// 99th percentile latency, seconds.
+    pub p99: f64,
+    /// Connections the server accepted during the run (`None`: not known).
+    pub conns: Option<usize>,
+    /// Failed requests.
+    pub failed: u64,
+}
+
+/// A table row: medians over the rounds.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The workload.
+    pub workload: Workload,
+    /// The client.
+    pub kind: Kind,
+    /// Median of the rounds.
+    pub median: Sample,
+    /// Median of the per-round ratios of requests/s to hyper-util.
+    pub ratio: Option<f64>,
+    /// Rounds run.
+    pub rounds: usize,
+}
+
+/// How to run the comparison.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rounds per workload.
+    pub rounds: usize,
+    /// Seconds per run.
+    pub secs: f64,
+    /// The workloads.
+    pub workloads: Vec<Workload>,
+    /// The clients.
+    pub kinds: Vec<Kind>,
+    /// Use a separate server process (`serve-and-track` at this path) instead of the
+    /// in-process server.
+    pub server_binary: Option<std::path::PathBuf>,
+}
+
+impl Options {
+    /// The full comparison: 5 rounds of 2 s.
+    pub fn full() -> Options {
+        let mut workloads = Vec::new();
+        for proto in [Proto::H1, Proto::H2c] {
+            for c in [1, 16, 64, 256] {
+                workloads.push(Workload {
+                    proto,
+                    concurrency: c,
+                    cap: None,
+                });
+            }
+        }
+        workloads.push(Workload {
+            proto: Proto::H1,
+            concurrency: 64,
+            cap: Some(8),
+        });
+        Options {
+            rounds: 5,
+            secs: 2.0,
+            workloads,
+            kinds: vec![
+                Kind::HyperUtil,
+                Kind::Reqwest,
+                Kind::Bare,
+                Kind::HooksEmpty,
+                Kind::All,
+                Kind::Stacks,
+                Kind::Go,
+            ],
+            server_binary: None,
+        }
+    }
+
+    /// A few seconds in all: one short round of three workloads, to check it still runs.
+    pub fn quick() -> Options {
+        let mut o = Options::full();
+        o.rounds = 1;
+        o.secs = 0.15;
+        o.workloads = vec![
+            Workload {
+                proto: Proto::H1,
+                concurrency: 16,
+                cap: None,
+            },
+            Workload {
+                proto: Proto::H2c,
+                concurrency: 16,
+                cap: None,
+            },
+            Workload {
+                proto: Proto::H1,
+                concurrency: 16,
+                cap: Some(4),
+            },
+        ];
+        o
+    }
+}
+
+// ----- the server ----------------------------------------------------------------------------
+
+/// The loopback server and its accepted-connection count.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The path to request.
+    pub path: &'static str,
+    accepted: Option<Arc<AtomicUsize>>,
+    _process: Option<std::process::Child>,
+}
+
+impl TestServer {
+    /// An in-process hyper server on 127.0.0.1 with its own single-threaded runtime thread.
+    pub fn in_process() -> std::io::Result<TestServer> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::Builder::new()
+            .name("bench-server".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(listener.local_addr());
+                let body = Bytes::from_static(b"hello");
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else { continue };
+                    count.fetch_add(1, Ordering::Relaxed);
+                    let _ = tcp.set_nodelay(true);
+                    let body = body.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |_req| {
+                            let body = body.clone();
+                            async move { Ok::<_, Infallible>(http::Response::new(Full::new(body))) }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(tcp), svc)
+                            .await;
+                    });
+                }
+            });
+            })?;
+        let addr = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("server thread ended"))??;
+        Ok(TestServer {
+            addr,
+            path: "/",
+            accepted: Some(accepted),
+            _process: None,
+        })
+    }
+
+    /// `serve-and-track` as a separate process on a loopback port.
+    pub fn process(binary: &std::path::Path) -> std::io::Result<TestServer> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(binary)
+            .args(["--addr", "127.0.0.1:0", "--no-access-log"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line)?;
+        // "2026/11/23 16:42:13 INFO http: Server started 127.0.0.1:PORT"
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("unexpected first line {line:?}")))?;
+        Ok(TestServer {
+            addr,
+            path: "/track",
+            accepted: None,
+            _process: Some(child),
+        })
+    }
+
+    fn accepted(&self) -> Option<usize> {
+        self.accepted.as_ref().map(|a| a.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self._process {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+// ----- the clients ---------------------------------------------------------------------------
+
+/// The Prometheus recorder "everything on" reports to, installed once per process.
+fn prometheus() -> &'static Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .ok()
+    })
+}
+
+fn counter<E>(n: &Arc<AtomicU64>) -> impl Fn(&E) + Send + Sync + 'static {
+    let n = n.clone();
+    move |_: &E| {
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn noop<E>() -> impl Fn(&E) + Send + Sync + 'static {
+    |_: &E| {}
+}
+
+type PsClient = poolscope::Client<poolscope::connect::HttpConnector, Empty<Bytes>>;
+
+fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClient {
+    let mut b = poolscope::Client::builder(TokioExecutor::new());
+    b.http2_only(w.proto == Proto::H2c);
+    if let Some(cap) = w.cap {
+        b.pool_max_conns_per_host(cap);
+    }
+    match kind {
+        Kind::Bare => {
+            b.track_in_flight(false);
+        }
+        Kind::HooksEmpty => {
+            b.track_in_flight(false);
+            b.stats(
+                poolscope::Stats::builder()
+                    .on_idle_conn_wait_in(noop())
+                    .on_idle_conn_wait_out(noop())
+                    .on_conns_per_host_wait_in(noop())
+                    .on_conns_per_host_wait_out(noop())
+                    .on_idle_conn_in(noop())
+                    .on_idle_conn_out(noop())
+                    .on_conn_reused(noop())
+                    .on_max_idle_conns_hit(noop())
+                    .on_max_idle_conns_per_host_hit(noop())
+                    .on_max_conns_per_host_hit(noop())
+                    .on_conn_opened(noop())
+                    .on_conn_closed(noop())
+                    .build(),
+            );
+            b.trace(
+                poolscope::ClientTrace::builder()
+                    .on_get_conn(noop())
+                    .on_got_conn(noop())
+                    .on_request_done(noop())
+                    .build(),
+            );
+        }
+        Kind::All | Kind::Stacks => {
+            let _ = prometheus();
+            b.stats(
+                poolscope::Stats::builder()
+                    .on_idle_conn_wait_in(counter(events))
+                    .on_idle_conn_wait_out(counter(events))
+                    .on_conns_per_host_wait_in(counter(events))
+                    .on_conns_per_host_wait_out(counter(events))
+                    .on_idle_conn_in(counter(events))
+                    .on_idle_conn_out(counter(events))
+                    .on_conn_reused(counter(events))
+                    .on_max_idle_conns_hit(counter(events))
+                    .on_max_idle_conns_per_host_hit(counter(events))
+                    .on_max_conns_per_host_hit(counter(events))
+                    .on_conn_opened(counter(events))
+                    .on_conn_closed(counter(events))
+                    .build(),
+            );
+            let total_us = events.clone();
+            b.trace(
+                poolscope::ClientTrace::builder()
+                    .on_request_done(move |i| {
+                        total_us.fetch_add(i.timings.total.as_micros() as u64, Ordering::Relaxed);
+                    })
+                    .build(),
+            );
+            b.track_in_flight(true)
+                .metrics(true)
+                .capture_stacks(kind == Kind::Stacks);
+        }
+        _ => {}
+    }
+    b.build_http()
+}
+
+enum AnyClient {
+    HyperUtil(
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            Empty<Bytes>,
+        >,
+    ),
+    Reqwest(reqwest::Client),
+    Poolscope(PsClient),
+}
+
+impl AnyClient {
+    fn new(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> Result<AnyClient, String> {
+        Ok(match kind {
+            Kind::HyperUtil => AnyClient::HyperUtil(
+                hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                    .http2_only(w.proto == Proto::H2c)
+                    .build_http(),
+            ),
+            Kind::Reqwest => {
+                let mut b = reqwest::Client::builder();
+                if w.proto == Proto::H2c {
+                    b = b.http2_prior_knowledge();
+                }
+                AnyClient::Reqwest(b.build().map_err(|e| e.to_string())?)
+            }
+            Kind::Go => return Err("Go runs as a process".into()),
+            _ => AnyClient::Poolscope(poolscope_client(kind, w, events)),
+        })
+    }
+
+    async fn get(&self, uri: &http::Uri, url: &str) -> Result<(), String> {
+        match self {
+            AnyClient::HyperUtil(c) => {
+                let resp = c.get(uri.clone()).await.map_err(|e| e.to_string())?;
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            AnyClient::Reqwest(c) => {
+                let resp = c.get(url).send().await.map_err(|e| e.to_string())?;
+                resp.bytes().await.map_err(|e| e.to_string())?;
+            }
+            AnyClient::Poolscope(c) => {
+                let resp = c.get(uri.clone()).await.map_err(|e| e.to_string())?;
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+/// One timed run of `kind` on `w`.
+async fn run_once(
+    kind: Kind,
+    w: Workload,
+    server: &TestServer,
+    secs: f64,
+    go: Option<&std::path::Path>,
+) -> Result<Sample, String> {
+    let url = format!("http://{}{}", server.addr, server.path);
+    if kind == Kind::Go {
+        let go = go.ok_or("no Go client")?;
+        return run_go(go, &url, w, secs, server).await;
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let events = Arc::new(AtomicU64::new(0));
+    let client = Arc::new(AnyClient::new(kind, &w, &events)?);
+    let before = server.accepted();
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let failed = Arc::new(AtomicU64::new(0));
+    let merged = Arc::new(Mutex::new(histogram()));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..w.concurrency {
+        let (client, uri, url, failed, merged) = (
+            client.clone(),
+            uri.clone(),
+            url.clone(),
+            failed.clone(),
+            merged.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match client.get(&uri, &url).await {
+                    Ok(()) => {
+                        let _ = h.record((t0.elapsed().as_micros() as u64).clamp(1, 60_000_000));
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if let Ok(mut m) = merged.lock() {
+                let _ = m.add(&h);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(client);
+    let h = merged.lock().map_err(|_| "poisoned")?.clone();
+    Ok(Sample {
+        rps: h.len() as f64 / elapsed,
+        p50: h.value_at_quantile(0.5) as f64 / 1e6,
+        p99: h.value_at_quantile(0.99) as f64 / 1e6,
+        conns: before.and_then(|b| server.accepted().map(|a| a - b)),
+        failed: failed.load(Ordering::Relaxed),
+    })
+}
+
+async fn run_go(
+    go: &std::path::Path,
+    url: &str,
+    w: Workload,
+    secs: f64,
+    server: &TestServer,
+) -> Result<Sample, String> {
+    let before = server.accepted();
+    let mut cmd = tokio::process::Command::new(go);
+    cmd.args([
+        "-url",
+        url,
+        "-c",
+        &w.concurrency.to_string(),
+        "-secs",
+        &secs.to_string(),
+    ]);
+    if let Some(cap) = w.cap {
+        cmd.args(["-max-conns-per-host", &cap.to_string()]);
+    }
+    let out = cmd.output().await.map_err(|e| e.to_string())?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("go client output: {e}"))?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    Ok(Sample {
+        rps: f("requests") / f("elapsed").max(1e-9),
+        p50: f("p50"),
+        p99: f("p99"),
+        conns: before.and_then(|b| server.accepted().map(|a| a - b)),
+        failed: v["failed"].as_u64().unwrap_or(0),
+    })
+}
+
+/// Builds the Go client into `target/`, if `go` is installed. `None` (and a note) if not.
+pub fn build_go(workspace: &std::path::Path) -> Option<std::path::PathBuf> {
+    let src = workspace.join("benches/go/client.go");
+    let out = workspace.join("target/go-bench-client");
+    let status = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", workspace.join("target/go-cache"))
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(out),
+        _ => None,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs the comparison and returns the rows, printing progress to stderr.
+pub async fn run(opts: &Options, server: &TestServer, go: Option<&std::path::Path>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for w in &opts.workloads {
+        let kinds: Vec<Kind> = opts
+            .kinds
+            .iter()
+            .copied()
+            .filter(|k| k.supports(w) && (*k != Kind::Go || go.is_some()))
+            .collect();
+        let mut samples: BTreeMap<Kind, Vec<Sample>> = BTreeMap::new();
+        let mut ratios: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
+        for round in 0..opts.rounds {
+            let mut hyper_rps = None;
+            // Rotate the starting client each round so no client always runs first.
+            let n = kinds.len();
+            for i in 0..n {
+                let kind = kinds[(i + round) % n];
+                eprint!(
+                    "\r{w} round {}/{} {:<34}",
+                    round + 1,
+                    opts.rounds,
+                    kind.name()
+                );
+                match run_once(kind, *w, server, opts.secs, go).await {
+                    Ok(s) => {
+                        if kind == Kind::HyperUtil {
+                            hyper_rps = Some(s.rps);
+                        }
+                        samples.entry(kind).or_default().push(s);
+                    }
+                    Err(e) => eprintln!("\n{}: {e}", kind.name()),
+                }
+            }
+            if let Some(h) = hyper_rps.filter(|h| *h > 0.0) {
+                for (k, s) in &samples {
+                    if let Some(last) = s.last() {
+                        ratios.entry(*k).or_default().push(last.rps / h);
+                    }
+                }
+            }
+        }
+        for kind in kinds {
+            let Some(s) = samples.get(&kind) else {
+                continue;
+            };
+            let conns: Vec<f64> = s.iter().filter_map(|s| s.conns.map(|c| c as f64)).collect();
+            rows.push(Row {
+                workload: *w,
+                kind,
+                median: Sample {
+                    rps: median(s.iter().map(|s| s.rps).collect()),
+                    p50: median(s.iter().map(|s| s.p50).collect()),
+                    p99: median(s.iter().map(|s| s.p99).collect()),
+                    conns: (!conns.is_empty()).then(|| median(conns) as usize),
+                    failed: s.iter().map(|s| s.failed).sum(),
+                },
+                ratio: ratios.get(&kind).map(|r| median(r.clone())),
+                rounds: s.len(),
+            });
+        }
+    }
+    eprintln!();
+    rows
+}
+
+/// The rows as a Markdown table.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from("| workload | client | req/s | × hyper-util | p50 | p99 | conns opened | failed |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let ms = |s: f64| format!("{:.3} ms", s * 1e3);
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+            r.workload,
+            r.kind.name(),
+            r.median.rps,
+            r.ratio
+                .map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}")),
+            ms(r.median.p50),
+            ms(r.median.p99),
+            r.median
+                .conns
+                .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            r.median.failed,
+        ));
+    }
+    out
+}
