@@ -412,6 +412,7 @@ fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClie
     b.build_http()
 }
 
+#[allow(clippy::large_enum_variant)] // one per run, never moved in a hot path
 enum AnyClient {
     HyperUtil(
         hyper_util::client::legacy::Client<

@@ -278,6 +278,7 @@ pub(crate) async fn dial<C, B>(
     uri: Uri,
     cfg: DialConfig,
     tracer: Option<Arc<Tracer>>,
+    on_close: impl FnOnce() + Send + 'static,
 ) -> Result<PoolClient<B>, BoxError>
 where
     C: tower_service::Service<Uri> + Send + 'static,
@@ -329,12 +330,15 @@ where
         let (tx, conn) = cfg.h2.handshake(io).await.map_err(handshake_err)?;
         cfg.exec.execute(async move {
             let _ = conn.await;
+            on_close();
         });
         Tx::H2(tx)
     } else {
         let (tx, conn) = cfg.h1.handshake(io).await.map_err(handshake_err)?;
         cfg.exec.execute(async move {
             let _ = conn.await;
+            // The connection is gone: if it sits idle in the pool, it leaves now.
+            on_close();
         });
         Tx::H1(tx)
     };

@@ -79,7 +79,7 @@ impl Error {
         }
         match err.into_cause() {
             Some(cause) => match cause.downcast::<ConnectError>() {
-                Ok(ce) => Error::new(Kind::Connect(Some(ce.phase()))).with(ce),
+                Ok(ce) => Error::new(Kind::Connect(Some(ce.phase()))).with(*ce),
                 Err(other) => match other.downcast::<Error>() {
                     Ok(e) => *e,
                     Err(other) => Error::new(Kind::Connect(None)).with(other),

@@ -316,11 +316,13 @@ where
                         e.set_phase(Phase::Connecting);
                     }
                     let uri = dial_uri(permit.key())?;
+                    let (weak, key) = (shared.pool.downgrade(), permit.key().clone());
                     let dial = conn::dial::<C, B>(
                         self.connector.clone(),
                         uri,
                         shared.dial.clone(),
                         tracer.clone(),
+                        move || weak.evict_closed(&key),
                     );
                     shared.dial.exec.execute(async move {
                         permit.finish(dial.await);
@@ -387,6 +389,9 @@ where
                 })
             });
         }
+        // If this future is dropped from here until the response is handed over, an HTTP/1
+        // connection is mid-exchange: it must be closed, not returned.
+        pooled.close_on_drop(!h2);
         let result = match &mut pooled.tx {
             Tx::H1(tx) => {
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {

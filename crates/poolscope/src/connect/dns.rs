@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
 
 use super::{ConnectError, ConnectPhase};
@@ -14,9 +16,19 @@ use crate::trace::{with_dial_tracer, DnsDoneInfo, DnsStartInfo};
 #[derive(Clone, Default)]
 pub(crate) struct Resolver {
     hickory: Arc<OnceLock<Result<TokioResolver, String>>>,
+    /// Name servers to ask instead of the system's.
+    servers: Option<(Vec<IpAddr>, u16)>,
 }
 
 impl Resolver {
+    /// Asks these name servers (UDP and TCP, `port`) instead of the system's.
+    pub(crate) fn with_servers(ips: Vec<IpAddr>, port: u16) -> Resolver {
+        Resolver {
+            hickory: Arc::default(),
+            servers: Some((ips, port)),
+        }
+    }
+
     /// Resolves `host` (brackets of an IPv6 literal already removed).
     pub(crate) async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, ConnectError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
@@ -52,10 +64,18 @@ impl Resolver {
     }
 
     async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, ConnectError> {
-        let resolver = self.hickory.get_or_init(|| {
-            TokioResolver::builder_tokio()
+        let resolver = self.hickory.get_or_init(|| match &self.servers {
+            Some((ips, port)) => {
+                let group = NameServerConfigGroup::from_ips_clear(ips, *port, true);
+                let config = ResolverConfig::from_parts(None, Vec::new(), group);
+                Ok(
+                    TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+                        .build(),
+                )
+            }
+            None => TokioResolver::builder_tokio()
                 .map(|b| b.build())
-                .map_err(|e| format!("no system DNS configuration: {e}"))
+                .map_err(|e| format!("no system DNS configuration: {e}")),
         });
         let resolver = match resolver {
             Ok(r) => r,

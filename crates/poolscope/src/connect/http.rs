@@ -109,6 +109,13 @@ impl HttpConnector {
         self
     }
 
+    /// Resolves names with these name servers (on `port`) instead of the system's
+    /// configuration.
+    pub fn set_nameservers(&mut self, ips: &[std::net::IpAddr], port: u16) -> &mut Self {
+        self.resolver = Resolver::with_servers(ips.to_vec(), port);
+        self
+    }
+
     /// Pins `host:port` to `addr`: dials for it skip DNS (curl's `--resolve host:port:addr`).
     pub fn resolve_to(&mut self, host: &str, port: u16, addr: std::net::IpAddr) -> &mut Self {
         let host = host

@@ -124,7 +124,7 @@ pub enum Returned {
 /// # Drop behavior
 ///
 /// Dropping a `Pooled` returns the connection to the pool (as [`release`](Pooled::release)
-/// does): it goes to the oldest waiting request of its key, or into the idle list, or is
+/// does, unless [`close_on_drop`](Pooled::close_on_drop) is set): it goes to the oldest waiting request of its key, or into the idle list, or is
 /// closed if it is no longer open or a limit says so. If the pool was closed (every
 /// handle dropped), it is closed.
 pub struct Pooled<T: Poolable> {
@@ -133,6 +133,8 @@ pub struct Pooled<T: Poolable> {
     key: ConnectKey,
     meta: ConnMeta,
     info: LeaseInfo,
+    /// Dropping closes the connection instead of returning it (its state is unknown).
+    close_on_drop: bool,
     /// Keeps the pool's state alive (not the pool open: that is the handles' count), so a
     /// connection in use can always be given back.
     pool: Arc<Shared<T>>,
@@ -145,8 +147,17 @@ impl<T: Poolable> Pooled<T> {
             key,
             meta: lease.meta,
             info: lease.info,
+            close_on_drop: false,
             pool,
         }
+    }
+
+    /// Whether dropping this lease closes the connection instead of returning it. Set it
+    /// while the connection is in a state another request must not inherit (an HTTP/1
+    /// request in flight); [`release`](Pooled::release) and [`discard`](Pooled::discard)
+    /// are not affected.
+    pub fn close_on_drop(&mut self, close: bool) {
+        self.close_on_drop = close;
     }
 
     /// The key the connection belongs to.
@@ -212,7 +223,8 @@ impl<T: Poolable> DerefMut for Pooled<T> {
 
 impl<T: Poolable> Drop for Pooled<T> {
     fn drop(&mut self) {
-        self.give_back(None);
+        let close = self.close_on_drop.then_some(CloseReason::NotReusable);
+        self.give_back(close);
     }
 }
 

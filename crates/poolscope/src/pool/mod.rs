@@ -212,6 +212,48 @@ impl<T: Poolable> Pool<T> {
     }
 }
 
+impl<T: Poolable> Pool<T> {
+    /// A handle that does not keep the pool open, for a connection's own task to report that
+    /// the connection closed.
+    pub fn downgrade(&self) -> WeakPool<T> {
+        WeakPool {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+}
+
+/// A handle to a pool that does not keep it open; see [`Pool::downgrade`].
+pub struct WeakPool<T> {
+    shared: std::sync::Weak<Shared<T>>,
+}
+
+impl<T: Poolable> WeakPool<T> {
+    /// Drops the idle connections of `key` that are no longer open (call it when a
+    /// connection's task ends, so a dead connection leaves the idle list at once rather than
+    /// at the next checkout).
+    pub fn evict_closed(&self, key: &ConnectKey) {
+        if let Some(shared) = self.shared.upgrade() {
+            let mut locked = shared.lock();
+            locked.evict_closed(key);
+            locked.finish(&shared);
+        }
+    }
+}
+
+impl<T> Clone for WeakPool<T> {
+    fn clone(&self) -> Self {
+        WeakPool {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for WeakPool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakPool")
+    }
+}
+
 impl<T> Pool<T> {
     /// The pool's configuration.
     pub fn config(&self) -> &Config {

@@ -249,18 +249,31 @@ impl<T: Poolable> Locked<'_, T> {
         });
     }
 
+    /// Drops `key`'s idle connections that are no longer open.
+    pub(in crate::pool) fn evict_closed(&mut self, key: &ConnectKey) {
+        self.sweep(Some(key), |_, _, _, open| {
+            (!open).then_some((IdleOutReason::Broken, CloseReason::Broken))
+        });
+    }
+
     /// Closes every idle connection (HTTP/1 idle list, and shared connections nobody uses).
     pub(in crate::pool) fn close_idle(&mut self, out: IdleOutReason, reason: CloseReason) {
-        self.sweep(|_, _, _| Some((out, reason)));
+        self.sweep(None, |_, _, _, _| Some((out, reason)));
     }
 
     /// Closes the idle connections that `verdict(meta, idle_since, now)` condemns.
+    /// Closes the idle connections (of `only`, or of every key) that
+    /// `verdict(meta, idle_since, now, open)` condemns.
     pub(super) fn sweep(
         &mut self,
-        verdict: impl Fn(&ConnMeta, Instant, Instant) -> Option<(IdleOutReason, CloseReason)>,
+        only: Option<&ConnectKey>,
+        verdict: impl Fn(&ConnMeta, Instant, Instant, bool) -> Option<(IdleOutReason, CloseReason)>,
     ) {
         let now = self.now();
-        let keys: Vec<ConnectKey> = self.st.hosts.keys().cloned().collect();
+        let keys: Vec<ConnectKey> = match only {
+            Some(k) => vec![k.clone()],
+            None => self.st.hosts.keys().cloned().collect(),
+        };
         for key in keys {
             let State {
                 hosts, idle_total, ..
@@ -271,7 +284,7 @@ impl<T: Poolable> Locked<'_, T> {
             let mut doomed = Vec::new();
             let mut kept = VecDeque::with_capacity(host.idle.len());
             for idle in host.idle.drain(..) {
-                match verdict(&idle.meta, idle.since, now) {
+                match verdict(&idle.meta, idle.since, now, idle.conn.is_open()) {
                     Some(r) => doomed.push((idle.conn, idle.meta, now - idle.since, r)),
                     None => kept.push_back(idle),
                 }
@@ -282,7 +295,7 @@ impl<T: Poolable> Locked<'_, T> {
             while i < host.shared.len() {
                 let s = &host.shared[i];
                 let v = (s.leases == 0)
-                    .then(|| verdict(&s.meta, s.idle_since, now))
+                    .then(|| verdict(&s.meta, s.idle_since, now, s.conn.is_open()))
                     .flatten();
                 match v {
                     Some(r) => {
@@ -303,7 +316,7 @@ impl<T: Poolable> Locked<'_, T> {
     /// (`None`: nothing idle, the reaper stops).
     pub(in crate::pool) fn reap(&mut self) -> Option<Instant> {
         let cfg = self.cfg.clone();
-        self.sweep(|meta, since, now| {
+        self.sweep(None, |meta, since, now, _| {
             if cfg.idle_expired(since, now) {
                 Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
             } else if cfg.lifetime_over(meta.created, now) {

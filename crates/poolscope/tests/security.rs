@@ -1,0 +1,97 @@
+//! Secrets stay secret: userinfo in a request URL never reaches trace events, Stats events,
+//! the event history, the in-flight report, errors or metric labels.
+#![cfg(feature = "metrics")]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioExecutor;
+use metrics_util::debugging::DebuggingRecorder;
+use poolscope::{Client, ClientTrace, Stats};
+use support::server::TestServer;
+
+#[test]
+fn userinfo_never_reaches_events_reports_errors_or_metric_labels() {
+    let seen: Arc<Mutex<Vec<String>>> = Default::default();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let server = TestServer::start().await;
+                macro_rules! log {
+                    () => {{
+                        let seen = seen.clone();
+                        move |e: &_| seen.lock().unwrap().push(format!("{e:?}"))
+                    }};
+                }
+                let trace = ClientTrace::builder()
+                    .on_get_conn(log!())
+                    .on_got_conn(log!())
+                    .on_dns_done(log!())
+                    .on_connect_done(log!())
+                    .on_put_idle_conn(log!())
+                    .on_request_done(log!())
+                    .build();
+                let stats = Stats::builder()
+                    .on_idle_conn_wait_in(log!())
+                    .on_idle_conn_wait_out(log!())
+                    .on_conn_opened(log!())
+                    .on_idle_conn_in(log!())
+                    .on_conn_closed(log!())
+                    .build();
+                let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                    .trace(trace)
+                    .stats(stats)
+                    .event_history(64)
+                    .capture_stacks(true)
+                    .metrics(true)
+                    .build_http();
+                let url = format!(
+                    "http://admin:s3cret@127.0.0.1:{}/slow/100",
+                    server.addr.port()
+                );
+                let fut = c.get(url.parse().unwrap());
+                let task = tokio::spawn(fut);
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+                let report = c.in_flight();
+                seen.lock().unwrap().push(report.to_string());
+                seen.lock().unwrap().push(report.to_json());
+                let resp = task.await.unwrap().unwrap();
+                resp.into_body().collect().await.unwrap();
+                // An error too: a refused port with userinfo.
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let refused = l.local_addr().unwrap();
+                drop(l);
+                let err = c
+                    .get(format!("http://admin:s3cret@{refused}/x").parse().unwrap())
+                    .await
+                    .unwrap_err();
+                seen.lock().unwrap().push(format!("{err} {err:?}"));
+                for e in c.recent_events() {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+                seen.lock().unwrap().push(format!("{}", c.pool_snapshot()));
+                drop(c);
+            })
+    });
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() > 15, "events were recorded: {}", seen.len());
+    for s in seen.iter() {
+        assert!(!s.contains("s3cret") && !s.contains("admin"), "leaked: {s}");
+    }
+    for (k, _, _, _) in snapshotter.snapshot().into_vec() {
+        for l in k.key().labels() {
+            assert!(
+                !l.value().contains("s3cret") && !l.value().contains("admin"),
+                "label {l:?}"
+            );
+        }
+    }
+}
