@@ -23,6 +23,12 @@ struct Args {
     /// Skip the Go client even if `go` is installed.
     #[arg(long)]
     no_go: bool,
+    /// Only workloads whose name contains this (e.g. "HTTP/1.1 c=64").
+    #[arg(long)]
+    only: Option<String>,
+    /// Only these clients: hyper, reqwest, bare, empty, all, stacks, go (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +43,25 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(s) = args.secs {
         opts.secs = s;
+    }
+    if let Some(only) = &args.only {
+        opts.workloads
+            .retain(|w| w.to_string() == *only || w.to_string().starts_with(&format!("{only} ")));
+    }
+    if !args.clients.is_empty() {
+        use benches::compare::Kind;
+        opts.kinds.retain(|k| {
+            let short = match k {
+                Kind::HyperUtil => "hyper",
+                Kind::Reqwest => "reqwest",
+                Kind::Bare => "bare",
+                Kind::HooksEmpty => "empty",
+                Kind::All => "all",
+                Kind::Stacks => "stacks",
+                Kind::Go => "go",
+            };
+            args.clients.iter().any(|c| c == short)
+        });
     }
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let server = if args.separate_server {

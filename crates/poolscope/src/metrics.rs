@@ -10,13 +10,16 @@
 //! What this module does not do: install a recorder. The application installs one
 //! (Prometheus, StatsD, an OpenTelemetry bridge); without one, these calls are no-ops.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use metrics::{counter, gauge, histogram, Label};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
 
+use crate::pool::key::BuildKeyHasher;
 use crate::pool::{ConnectKey, LeaseInfo};
-use crate::stats::{Event, EventSink, Limit};
+use crate::stats::{CloseReason, Event, EventSink, Limit};
 use crate::trace::ClientTrace;
 
 /// `scheme`, `host`, `port` of a key, then `extra`.
@@ -55,92 +58,185 @@ fn status_class(s: StatusCode) -> &'static str {
     }
 }
 
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+
+const CLOSE_REASONS: [CloseReason; 8] = [
+    CloseReason::IdleTimeout,
+    CloseReason::MaxLifetime,
+    CloseReason::MaxIdleConns,
+    CloseReason::MaxIdlePerHost,
+    CloseReason::Broken,
+    CloseReason::NotReusable,
+    CloseReason::CloseIdle,
+    CloseReason::PoolClosed,
+];
+
+/// One key's metric handles, registered once: updates are then an atomic each, with no
+/// label building and no registry lookup.
+struct KeyMetrics {
+    key: ConnectKey,
+    open_idle: Gauge,
+    open_active: Gauge,
+    wait_idle: Gauge,
+    wait_conns_per_host: Gauge,
+    opened: Counter,
+    reused: Counter,
+    closed: [Counter; 8],
+    connection_duration: Histogram,
+    connect_duration: Histogram,
+    tls_duration: Histogram,
+    dns_duration: Histogram,
+    time_in_queue: Histogram,
+    active_requests: [Gauge; 10],
+    /// `(method, label name, label value)` → request duration histogram, made on first use.
+    durations: Mutex<HashMap<(&'static str, &'static str, &'static str), Histogram>>,
+}
+
+impl KeyMetrics {
+    fn new(key: &ConnectKey) -> KeyMetrics {
+        let l = |extra: &[(&'static str, &'static str)]| labels(key, extra);
+        KeyMetrics {
+            key: key.clone(),
+            open_idle: gauge!("http_client_open_connections", l(&[("state", "idle")])),
+            open_active: gauge!("http_client_open_connections", l(&[("state", "active")])),
+            wait_idle: gauge!("http_client_pool_waiting_requests", l(&[("queue", "idle")])),
+            wait_conns_per_host: gauge!(
+                "http_client_pool_waiting_requests",
+                l(&[("queue", "conns_per_host")])
+            ),
+            opened: counter!("http_client_connections_opened_total", l(&[])),
+            reused: counter!("http_client_connections_reused_total", l(&[])),
+            closed: CLOSE_REASONS.map(|r| {
+                counter!(
+                    "http_client_connections_closed_total",
+                    l(&[("reason", r.as_str())])
+                )
+            }),
+            connection_duration: histogram!("http_client_connection_duration_seconds", l(&[])),
+            connect_duration: histogram!("http_client_connect_duration_seconds", l(&[])),
+            tls_duration: histogram!("http_client_tls_handshake_duration_seconds", l(&[])),
+            dns_duration: histogram!("dns_lookup_duration_seconds", l(&[])),
+            time_in_queue: histogram!("http_client_request_time_in_queue_seconds", l(&[])),
+            active_requests: METHODS
+                .map(|m| gauge!("http_client_active_requests", l(&[("method", m)]))),
+            durations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn active(&self, method: &'static str) -> &Gauge {
+        let i = METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(METHODS.len() - 1);
+        &self.active_requests[i]
+    }
+
+    fn duration(&self, method: &'static str, outcome: (&'static str, &'static str)) -> Histogram {
+        let mut map = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((method, outcome.0, outcome.1))
+            .or_insert_with(|| {
+                histogram!(
+                    "http_client_request_duration_seconds",
+                    labels(&self.key, &[("method", method), outcome])
+                )
+            })
+            .clone()
+    }
+}
+
+/// A client's metrics: handles per key, created on first use. Install the recorder before
+/// building the client: handles are bound to the recorder present when they are made.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    keys: RwLock<HashMap<ConnectKey, Arc<KeyMetrics>, BuildKeyHasher>>,
+    limit_hits: OnceLock<[Counter; 3]>,
+}
+
+impl Metrics {
+    fn key(&self, key: &ConnectKey) -> Arc<KeyMetrics> {
+        if let Some(k) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return k.clone();
+        }
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.entry(key.clone())
+            .or_insert_with(|| Arc::new(KeyMetrics::new(key)))
+            .clone()
+    }
+
+    fn limit_hit(&self, limit: Limit) -> &Counter {
+        let hits = self.limit_hits.get_or_init(|| {
+            [
+                "max_idle_conns",
+                "max_idle_conns_per_host",
+                "max_conns_per_host",
+            ]
+            .map(|l| counter!("http_client_pool_limit_hits_total", "limit" => l))
+        });
+        match limit {
+            Limit::MaxIdleConns => &hits[0],
+            Limit::MaxIdleConnsPerHost => &hits[1],
+            Limit::MaxConnsPerHost => &hits[2],
+        }
+    }
+}
+
 /// The pool-level metrics: a `Stats` sink.
-#[derive(Debug, Default)]
-pub(crate) struct PoolMetrics;
+pub(crate) struct PoolMetrics(pub(crate) Arc<Metrics>);
 
 impl EventSink for PoolMetrics {
     fn on_pool_event(&self, event: &Event) {
+        let m = &self.0;
         match event {
             Event::ConnOpened(e) => {
-                counter!("http_client_connections_opened_total", labels(&e.key, &[])).increment(1);
-                open(&e.key, "active").increment(1.0);
+                let k = m.key(&e.key);
+                k.opened.increment(1);
+                k.open_active.increment(1.0);
             }
             Event::ConnClosed(e) => {
-                let reason = [("reason", e.reason.as_str())];
-                counter!(
-                    "http_client_connections_closed_total",
-                    labels(&e.key, &reason)
-                )
-                .increment(1);
-                histogram!(
-                    "http_client_connection_duration_seconds",
-                    labels(&e.key, &[])
-                )
-                .record(e.lifetime.as_secs_f64());
-                open(&e.key, "active").decrement(1.0);
+                let k = m.key(&e.key);
+                if let Some(i) = CLOSE_REASONS.iter().position(|r| *r == e.reason) {
+                    k.closed[i].increment(1);
+                }
+                k.connection_duration.record(e.lifetime.as_secs_f64());
+                k.open_active.decrement(1.0);
             }
             Event::IdleConnIn(e) => {
-                open(&e.key, "active").decrement(1.0);
-                open(&e.key, "idle").increment(1.0);
+                let k = m.key(&e.key);
+                k.open_active.decrement(1.0);
+                k.open_idle.increment(1.0);
             }
             // A connection leaving the idle list is in use, or about to be closed (its
             // `ConnClosed` then takes it out of `active`).
             Event::IdleConnOut(e) => {
-                open(&e.key, "idle").decrement(1.0);
-                open(&e.key, "active").increment(1.0);
+                let k = m.key(&e.key);
+                k.open_idle.decrement(1.0);
+                k.open_active.increment(1.0);
             }
-            Event::IdleConnWaitIn(e) => waiting(&e.key, "idle").increment(1.0),
-            Event::IdleConnWaitOut(e) => waiting(&e.key, "idle").decrement(1.0),
-            Event::ConnsPerHostWaitIn(e) => waiting(&e.key, "conns_per_host").increment(1.0),
-            Event::ConnsPerHostWaitOut(e) => waiting(&e.key, "conns_per_host").decrement(1.0),
-            Event::LimitHit(limit, _) => {
-                let limit = match limit {
-                    Limit::MaxIdleConns => "max_idle_conns",
-                    Limit::MaxIdleConnsPerHost => "max_idle_conns_per_host",
-                    Limit::MaxConnsPerHost => "max_conns_per_host",
-                };
-                counter!("http_client_pool_limit_hits_total", "limit" => limit).increment(1);
-            }
+            Event::IdleConnWaitIn(e) => m.key(&e.key).wait_idle.increment(1.0),
+            Event::IdleConnWaitOut(e) => m.key(&e.key).wait_idle.decrement(1.0),
+            Event::ConnsPerHostWaitIn(e) => m.key(&e.key).wait_conns_per_host.increment(1.0),
+            Event::ConnsPerHostWaitOut(e) => m.key(&e.key).wait_conns_per_host.decrement(1.0),
+            Event::LimitHit(limit, _) => m.limit_hit(*limit).increment(1),
             Event::ConnReused(_) => {}
         }
     }
 }
 
-fn open(key: &ConnectKey, state: &'static str) -> metrics::Gauge {
-    gauge!(
-        "http_client_open_connections",
-        labels(key, &[("state", state)])
-    )
-}
-
-fn waiting(key: &ConnectKey, queue: &'static str) -> metrics::Gauge {
-    gauge!(
-        "http_client_pool_waiting_requests",
-        labels(key, &[("queue", queue)])
-    )
-}
-
 /// DNS, TCP connect and TLS handshake durations of the dials requests start.
-pub(crate) fn dial_trace() -> ClientTrace {
+pub(crate) fn dial_trace(m: &Arc<Metrics>) -> ClientTrace {
+    let (m1, m2, m3) = (m.clone(), m.clone(), m.clone());
     ClientTrace::builder()
-        .on_dns_done(|i| {
-            histogram!("dns_lookup_duration_seconds", labels(&i.key, &[]))
-                .record(i.took.as_secs_f64())
-        })
-        .on_connect_done(|i| {
+        .on_dns_done(move |i| m1.key(&i.key).dns_duration.record(i.took.as_secs_f64()))
+        .on_connect_done(move |i| {
             if i.error.is_none() {
-                histogram!("http_client_connect_duration_seconds", labels(&i.key, &[]))
-                    .record(i.took.as_secs_f64())
+                m2.key(&i.key).connect_duration.record(i.took.as_secs_f64())
             }
         })
-        .on_tls_handshake_done(|i| {
+        .on_tls_handshake_done(move |i| {
             if i.error.is_none() {
-                histogram!(
-                    "http_client_tls_handshake_duration_seconds",
-                    labels(&i.key, &[])
-                )
-                .record(i.took.as_secs_f64())
+                m3.key(&i.key).tls_duration.record(i.took.as_secs_f64())
             }
         })
         .build()
@@ -151,38 +247,33 @@ pub(crate) fn dial_trace() -> ClientTrace {
 /// the request is recorded with `error_type="canceled"`.
 pub(crate) struct RequestMetrics {
     method: &'static str,
-    key: ConnectKey,
+    key: Arc<KeyMetrics>,
     started: Instant,
     finished: bool,
 }
 
 impl RequestMetrics {
-    pub(crate) fn start(method: &Method, key: &ConnectKey, started: Instant) -> RequestMetrics {
-        gauge!(
-            "http_client_active_requests",
-            labels(key, &[("method", method_label(method))])
-        )
-        .increment(1.0);
+    pub(crate) fn start(
+        m: &Metrics,
+        method: &Method,
+        key: &ConnectKey,
+        started: Instant,
+    ) -> RequestMetrics {
+        let key = m.key(key);
+        let method = method_label(method);
+        key.active(method).increment(1.0);
         RequestMetrics {
-            method: method_label(method),
-            key: key.clone(),
+            method,
+            key,
             started,
             finished: false,
         }
     }
 
     pub(crate) fn got_conn(&self, info: &LeaseInfo) {
-        histogram!(
-            "http_client_request_time_in_queue_seconds",
-            labels(&self.key, &[])
-        )
-        .record(info.waited.as_secs_f64());
+        self.key.time_in_queue.record(info.waited.as_secs_f64());
         if info.reused {
-            counter!(
-                "http_client_connections_reused_total",
-                labels(&self.key, &[])
-            )
-            .increment(1);
+            self.key.reused.increment(1);
         }
     }
 
@@ -197,20 +288,14 @@ impl RequestMetrics {
         }
         self.finished = true;
         let elapsed: Duration = self.started.elapsed();
-        gauge!(
-            "http_client_active_requests",
-            labels(&self.key, &[("method", self.method)])
-        )
-        .decrement(1.0);
+        self.key.active(self.method).decrement(1.0);
         let outcome = match outcome {
             Ok(status) => ("status_class", status_class(status)),
             Err(error_type) => ("error_type", error_type),
         };
-        histogram!(
-            "http_client_request_duration_seconds",
-            labels(&self.key, &[("method", self.method), outcome])
-        )
-        .record(elapsed.as_secs_f64());
+        self.key
+            .duration(self.method, outcome)
+            .record(elapsed.as_secs_f64());
     }
 }
 

@@ -340,7 +340,7 @@ macro_rules! trace_setters {
                 pub(crate) fn $field(&self, ev: impl FnOnce() -> $ev) {
                     let mut ev = Some(ev);
                     let mut built: Option<$ev> = None;
-                    for h in self.hooks.iter() {
+                    for h in self.hooks.iter().flatten() {
                         if let Some(f) = &h.$field {
                             if built.is_none() {
                                 built = ev.take().map(|e| e());
@@ -429,7 +429,8 @@ pub(crate) struct Tracer {
     /// The request's pool key.
     pub(crate) key: ConnectKey,
     pub(crate) start: Instant,
-    hooks: Vec<Arc<TraceHooks>>,
+    /// Up to three hook sets (client-wide, the request's own, metrics), in one allocation.
+    hooks: [Option<Arc<TraceHooks>>; 3],
     pub(crate) marks: Mutex<Marks>,
 }
 
@@ -440,12 +441,15 @@ impl Tracer {
         key: &ConnectKey,
         traces: &[Option<&ClientTrace>],
     ) -> Option<Arc<Tracer>> {
-        let hooks: Vec<Arc<TraceHooks>> = traces
-            .iter()
-            .flatten()
-            .filter_map(|t| t.hooks.clone())
-            .collect();
-        if hooks.is_empty() {
+        let mut hooks: [Option<Arc<TraceHooks>>; 3] = [None, None, None];
+        let mut n = 0;
+        for t in traces.iter().flatten() {
+            if let (Some(h), Some(slot)) = (&t.hooks, hooks.get_mut(n)) {
+                *slot = Some(h.clone());
+                n += 1;
+            }
+        }
+        if n == 0 {
             return None;
         }
         Some(Arc::new(Tracer {
@@ -455,6 +459,14 @@ impl Tracer {
             hooks,
             marks: Mutex::new(Marks::default()),
         }))
+    }
+
+    /// Whether some hook listens for 1xx responses.
+    pub(crate) fn wants_1xx(&self) -> bool {
+        self.hooks
+            .iter()
+            .flatten()
+            .any(|h| h.got_1xx_response.is_some())
     }
 
     pub(crate) fn elapsed(&self) -> Duration {

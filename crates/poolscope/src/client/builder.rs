@@ -266,11 +266,17 @@ impl Builder {
             stats = stats.with_sink(h.clone());
         }
         #[cfg(feature = "metrics")]
-        let metrics_trace = if self.metrics {
-            stats = stats.with_sink(std::sync::Arc::new(crate::metrics::PoolMetrics));
-            Some(crate::metrics::dial_trace())
-        } else {
-            None
+        let metrics = self
+            .metrics
+            .then(|| std::sync::Arc::new(crate::metrics::Metrics::default()));
+        #[cfg(feature = "metrics")]
+        let metrics_trace = match &metrics {
+            Some(m) => {
+                let sink = crate::metrics::PoolMetrics(m.clone());
+                stats = stats.with_sink(std::sync::Arc::new(sink));
+                Some(crate::metrics::dial_trace(m))
+            }
+            None => None,
         };
         #[cfg(not(feature = "metrics"))]
         let metrics_trace = None;
@@ -293,7 +299,7 @@ impl Builder {
                 trace: self.trace.clone(),
                 metrics_trace,
                 #[cfg(feature = "metrics")]
-                metrics: self.metrics,
+                metrics,
                 retry_canceled_requests: self.retry_canceled_requests,
                 set_host: self.set_host,
                 next_request: std::sync::atomic::AtomicU64::new(1),

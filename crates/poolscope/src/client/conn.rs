@@ -194,9 +194,9 @@ impl<I: Read + Unpin> Read for TracedIo<I> {
         }
         // Only the first read of a traced request goes through a copy, to learn whether it
         // brought bytes (an EOF is not a first byte).
-        let mut tmp = [0u8; 8192];
+        let mut tmp = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
         let room = buf.remaining().min(tmp.len());
-        let mut rb = hyper::rt::ReadBuf::new(&mut tmp[..room]);
+        let mut rb = hyper::rt::ReadBuf::uninit(&mut tmp[..room]);
         match Pin::new(&mut this.io).poll_read(cx, rb.unfilled()) {
             Poll::Ready(Ok(())) => {
                 let filled = rb.filled();

@@ -85,7 +85,7 @@ pub(crate) struct Shared<B> {
     /// The dial-phase metrics hooks, when metrics are on.
     metrics_trace: Option<ClientTrace>,
     #[cfg(feature = "metrics")]
-    metrics: bool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     retry_canceled_requests: bool,
     set_host: bool,
     next_request: AtomicU64,

@@ -173,8 +173,8 @@ where
             ],
         );
         #[cfg(feature = "metrics")]
-        let metrics = self.shared.metrics.then(|| {
-            crate::metrics::RequestMetrics::start(req.method(), &key, std::time::Instant::now())
+        let metrics = self.shared.metrics.as_ref().map(|m| {
+            crate::metrics::RequestMetrics::start(m, req.method(), &key, std::time::Instant::now())
         });
         let mut ctx = Ctx {
             id: request_id,
@@ -380,14 +380,16 @@ where
                 BodyEnd::Io(pooled.facts.io.clone())
             };
             *req.body_mut() = std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_end(end);
-            let t1 = t.clone();
-            hyper::ext::on_informational(&mut req, move |res| {
-                t1.got_1xx_response(|| Got1xxInfo {
-                    request_id: t1.request_id,
-                    status: res.status(),
-                    headers: res.headers().clone(),
-                })
-            });
+            if t.wants_1xx() {
+                let t1 = t.clone();
+                hyper::ext::on_informational(&mut req, move |res| {
+                    t1.got_1xx_response(|| Got1xxInfo {
+                        request_id: t1.request_id,
+                        status: res.status(),
+                        headers: res.headers().clone(),
+                    })
+                });
+            }
         }
         // If this future is dropped from here until the response is handed over, an HTTP/1
         // connection is mid-exchange: it must be closed, not returned.

@@ -97,7 +97,7 @@ mod checkout;
 mod conn;
 mod error;
 mod inner;
-mod key;
+pub(crate) mod key;
 mod reaper;
 
 use std::fmt;
