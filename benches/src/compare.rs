@@ -322,9 +322,16 @@ fn prometheus() -> &'static Option<metrics_exporter_prometheus::PrometheusHandle
     static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         OnceLock::new();
     HANDLE.get_or_init(|| {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
-            .ok()
+            .ok()?;
+        // Upkeep drains histogram samples, as an application's exporter would.
+        let h = handle.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            h.run_upkeep();
+        });
+        Some(handle)
     })
 }
 

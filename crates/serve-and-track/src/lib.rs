@@ -100,6 +100,17 @@ impl Server {
         self.log.lifecycle(&format!("Server started {addr}"));
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
+        // The recorder keeps histogram samples until upkeep drains them into the summary:
+        // without it, memory grows with every /track that no /metrics scrape follows.
+        let upkeep = {
+            let app = self.app.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    app.upkeep();
+                }
+            })
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -116,6 +127,7 @@ impl Server {
                 () = &mut shutdown => break,
             }
         }
+        upkeep.abort();
         self.log.lifecycle("Server stopping");
         drop(self.listener);
         match tokio::time::timeout(self.grace, graceful.shutdown()).await {

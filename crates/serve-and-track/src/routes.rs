@@ -62,6 +62,11 @@ impl App {
         }
     }
 
+    /// Drains recorded histogram samples into their summaries (bounded memory).
+    pub(crate) fn upkeep(&self) {
+        self.prometheus.run_upkeep();
+    }
+
     fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         let known = matches!(path, "/track" | "/state" | "/metrics");

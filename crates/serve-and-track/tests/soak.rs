@@ -39,6 +39,16 @@ fn soak(total: u64) -> (u64, Vec<(u64, u64)>) {
         let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .ok();
+        // As an application must: upkeep drains histogram samples (the exporter's HTTP
+        // listener would do this itself).
+        if let Some(p) = prom.clone() {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    p.run_upkeep();
+                }
+            });
+        }
         let server = Server::bind(
             Config {
                 addr: "127.0.0.1:0".parse().unwrap(),
