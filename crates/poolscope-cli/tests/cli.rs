@@ -207,3 +207,38 @@ fn usage_errors_exit_2_with_one_line() {
     let out = poolscope(&["trace", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_a_load_early_and_still_reports() {
+    let addr = server();
+    let child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
+        .args([
+            "load",
+            "--json",
+            "--duration",
+            "60s",
+            "-c",
+            "4",
+            &format!("http://{addr}/track"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["interrupted"], true);
+    assert!(v["requests_ok"].as_u64().unwrap() > 0);
+    assert!(
+        v["elapsed_seconds"].as_f64().unwrap() < 30.0,
+        "stopped early"
+    );
+}
