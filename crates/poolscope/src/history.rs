@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::inflight::{strip_userinfo, Redact};
 use crate::pool::ConnId;
-use crate::stats::{Event, EventSink, Limit};
+use crate::stats::{Event, EventSink, Limit, WaitIn, WaitOut};
 
 /// A request-level event kept in the history.
 #[derive(Debug, Clone)]
@@ -154,37 +154,27 @@ impl History {
     }
 }
 
+fn wait_in(e: &WaitIn) -> String {
+    format!("{} waiters={}", e.key, e.waiters)
+}
+
+fn wait_out(e: &WaitOut) -> String {
+    format!(
+        "{} waiters={} waited={:?} outcome={}",
+        e.key,
+        e.waiters,
+        e.waited,
+        e.outcome.as_str()
+    )
+}
+
 fn describe(what: &What, redact: Option<&Redact>) -> (&'static str, String) {
     match what {
         What::Pool(ev) => match ev {
-            Event::IdleConnWaitIn(e) => (
-                "idle_conn_wait_in",
-                format!("{} waiters={}", e.key, e.waiters),
-            ),
-            Event::IdleConnWaitOut(e) => (
-                "idle_conn_wait_out",
-                format!(
-                    "{} waiters={} waited={:?} outcome={}",
-                    e.key,
-                    e.waiters,
-                    e.waited,
-                    e.outcome.as_str()
-                ),
-            ),
-            Event::ConnsPerHostWaitIn(e) => (
-                "conns_per_host_wait_in",
-                format!("{} waiters={}", e.key, e.waiters),
-            ),
-            Event::ConnsPerHostWaitOut(e) => (
-                "conns_per_host_wait_out",
-                format!(
-                    "{} waiters={} waited={:?} outcome={}",
-                    e.key,
-                    e.waiters,
-                    e.waited,
-                    e.outcome.as_str()
-                ),
-            ),
+            Event::IdleConnWaitIn(e) => ("idle_conn_wait_in", wait_in(e)),
+            Event::IdleConnWaitOut(e) => ("idle_conn_wait_out", wait_out(e)),
+            Event::ConnsPerHostWaitIn(e) => ("conns_per_host_wait_in", wait_in(e)),
+            Event::ConnsPerHostWaitOut(e) => ("conns_per_host_wait_out", wait_out(e)),
             Event::IdleConnIn(e) => (
                 "idle_conn_in",
                 format!("{} conn={} idle={}", e.key, e.conn_id, e.idle),

@@ -281,13 +281,8 @@ pub(crate) async fn dial<C, B>(
     on_close: impl FnOnce() + Send + 'static,
 ) -> Result<PoolClient<B>, BoxError>
 where
-    C: tower_service::Service<Uri> + Send + 'static,
-    C::Response: Read + Write + Connection + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send + 'static,
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    C: crate::connect::Connect,
+    B: crate::connect::RequestBody,
 {
     let target = uri
         .authority()

@@ -47,9 +47,10 @@ pub use builder::Builder;
 pub use error::Error;
 pub use exec::BoxSendFuture;
 
+use crate::connect::{Connect, RequestBody};
 use crate::history::{History, RecordedEvent, RequestEvent};
 use crate::inflight::{InFlightReport, Registry};
-use crate::pool::{BoxError, Pool};
+use crate::pool::Pool;
 use crate::stats::PoolSnapshot;
 use crate::trace::ClientTrace;
 use conn::{DialConfig, PoolClient};
@@ -104,18 +105,8 @@ impl Client<(), ()> {
 
 impl<C, B> Client<C, B>
 where
-    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read
-        + hyper::rt::Write
-        + hyper_util::client::legacy::connect::Connection
-        + Unpin
-        + Send
-        + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send + 'static,
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    C: Connect,
+    B: RequestBody,
 {
     /// Sends a `GET` to `uri` with a default (empty) body.
     pub fn get(&self, uri: Uri) -> ResponseFuture
@@ -234,18 +225,8 @@ macro_rules! service_impl {
     ($($t:ty),*) => {$(
         impl<C, B> tower_service::Service<Request<B>> for $t
         where
-            C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
-            C::Response: hyper::rt::Read
-                + hyper::rt::Write
-                + hyper_util::client::legacy::connect::Connection
-                + Unpin
-                + Send
-                + 'static,
-            C::Error: Into<BoxError>,
-            C::Future: Send + 'static,
-            B: http_body::Body + Send + 'static + Unpin,
-            B::Data: Send,
-            B::Error: Into<BoxError>,
+            C: Connect,
+            B: RequestBody,
         {
             type Response = Response<ResponseBody>;
             type Error = Error;

@@ -13,9 +13,10 @@ use super::body::{BodyEnd, Completion, ReqBody, ResponseBody};
 use super::conn::{self, PoolClient, Tx};
 use super::error::{Error, Kind};
 use super::Client;
+use crate::connect::{Connect, RequestBody};
 use crate::history::{History, RequestEvent};
 use crate::inflight::{Entry, Phase, Registration};
-use crate::pool::{default_port, BoxError, ConnectKey, Pooled, Returned, Step};
+use crate::pool::{default_port, ConnectKey, Pooled, Returned, Step};
 use crate::trace::{
     BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, Got1xxInfo, GotConnInfo,
     PutIdleConnInfo, RequestDoneInfo, Tracer, WroteInfo,
@@ -137,18 +138,8 @@ fn origin_form(uri: &mut Uri) {
 
 impl<C, B> Client<C, B>
 where
-    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read
-        + hyper::rt::Write
-        + hyper_util::client::legacy::connect::Connection
-        + Unpin
-        + Send
-        + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send + 'static,
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    C: Connect,
+    B: RequestBody,
 {
     pub(super) async fn send(
         self,

@@ -24,6 +24,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::net::SocketAddr;
 
+use ::http::Uri;
+
 pub use self::http::HttpConnector;
 pub use self::https::HttpsConnector;
 pub use self::stream::Stream;
@@ -123,4 +125,63 @@ impl StdError for ConnectError {
             .as_ref()
             .map(|e| &**e as &(dyn StdError + 'static))
     }
+}
+
+/// The connectors a [`Client`](crate::Client) accepts: any `tower_service::Service<Uri>` whose
+/// connections implement hyper's `Read + Write` and hyper-util's `Connection` (which reports
+/// HTTP/2 negotiation and extras such as addresses). hyper-util's `HttpConnector`, and
+/// poolscope's [`HttpConnector`] and [`HttpsConnector`], all qualify.
+///
+/// Implemented for every such service; name it as a bound (`C: Connect`) rather than
+/// implementing it.
+pub trait Connect:
+    tower_service::Service<
+        Uri,
+        Response: hyper::rt::Read
+                      + hyper::rt::Write
+                      + hyper_util::client::legacy::connect::Connection
+                      + Unpin
+                      + Send
+                      + 'static,
+        Error: Into<Box<dyn StdError + Send + Sync>>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Connect for S where
+    S: tower_service::Service<
+            Uri,
+            Response: hyper::rt::Read
+                          + hyper::rt::Write
+                          + hyper_util::client::legacy::connect::Connection
+                          + Unpin
+                          + Send
+                          + 'static,
+            Error: Into<Box<dyn StdError + Send + Sync>>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The request bodies a [`Client`](crate::Client) accepts: hyper-util's bounds
+/// (`Body + Send + Unpin + 'static` with `Send` data and boxable errors), named once.
+/// Implemented for every such body.
+pub trait RequestBody:
+    http_body::Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
 }
