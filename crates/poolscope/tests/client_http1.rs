@@ -9,33 +9,12 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioExecutor;
-use poolscope::{Client, ResponseBody};
+use poolscope::Client;
 use support::events::TraceLog;
 use support::server::{Options, TestServer};
-use support::{Ev, Recorder};
+use support::{body, client, eventually, Ev, Recorder};
 
 type Http = poolscope::connect::HttpConnector;
-
-fn client(f: impl FnOnce(&mut poolscope::Builder)) -> Client<Http, Empty<Bytes>> {
-    let mut b = Client::builder(TokioExecutor::new());
-    f(&mut b);
-    b.build_http()
-}
-
-async fn body(resp: http::Response<ResponseBody>) -> Bytes {
-    resp.into_body().collect().await.unwrap().to_bytes()
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
 
 #[tokio::test]
 async fn a_second_sequential_request_reuses_the_idle_connection() {

@@ -5,34 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use poolscope::inflight::Phase;
-use poolscope::{Client, ResponseBody};
 use support::server::TestServer;
-
-type C = Client<poolscope::connect::HttpConnector, Empty<Bytes>>;
-
-fn client(f: impl FnOnce(&mut poolscope::Builder)) -> C {
-    let mut b = Client::builder(TokioExecutor::new());
-    f(&mut b);
-    b.build_http()
-}
-
-async fn body(resp: http::Response<ResponseBody>) -> Bytes {
-    resp.into_body().collect().await.unwrap().to_bytes()
-}
-
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..300 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
+use support::{body, client, eventually};
 
 #[tokio::test]
 async fn three_slow_requests_are_in_flight_until_their_bodies_end_or_are_dropped() {

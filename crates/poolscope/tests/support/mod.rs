@@ -12,6 +12,36 @@ use poolscope::{PoolSnapshot, Stats};
 pub mod events;
 pub mod server;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioExecutor;
+use poolscope::{Client, ResponseBody};
+
+/// A client with poolscope's HTTP connector, configured by `f`.
+pub fn client(
+    f: impl FnOnce(&mut poolscope::Builder),
+) -> Client<poolscope::connect::HttpConnector, Empty<Bytes>> {
+    let mut b = Client::builder(TokioExecutor::new());
+    f(&mut b);
+    b.build_http()
+}
+
+/// The whole body of `resp`.
+pub async fn body(resp: http::Response<ResponseBody>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// Waits until `f` holds, for at most 2 s.
+pub async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
 /// A fake connection: an id, an "open" flag the test can clear (the peer closed it), and
 /// whether it is multiplexed.
 #[derive(Clone, Debug)]
