@@ -203,7 +203,8 @@ impl Driver {
         }
         let mut waiting: HashMap<String, usize> = HashMap::new();
         for (_, _, c) in &self.pending {
-            *waiting.entry(c.key().to_string()).or_default() += 1;
+            let key = c.key().expect("a pending checkout has its key");
+            *waiting.entry(key.to_string()).or_default() += 1;
         }
         for h in &snap.hosts {
             let k = h.key.to_string();

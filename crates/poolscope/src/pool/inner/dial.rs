@@ -15,6 +15,10 @@ use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason};
 impl<T: Poolable> Locked<'_, T> {
     /// Leases a shared connection of `key`, dropping closed ones that nobody uses.
     pub(super) fn take_shared(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
+        let host = self.st.hosts.get_mut(key)?;
+        if host.shared.is_empty() {
+            return None;
+        }
         let now = self.now();
         let host = self.st.hosts.get_mut(key)?;
         let mut i = 0;

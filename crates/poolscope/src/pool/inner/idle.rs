@@ -1,12 +1,11 @@
 //! Returning, idling and closing connections: Go's `tryPutIdleConn`, the idle caps, the
 //! reaper's sweep and closing the pool.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Host, Idle, Locked, State, WaiterRef};
+use super::{Host, Idle, IdleList, Locked, State, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo, Returned};
 use crate::pool::error::{Error, Kind};
 use crate::pool::{ConnId, ConnectKey, Poolable};
@@ -201,11 +200,7 @@ impl<T: Poolable> Locked<'_, T> {
         if idle_order.len() <= 2 * *idle_total + 16 {
             return;
         }
-        idle_order.retain(|(seq, key)| {
-            hosts
-                .get(key)
-                .is_some_and(|h| h.idle.binary_search_by_key(seq, |i| i.seq).is_ok())
-        });
+        idle_order.retain(|(seq, key)| hosts.get(key).is_some_and(|h| h.idle.contains_seq(*seq)));
     }
 
     // ----- closing --------------------------------------------------------------------
@@ -282,8 +277,8 @@ impl<T: Poolable> Locked<'_, T> {
                 continue;
             };
             let mut doomed = Vec::new();
-            let mut kept = VecDeque::with_capacity(host.idle.len());
-            for idle in host.idle.drain(..) {
+            let mut kept = IdleList::default();
+            for idle in host.idle.drain() {
                 match verdict(&idle.meta, idle.since, now, idle.conn.is_open()) {
                     Some(r) => doomed.push((idle.conn, idle.meta, now - idle.since, r)),
                     None => kept.push_back(idle),

@@ -18,6 +18,7 @@
 //! is granted and comes down exactly once per connection, in [`Locked::release_slot`], which
 //! first offers the slot to the oldest live request waiting for permission to dial.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,8 +27,11 @@ use std::time::Duration;
 
 use slab::Slab;
 
+use idle_list::IdleList;
+
 mod dial;
 mod idle;
+mod idle_list;
 use tokio::time::Instant;
 
 use super::conn::{ConnMeta, Lease, LeaseInfo, Returned};
@@ -71,7 +75,7 @@ pub(super) struct State<T> {
 /// One key's connections and queues.
 struct Host<T> {
     /// HTTP/1 idle connections, oldest first (increasing `seq`).
-    idle: VecDeque<Idle<T>>,
+    idle: IdleList<T>,
     /// Multiplexed connections; they stay here while in use.
     shared: Vec<SharedConn<T>>,
     /// Requests waiting for a connection; every waiting request is here.
@@ -171,7 +175,9 @@ pub(super) enum Poll<T> {
 pub(super) struct Effects<T> {
     /// Whether events are built at all (some hook is registered).
     record: bool,
-    now: Instant,
+    /// The time of this locked operation, read from the clock on first use (one read per
+    /// operation: every rule in it sees the same instant; paths that need no time read none).
+    now: Cell<Option<Instant>>,
     events: Vec<Event>,
     wakers: Vec<Waker>,
     /// Connections leaving the pool; dropping them closes them.
@@ -190,7 +196,7 @@ pub(super) struct Locked<'a, T> {
 impl<T> Host<T> {
     fn new() -> Host<T> {
         Host {
-            idle: VecDeque::new(),
+            idle: IdleList::default(),
             shared: Vec::new(),
             idle_waitq: VecDeque::new(),
             dial_waitq: VecDeque::new(),
@@ -284,7 +290,7 @@ impl<T: Poolable> Shared<T> {
             stats: &self.stats,
             fx: Effects {
                 record: self.stats.records(),
-                now: Instant::now(),
+                now: Cell::new(None),
                 events: Vec::new(),
                 wakers: Vec::new(),
                 drops: Vec::new(),
@@ -344,7 +350,14 @@ impl<'a, T: Poolable> Locked<'a, T> {
     }
 
     pub(super) fn now(&self) -> Instant {
-        self.fx.now
+        match self.fx.now.get() {
+            Some(now) => now,
+            None => {
+                let now = Instant::now();
+                self.fx.now.set(Some(now));
+                now
+            }
+        }
     }
 
     fn host(&mut self, key: &ConnectKey) -> &mut Host<T> {
@@ -424,11 +437,11 @@ impl<'a, T: Poolable> Locked<'a, T> {
 
     /// Pops the most recently used idle connection of `key`, closing expired or broken ones.
     fn take_idle(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
-        let now = self.now();
         loop {
             let host = self.st.hosts.get_mut(key)?;
             let idle = host.idle.pop_back()?;
             self.st.idle_total -= 1;
+            let now = self.now();
             let idle_time = now - idle.since;
             let unusable = if self.cfg.idle_expired(idle.since, now) {
                 Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
