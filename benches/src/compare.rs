@@ -476,6 +476,67 @@ impl AnyClient {
     }
 }
 
+/// How long a run goes on: until a time, or for a number of requests.
+#[derive(Clone)]
+enum Budget {
+    Until(Instant),
+    Requests(Arc<AtomicU64>),
+}
+
+impl Budget {
+    /// Whether another request may start (taking it from the budget).
+    fn another(&self) -> bool {
+        match self {
+            Budget::Until(t) => Instant::now() < *t,
+            Budget::Requests(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+}
+
+/// Runs exactly `requests` requests of `kind` on `w` (for instruction counting under
+/// callgrind, where a timed run would measure valgrind). Returns the elapsed time and the
+/// failures.
+pub async fn run_requests(
+    kind: Kind,
+    w: Workload,
+    server: &TestServer,
+    requests: u64,
+) -> Result<(Duration, u64), String> {
+    let url = format!("http://{}{}", server.addr, server.path);
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let events = Arc::new(AtomicU64::new(0));
+    let client = Arc::new(AnyClient::new(kind, &w, &events)?);
+    let budget = Budget::Requests(Arc::new(AtomicU64::new(requests)));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..w.concurrency)
+        .map(|_| {
+            let (client, uri, url, failed, budget) = (
+                client.clone(),
+                uri.clone(),
+                url.clone(),
+                failed.clone(),
+                budget.clone(),
+            );
+            tokio::spawn(async move {
+                while budget.another() {
+                    if client.get(&uri, &url).await.is_err() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok((start.elapsed(), failed.load(Ordering::Relaxed)))
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
 }
@@ -499,22 +560,23 @@ async fn run_once(
     let events = Arc::new(AtomicU64::new(0));
     let client = Arc::new(AnyClient::new(kind, &w, &events)?);
     let before = server.accepted();
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let budget = Budget::Until(Instant::now() + Duration::from_secs_f64(secs));
     let failed = Arc::new(AtomicU64::new(0));
     let merged = Arc::new(Mutex::new(histogram()));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..w.concurrency {
-        let (client, uri, url, failed, merged) = (
+        let (client, uri, url, failed, merged, budget) = (
             client.clone(),
             uri.clone(),
             url.clone(),
             failed.clone(),
             merged.clone(),
+            budget.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
-            while Instant::now() < deadline {
+            while budget.another() {
                 let t0 = Instant::now();
                 match client.get(&uri, &url).await {
                     Ok(()) => {

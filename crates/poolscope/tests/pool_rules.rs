@@ -327,6 +327,101 @@ async fn the_reaper_closes_idle_connections_after_the_idle_timeout_and_stops() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_reaper_waits_while_connections_are_busy_and_exits_when_the_pool_is_empty() {
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let settle = || tokio::time::sleep(Duration::from_millis(1));
+    let (pool, rec) = pool_with(Config {
+        idle_timeout: Some(Duration::from_secs(90)),
+        ..Config::default()
+    });
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut a));
+    settle().await;
+    assert_eq!(tasks(), 1, "a reaper runs while something is idle");
+    // Busy: the connection is in use, nothing idle. The reaper's pass finds nothing and
+    // waits rather than exiting.
+    let busy = expect_ready(&mut pool.checkout(key("a")));
+    tokio::time::sleep(Duration::from_secs(91)).await;
+    assert_eq!(tasks(), 1, "waiting, not exited");
+    // Idle again: the same reaper wakes and closes it 90 s later; the pool is then empty and
+    // the reaper exits.
+    drop(busy);
+    settle().await;
+    assert_eq!(tasks(), 1, "no second reaper");
+    tokio::time::sleep(Duration::from_secs(89)).await;
+    assert_eq!(pool.snapshot().hosts[0].idle, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(pool.snapshot().hosts.is_empty(), "reaped after 90 s idle");
+    settle().await;
+    assert_eq!(tasks(), 0, "the reaper exits with the pool empty");
+    drop(a);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_near_its_max_lifetime_going_idle_moves_the_reaper_forward() {
+    let secs = |s| tokio::time::sleep(Duration::from_secs(s));
+    let (pool, rec) = pool_with(Config {
+        idle_timeout: Some(Duration::from_secs(90)),
+        max_lifetime: Some(Duration::from_secs(30)),
+        ..Config::default()
+    });
+    // t=0: A goes idle (a reaper starts), then is taken again: nothing idle.
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut a));
+    let a_busy = expect_ready(&mut pool.checkout(key("a")));
+    // t=10: B is dialed and kept busy.
+    secs(10).await;
+    let mut b = pool.checkout(key("a"));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    let b_busy = expect_ready(&mut b);
+    // t=30: the reaper passes with nothing idle and next plans to pass at t=60.
+    secs(21).await;
+    // t=31: B goes idle; its lifetime ends at t=40, before the reaper's planned pass.
+    drop(b_busy);
+    secs(8).await;
+    assert_eq!(pool.snapshot().hosts[0].idle, 1, "B idle until t=40");
+    secs(2).await;
+    assert_eq!(
+        pool.snapshot().hosts[0].idle,
+        0,
+        "reaped at its max lifetime"
+    );
+    assert!(rec
+        .all()
+        .iter()
+        .any(|e| matches!(e, Ev::Closed(_, 2, CloseReason::MaxLifetime))));
+    drop((a_busy, a, b));
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_reaper_exits_when_the_pool_is_dropped() {
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let pool = Pool::new(Config::default());
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut a));
+    let busy = expect_ready(&mut pool.checkout(key("a")));
+    tokio::time::sleep(Duration::from_secs(91)).await;
+    assert_eq!(tasks(), 1, "waiting");
+    drop((a, pool));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(tasks(), 0, "closing the pool wakes the reaper, which exits");
+    drop(busy);
+}
+
+#[tokio::test(start_paused = true)]
 async fn max_lifetime_closes_a_connection_when_it_comes_back() {
     let (pool, rec) = pool_with(Config {
         max_lifetime: Some(Duration::from_secs(30)),

@@ -32,6 +32,7 @@ mod builder;
 mod conn;
 mod error;
 mod exec;
+mod origin;
 mod send;
 
 use std::future::Future;
@@ -90,6 +91,7 @@ pub(crate) struct Shared<B> {
     retry_canceled_requests: bool,
     set_host: bool,
     next_request: AtomicU64,
+    origins: origin::Origins,
 }
 
 impl Client<(), ()> {

@@ -16,7 +16,7 @@ use super::Client;
 use crate::connect::{Connect, RequestBody};
 use crate::history::{History, RequestEvent};
 use crate::inflight::{Entry, Phase, Registration};
-use crate::pool::{default_port, ConnectKey, Pooled, Returned, Step};
+use crate::pool::{ConnectKey, Pooled, Returned, Step};
 use crate::trace::{
     BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, Got1xxInfo, GotConnInfo,
     PutIdleConnInfo, RequestDoneInfo, Tracer, WroteInfo,
@@ -109,16 +109,6 @@ fn dial_uri(key: &ConnectKey) -> Result<Uri, Error> {
 }
 
 /// `Host` value for `uri`: the host, with the port when it is not the scheme's default.
-fn host_header(uri: &Uri) -> Option<HeaderValue> {
-    let host = uri.host()?;
-    let value = match (uri.port_u16(), uri.scheme_str().and_then(default_port)) {
-        (Some(p), Some(d)) if p == d => host.to_owned(),
-        (Some(p), _) => format!("{host}:{p}"),
-        (None, _) => host.to_owned(),
-    };
-    HeaderValue::from_str(&value).ok()
-}
-
 fn origin_form(uri: &mut Uri) {
     let path = uri
         .path_and_query()
@@ -151,12 +141,15 @@ where
             Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_2 => {}
             _ => return Err(Error::new(Kind::UnsupportedVersion)),
         }
-        let key =
-            ConnectKey::from_uri(req.uri()).map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
-        let target = format!("{}:{}", key.host(), key.port());
+        let super::origin::Origin { key, host } = self
+            .shared
+            .origins
+            .resolve(req.uri())
+            .map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
+        let key = &key;
         let tracer = Tracer::new(
             request_id,
-            &key,
+            key,
             &[
                 Some(&self.shared.trace),
                 req.extensions().get::<ClientTrace>(),
@@ -165,20 +158,21 @@ where
         );
         #[cfg(feature = "metrics")]
         let metrics = self.shared.metrics.as_ref().map(|m| {
-            crate::metrics::RequestMetrics::start(m, req.method(), &key, std::time::Instant::now())
+            crate::metrics::RequestMetrics::start(m, req.method(), key, std::time::Instant::now())
         });
         let mut ctx = Ctx {
             id: request_id,
+            host,
             tracer: tracer.clone(),
             registration,
             #[cfg(feature = "metrics")]
             metrics,
         };
-        let result = self.send_traced(req, &key, &mut ctx).await;
+        let result = self.send_traced(req, key, &mut ctx).await;
         match result {
             Ok(resp) => Ok(resp),
             Err(e) => {
-                let e = e.target(target);
+                let e = e.target(format!("{}:{}", key.host(), key.port()));
                 #[cfg(feature = "metrics")]
                 if let Some(m) = ctx.metrics.take() {
                     m.finish(Err(e.error_type()));
@@ -350,8 +344,8 @@ where
                 return Err(fail(Error::new(Kind::UnsupportedVersion), None, false));
             }
             if self.shared.set_host && !req.headers().contains_key(HOST) {
-                if let Some(host) = host_header(req.uri()) {
-                    req.headers_mut().insert(HOST, host);
+                if let Some(host) = &ctx.host {
+                    req.headers_mut().insert(HOST, host.clone());
                 }
             }
             if req.method() != Method::CONNECT {
@@ -473,6 +467,8 @@ struct Done<B: Send + 'static> {
 /// One request's context: its id, tracer and in-flight registration.
 struct Ctx {
     id: u64,
+    /// The `Host` header value the request's URI implies.
+    host: Option<HeaderValue>,
     tracer: Option<Arc<Tracer>>,
     /// Moves to the response body's `Done` once there is a response.
     registration: Option<Registration>,

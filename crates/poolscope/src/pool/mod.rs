@@ -36,7 +36,9 @@
 //!    wait for it instead of dialing. Shared connections are not subject to the idle caps.
 //! 9. **Timeouts.** Idle timeout (default 90 s), optional max lifetime, and an optional
 //!    pool-wait timeout whose error carries a [`PoolSnapshot`](crate::stats::PoolSnapshot).
-//!    A background reaper runs only while something is idle and stops when the pool is dropped.
+//!    A background reaper sleeps until the next expiry while something is idle, a full
+//!    timeout while connections are in use but none is idle, and exits when the pool has no
+//!    connections or is dropped.
 //! 10. **Closing.** Dropping the last [`Pool`] handle closes idle connections and fails every
 //!     waiter; connections in use close when they come back.
 //!

@@ -1,20 +1,27 @@
 //! The idle reaper: a background task that closes expired idle connections.
 //!
-//! It runs only while something is idle and a timeout is configured: it is spawned when the
-//! first connection goes idle, sleeps until the next expiry, and stops when nothing is idle or
-//! the pool is gone (it holds only a `Weak` reference while it sleeps). Without a tokio runtime
-//! no reaper runs, and expired connections are still dropped at checkout.
+//! It is spawned when the first connection goes idle and a timeout is configured, and sleeps
+//! until the next expiry. When nothing is idle but connections are in use it sleeps a full
+//! timeout instead of exiting (a connection going idle later cannot expire sooner, unless its
+//! max lifetime is near, and then the pool wakes it early), so a busy pool keeps one reaper
+//! instead of spawning one each time its idle list refills. It exits when the pool has no
+//! connections or is closed; it holds only a `Weak` reference to the pool while it waits.
+//! Without a tokio runtime no reaper runs, and expired connections are still dropped at
+//! checkout.
 
 use std::sync::{Arc, Weak};
 
-use super::inner::Shared;
+use tokio::sync::Notify;
+
+use super::inner::{ReaperNext, Shared};
 use super::Poolable;
 
 pub(super) fn spawn<T: Poolable>(shared: &Arc<Shared<T>>) {
     let weak = Arc::downgrade(shared);
+    let wake = shared.reaper_wake.clone();
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
-            handle.spawn(run(weak));
+            handle.spawn(run(weak, wake));
         }
         Err(_) => {
             let mut locked = shared.lock();
@@ -24,7 +31,7 @@ pub(super) fn spawn<T: Poolable>(shared: &Arc<Shared<T>>) {
     }
 }
 
-async fn run<T: Poolable>(weak: Weak<Shared<T>>) {
+async fn run<T: Poolable>(weak: Weak<Shared<T>>, wake: Arc<Notify>) {
     loop {
         let next = {
             let Some(shared) = weak.upgrade() else { return };
@@ -34,8 +41,13 @@ async fn run<T: Poolable>(weak: Weak<Shared<T>>) {
             next
         };
         match next {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => return,
+            ReaperNext::Sleep(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            ReaperNext::Exit => return,
         }
     }
 }

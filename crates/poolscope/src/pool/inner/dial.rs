@@ -259,7 +259,7 @@ impl<T: Poolable> Locked<'_, T> {
                     idle,
                 })
             });
-            self.want_reaper();
+            self.want_reaper(meta.created);
         }
         self.kick_stranded(key, false);
     }

@@ -14,6 +14,14 @@ use crate::stats::{
     WaitOutcome,
 };
 
+/// What the reaper does after a pass.
+pub(in crate::pool) enum ReaperNext {
+    /// Pass again at this instant, or earlier if woken (`Shared::reaper_wake`).
+    Sleep(Instant),
+    /// The pool is empty or closed.
+    Exit,
+}
+
 impl<T: Poolable> Locked<'_, T> {
     // ----- returns --------------------------------------------------------------------
 
@@ -104,7 +112,7 @@ impl<T: Poolable> Locked<'_, T> {
             }
             self.compact_idle_order();
         }
-        self.want_reaper();
+        self.want_reaper(meta.created);
         Returned::Idle
     }
 
@@ -149,6 +157,7 @@ impl<T: Poolable> Locked<'_, T> {
             return Returned::Closed(reason);
         }
         s.idle_since = now;
+        let created = s.meta.created;
         let conn_id = s.meta.id;
         let idle = host.idle.len() + host.shared_idle();
         self.fx.push(|| {
@@ -159,7 +168,7 @@ impl<T: Poolable> Locked<'_, T> {
                 idle,
             })
         });
-        self.want_reaper();
+        self.want_reaper(created);
         Returned::Shared
     }
 
@@ -307,9 +316,10 @@ impl<T: Poolable> Locked<'_, T> {
         }
     }
 
-    /// The reaper's pass: closes expired idle connections and says when the next one expires
-    /// (`None`: nothing idle, the reaper stops).
-    pub(in crate::pool) fn reap(&mut self) -> Option<Instant> {
+    /// The reaper's pass: closes expired idle connections and says what the reaper does next:
+    /// sleep until the next one expires, park while connections are in use but none is idle,
+    /// or exit when the pool has no connections or is closed.
+    pub(in crate::pool) fn reap(&mut self) -> ReaperNext {
         let cfg = self.cfg.clone();
         self.sweep(None, |meta, since, now, _| {
             if cfg.idle_expired(since, now) {
@@ -338,24 +348,61 @@ impl<T: Poolable> Locked<'_, T> {
                 }
             }
         }
-        if next.is_none() {
-            self.st.reaper_running = false;
+        // Nothing idle but connections in use: none of them can expire while idle before a
+        // full timeout from now, unless one comes back close to its max lifetime, and then
+        // `want_reaper` moves this pass forward.
+        let next = next.or_else(|| {
+            let busy = !self.st.closed && self.st.hosts.values().any(|h| h.total > 0);
+            let shortest = match (cfg.idle_timeout, cfg.max_lifetime) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            shortest.filter(|_| busy).map(|t| self.now() + t)
+        });
+        self.st.reaper_due = next;
+        match next {
+            Some(at) => ReaperNext::Sleep(at),
+            None => {
+                self.st.reaper_running = false;
+                ReaperNext::Exit
+            }
         }
-        next
+    }
+
+    /// Has the reaper pass now, if one is running (it exits if the pool is empty or closed).
+    pub(super) fn wake_reaper(&mut self) {
+        if self.st.reaper_running && self.st.reaper_due.is_some() {
+            self.st.reaper_due = None;
+            self.fx.wake_reaper = true;
+        }
     }
 
     pub(in crate::pool) fn reaper_stopped(&mut self) {
         self.st.reaper_running = false;
+        self.st.reaper_due = None;
     }
 
-    pub(super) fn want_reaper(&mut self) {
-        let timed = self.cfg.idle_timeout.is_some() || self.cfg.max_lifetime.is_some();
-        // Without a runtime no reaper can run; expired connections still go at checkout.
-        if timed
-            && !self.st.reaper_running
-            && !self.st.closed
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
+    /// A connection created at `created` went idle now: make sure a reaper will pass by the
+    /// time it expires (spawning one, or moving the running one's next pass forward).
+    pub(super) fn want_reaper(&mut self, created: Instant) {
+        let now = self.now();
+        let expiry = [
+            self.cfg.idle_timeout.map(|t| now + t),
+            self.cfg.max_lifetime.map(|t| created + t),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // No timeout configured, or closed: nothing to reap.
+        let Some(expiry) = expiry.filter(|_| !self.st.closed) else {
+            return;
+        };
+        if self.st.reaper_running {
+            if self.st.reaper_due.is_some_and(|due| expiry < due) {
+                self.wake_reaper();
+            }
+        } else if tokio::runtime::Handle::try_current().is_ok() {
+            // Without a runtime no reaper can run; expired connections still go at checkout.
             self.st.reaper_running = true;
             self.fx.spawn_reaper = true;
         }
@@ -365,6 +412,7 @@ impl<T: Poolable> Locked<'_, T> {
     pub(in crate::pool) fn close_pool(&mut self) {
         self.close_idle(IdleOutReason::PoolClosed, CloseReason::PoolClosed);
         self.st.closed = true;
+        self.wake_reaper();
         let refs: Vec<WaiterRef> = self
             .st
             .waiters

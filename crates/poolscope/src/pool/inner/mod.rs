@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use slab::Slab;
 
+pub(super) use idle::ReaperNext;
 use idle_list::IdleList;
 
 mod dial;
@@ -52,6 +53,9 @@ pub(crate) struct Shared<T> {
     pub(super) handles: AtomicUsize,
     /// Closes the pool (`Locked::close_pool`), for `Pool`'s bound-free `Drop`.
     pub(super) close: fn(&Arc<Shared<T>>),
+    /// Has the reaper pass before its due time (see `State::reaper_due`). Its own `Arc`, so
+    /// the reaper can wait on it while holding only a weak reference to the pool.
+    pub(super) reaper_wake: Arc<tokio::sync::Notify>,
 }
 
 pub(super) struct State<T> {
@@ -68,6 +72,10 @@ pub(super) struct State<T> {
     next_waiter: u64,
     /// A reaper task is running (or about to be spawned).
     reaper_running: bool,
+    /// When the running reaper passes next (`None`: it is about to, or none runs). While
+    /// connections are in use and none is idle it sleeps a full timeout rather than exiting,
+    /// so a busy pool does not spawn a reaper each time a connection goes idle.
+    reaper_due: Option<Instant>,
     /// Set once, when the last handle is dropped; nothing is pooled after.
     closed: bool,
 }
@@ -183,6 +191,7 @@ pub(super) struct Effects<T> {
     /// Connections leaving the pool; dropping them closes them.
     drops: Vec<T>,
     spawn_reaper: bool,
+    wake_reaper: bool,
 }
 
 /// The pool lock and what to do after it.
@@ -267,11 +276,13 @@ impl<T: Poolable> Shared<T> {
                 next_conn: 0,
                 next_waiter: 0,
                 reaper_running: false,
+                reaper_due: None,
                 closed: false,
             }),
             config,
             stats,
             handles: AtomicUsize::new(1),
+            reaper_wake: Arc::new(tokio::sync::Notify::new()),
             close: |shared| {
                 let mut locked = shared.lock();
                 locked.close_pool();
@@ -295,6 +306,7 @@ impl<T: Poolable> Shared<T> {
                 wakers: Vec::new(),
                 drops: Vec::new(),
                 spawn_reaper: false,
+                wake_reaper: false,
             },
         }
     }
@@ -346,6 +358,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
         }
         if fx.spawn_reaper {
             super::reaper::spawn(shared);
+        }
+        if fx.wake_reaper {
+            shared.reaper_wake.notify_one();
         }
     }
 
@@ -697,6 +712,10 @@ impl<'a, T: Poolable> Locked<'a, T> {
         };
         host.total -= 1;
         self.remove_host_if_unused(key);
+        if self.st.hosts.is_empty() {
+            // The pool is empty: the reaper passes now, and exits.
+            self.wake_reaper();
+        }
     }
 
     /// The oldest live request waiting for permission to dial for `key`.
