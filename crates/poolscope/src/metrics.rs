@@ -48,14 +48,26 @@ pub(crate) fn method_label(m: &Method) -> &'static str {
     }
 }
 
-fn status_class(s: StatusCode) -> &'static str {
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index of `s`'s class in [`STATUS_CLASSES`].
+fn status_class(s: StatusCode) -> usize {
     match s.as_u16() / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        _ => 4,
     }
+}
+
+/// The index of `m`'s label in [`METHODS`].
+fn method_index(m: &Method) -> usize {
+    let label = method_label(m);
+    METHODS
+        .iter()
+        .position(|l| *l == label)
+        .unwrap_or(METHODS.len() - 1)
 }
 
 const METHODS: [&str; 10] = [
@@ -90,8 +102,11 @@ struct KeyMetrics {
     dns_duration: Histogram,
     time_in_queue: Histogram,
     active_requests: [Gauge; 10],
-    /// `(method, label name, label value)` → request duration histogram, made on first use.
-    durations: Mutex<HashMap<(&'static str, &'static str, &'static str), Histogram>>,
+    /// Request duration histograms of responses, by method and status class (indices into
+    /// `METHODS` and `STATUS_CLASSES`), made on first use: one atomic load per request after.
+    by_status: [[OnceLock<Histogram>; 5]; 10],
+    /// Request duration histograms of failures, by method index and error type.
+    by_error: Mutex<HashMap<(usize, &'static str), Histogram>>,
 }
 
 impl KeyMetrics {
@@ -121,28 +136,38 @@ impl KeyMetrics {
             time_in_queue: histogram!("http_client_request_time_in_queue_seconds", l(&[])),
             active_requests: METHODS
                 .map(|m| gauge!("http_client_active_requests", l(&[("method", m)]))),
-            durations: Mutex::new(HashMap::new()),
+            by_status: Default::default(),
+            by_error: Mutex::new(HashMap::new()),
         }
     }
 
-    fn active(&self, method: &'static str) -> &Gauge {
-        let i = METHODS
-            .iter()
-            .position(|m| *m == method)
-            .unwrap_or(METHODS.len() - 1);
-        &self.active_requests[i]
+    fn active(&self, method: usize) -> &Gauge {
+        &self.active_requests[method.min(METHODS.len() - 1)]
     }
 
-    fn duration(&self, method: &'static str, outcome: (&'static str, &'static str)) -> Histogram {
-        let mut map = self.durations.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((method, outcome.0, outcome.1))
-            .or_insert_with(|| {
-                histogram!(
-                    "http_client_request_duration_seconds",
-                    labels(&self.key, &[("method", method), outcome])
-                )
-            })
-            .clone()
+    /// Records a request's duration under its method and outcome.
+    fn record_duration(&self, method: usize, outcome: Result<usize, &'static str>, secs: f64) {
+        let method = method.min(METHODS.len() - 1);
+        let make = |outcome: (&'static str, &'static str)| {
+            histogram!(
+                "http_client_request_duration_seconds",
+                labels(&self.key, &[("method", METHODS[method]), outcome])
+            )
+        };
+        match outcome {
+            Ok(class) => {
+                let class = class.min(STATUS_CLASSES.len() - 1);
+                self.by_status[method][class]
+                    .get_or_init(|| make(("status_class", STATUS_CLASSES[class])))
+                    .record(secs);
+            }
+            Err(error_type) => {
+                let mut map = self.by_error.lock().unwrap_or_else(|e| e.into_inner());
+                map.entry((method, error_type))
+                    .or_insert_with(|| make(("error_type", error_type)))
+                    .record(secs);
+            }
+        }
     }
 }
 
@@ -246,7 +271,8 @@ pub(crate) fn dial_trace(m: &Arc<Metrics>) -> ClientTrace {
 /// is dropped without [`finish`](RequestMetrics::finish) (the response future was dropped),
 /// the request is recorded with `error_type="canceled"`.
 pub(crate) struct RequestMetrics {
-    method: &'static str,
+    /// Index into `METHODS`.
+    method: usize,
     key: Arc<KeyMetrics>,
     started: Instant,
     finished: bool,
@@ -260,7 +286,7 @@ impl RequestMetrics {
         started: Instant,
     ) -> RequestMetrics {
         let key = m.key(key);
-        let method = method_label(method);
+        let method = method_index(method);
         key.active(method).increment(1.0);
         RequestMetrics {
             method,
@@ -289,13 +315,11 @@ impl RequestMetrics {
         self.finished = true;
         let elapsed: Duration = self.started.elapsed();
         self.key.active(self.method).decrement(1.0);
-        let outcome = match outcome {
-            Ok(status) => ("status_class", status_class(status)),
-            Err(error_type) => ("error_type", error_type),
-        };
-        self.key
-            .duration(self.method, outcome)
-            .record(elapsed.as_secs_f64());
+        self.key.record_duration(
+            self.method,
+            outcome.map(status_class),
+            elapsed.as_secs_f64(),
+        );
     }
 }
 

@@ -410,16 +410,18 @@ impl ClientTrace {
     }
 }
 
-/// Instants of one request's milestones, filled in as they happen (some by the dial task).
+/// One request's milestones, filled in as they happen (some by the dial task): the dial
+/// phases as durations, the rest as offsets from the request's start (so that the timings
+/// are subtractions of durations, not of instants).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Marks {
-    pub(crate) dns: Option<(Instant, Instant)>,
-    pub(crate) connect: Option<(Instant, Instant)>,
-    pub(crate) tls: Option<(Instant, Instant)>,
-    pub(crate) got_conn: Option<Instant>,
+    pub(crate) dns: Option<Duration>,
+    pub(crate) connect: Option<Duration>,
+    pub(crate) tls: Option<Duration>,
+    pub(crate) got_conn: Option<Duration>,
     pub(crate) queued: Duration,
-    pub(crate) wrote_request: Option<Instant>,
-    pub(crate) first_byte: Option<Instant>,
+    pub(crate) wrote_request: Option<Duration>,
+    pub(crate) first_byte: Option<Duration>,
 }
 
 /// The hooks of one request (client-wide and the request's own) and its milestones.
@@ -482,27 +484,19 @@ impl Tracer {
     /// The request's timings, as of now.
     pub(crate) fn timings(&self) -> RequestTimings {
         let m = *self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let span = |p: Option<(Instant, Instant)>| p.map(|(a, b)| b.saturating_duration_since(a));
+        let total = self.elapsed();
+        let between = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
         RequestTimings {
             queued: m.queued,
-            dns: span(m.dns),
-            connect: span(m.connect),
-            tls: span(m.tls),
-            send: match (m.got_conn, m.wrote_request) {
-                (Some(a), Some(b)) => Some(b.saturating_duration_since(a)),
-                _ => None,
-            },
-            wait: match (m.wrote_request, m.first_byte) {
-                (Some(a), Some(b)) => Some(b.saturating_duration_since(a)),
-                _ => None,
-            },
-            transfer: m.first_byte.map(|f| now.saturating_duration_since(f)),
-            total: now.saturating_duration_since(self.start),
-            got_conn: m.got_conn.map(|g| g.saturating_duration_since(self.start)),
-            first_byte: m
-                .first_byte
-                .map(|f| f.saturating_duration_since(self.start)),
+            dns: m.dns,
+            connect: m.connect,
+            tls: m.tls,
+            send: between(m.got_conn, m.wrote_request),
+            wait: between(m.wrote_request, m.first_byte),
+            transfer: m.first_byte.map(|f| total.saturating_sub(f)),
+            total,
+            got_conn: m.got_conn,
+            first_byte: m.first_byte,
         }
     }
 }

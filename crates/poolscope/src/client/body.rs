@@ -5,7 +5,6 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -68,11 +67,11 @@ impl<B> ReqBody<B> {
         match self.end.take() {
             Some(BodyEnd::Io(events)) => events.body_done(),
             Some(BodyEnd::H2(t)) => {
-                let now = Instant::now();
-                t.mark(|m| m.wrote_request = Some(now));
+                let at = t.elapsed();
+                t.mark(|m| m.wrote_request = Some(at));
                 t.wrote_request(|| WroteInfo {
                     request_id: t.request_id,
-                    elapsed: t.elapsed(),
+                    elapsed: at,
                     error: None,
                 });
             }

@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{Extensions, Uri, Version};
 use hyper::client::conn::{http1, http2};
@@ -138,11 +137,11 @@ impl IoEvents {
             return;
         }
         if let Some(t) = self.advance(WROTE_HEADERS, WROTE_REQUEST) {
-            let now = Instant::now();
-            t.mark(|m| m.wrote_request = Some(now));
+            let at = t.elapsed();
+            t.mark(|m| m.wrote_request = Some(at));
             t.wrote_request(|| WroteInfo {
                 request_id: t.request_id,
-                elapsed: t.elapsed(),
+                elapsed: at,
                 error: None,
             });
         }
@@ -154,14 +153,14 @@ impl IoEvents {
             return;
         }
         if let Some(t) = self.advance(s, GOT_FIRST_BYTE) {
-            let now = Instant::now();
+            let at = t.elapsed();
             t.mark(|m| {
-                m.first_byte = Some(now);
-                m.wrote_request.get_or_insert(now);
+                m.first_byte = Some(at);
+                m.wrote_request.get_or_insert(at);
             });
             t.got_first_response_byte(|| FirstByteInfo {
                 request_id: t.request_id,
-                elapsed: t.elapsed(),
+                elapsed: at,
             });
         }
     }

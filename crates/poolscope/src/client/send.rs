@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use http::header::{CONNECTION, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -275,10 +274,10 @@ where
                     }
                     if let Some(t) = tracer {
                         let info = *pooled.info();
-                        let facts = pooled.facts.clone();
-                        let now = Instant::now();
+                        let facts = &pooled.facts;
+                        let at = t.elapsed();
                         t.mark(|m| {
-                            m.got_conn = Some(now);
+                            m.got_conn = Some(at);
                             m.queued = info.waited;
                         });
                         t.got_conn(|| GotConnInfo {
@@ -400,11 +399,11 @@ where
             Ok(resp) => {
                 if h2 {
                     if let Some(t) = tracer {
-                        let now = Instant::now();
-                        t.mark(|m| m.first_byte = Some(now));
+                        let at = t.elapsed();
+                        t.mark(|m| m.first_byte = Some(at));
                         t.got_first_response_byte(|| FirstByteInfo {
                             request_id: t.request_id,
-                            elapsed: t.elapsed(),
+                            elapsed: at,
                         });
                     }
                 }

@@ -51,7 +51,7 @@ impl Resolver {
         };
         let end = Instant::now();
         with_dial_tracer(|t| {
-            t.mark(|m| m.dns = Some((start, end)));
+            t.mark(|m| m.dns = Some(end.saturating_duration_since(start)));
             t.dns_done(|| DnsDoneInfo {
                 request_id: t.request_id,
                 key: t.key.clone(),

@@ -141,7 +141,7 @@ async fn handshake(
         });
     with_dial_tracer(|t| {
         if result.is_ok() {
-            t.mark(|m| m.tls = Some((start, end)));
+            t.mark(|m| m.tls = Some(end.saturating_duration_since(start)));
         }
         t.tls_handshake_done(|| TlsHandshakeDoneInfo {
             request_id: t.request_id,

@@ -38,7 +38,7 @@ async fn attempt(addr: SocketAddr) -> Result<TcpStream, (SocketAddr, std::io::Er
     let end = Instant::now();
     with_dial_tracer(|t| {
         if result.is_ok() {
-            t.mark(|m| m.connect = Some((start, end)));
+            t.mark(|m| m.connect = Some(end.saturating_duration_since(start)));
         }
         t.connect_done(|| ConnectDoneInfo {
             request_id: t.request_id,

@@ -295,14 +295,19 @@ impl<T: Poolable> Shared<T> {
     /// by a panic in foreign code, because none runs under the lock.
     pub(super) fn lock(&self) -> Locked<'_, T> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let record = self.stats.records();
         Locked {
             st,
             cfg: &self.config,
             stats: &self.stats,
             fx: Effects {
-                record: self.stats.records(),
+                record,
                 now: Cell::new(None),
-                events: Vec::new(),
+                events: if record {
+                    event_buffer::take()
+                } else {
+                    Vec::new()
+                },
                 wakers: Vec::new(),
                 drops: Vec::new(),
                 spawn_reaper: false,
@@ -353,6 +358,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
         for ev in &fx.events {
             stats.dispatch(ev);
         }
+        event_buffer::give_back(fx.events);
         for w in fx.wakers {
             w.wake();
         }
@@ -790,6 +796,36 @@ impl<'a, T: Poolable> Locked<'a, T> {
             },
             hosts,
         }
+    }
+}
+
+/// A per-thread spare `Vec` for the events of one locked operation, so that recording
+/// events does not allocate on every checkout and return.
+mod event_buffer {
+    use std::cell::Cell;
+
+    use crate::stats::Event;
+
+    /// Buffers larger than this (after a burst, e.g. closing a big pool) are not kept.
+    const KEEP: usize = 64;
+
+    thread_local! {
+        static SPARE: Cell<Vec<Event>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// The spare buffer (empty), or a new one if it is in use (a hook running on this thread
+    /// went back into a pool) or the thread is exiting.
+    pub(super) fn take() -> Vec<Event> {
+        SPARE.try_with(Cell::take).unwrap_or_default()
+    }
+
+    /// Returns a buffer after its events were dispatched.
+    pub(super) fn give_back(mut events: Vec<Event>) {
+        if events.capacity() == 0 || events.capacity() > KEEP {
+            return;
+        }
+        events.clear();
+        let _ = SPARE.try_with(|s| s.set(events));
     }
 }
 
