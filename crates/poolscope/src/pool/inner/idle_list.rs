@@ -12,7 +12,8 @@ use std::collections::VecDeque;
 
 use super::Idle;
 
-/// Idle connections, oldest first, newest kept inline.
+/// Idle connections, oldest first, newest kept inline (first, see `Host`'s layout).
+#[repr(C)]
 pub(super) struct IdleList<T> {
     /// The most recently returned connection: the next one a checkout takes.
     newest: Option<Idle<T>>,
