@@ -463,6 +463,16 @@ impl Tracer {
         }))
     }
 
+    /// Whether some hook wants an HTTP/1 connection's write and first-read events as they
+    /// happen (else the connection only stamps them for the timings).
+    pub(crate) fn wants_io_events(&self) -> bool {
+        self.hooks.iter().flatten().any(|h| {
+            h.wrote_headers.is_some()
+                || h.wrote_request.is_some()
+                || h.got_first_response_byte.is_some()
+        })
+    }
+
     /// Whether some hook listens for 1xx responses.
     pub(crate) fn wants_1xx(&self) -> bool {
         self.hooks

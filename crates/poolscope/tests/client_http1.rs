@@ -359,3 +359,34 @@ async fn a_100_continue_is_reported_as_a_1xx_response() {
     let names = log.take();
     assert!(names.contains(&"got_1xx_response".to_string()), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timings_are_complete_when_only_request_done_is_registered() {
+    // Only `on_request_done`: the connection stamps the write and first-byte moments
+    // without handing the tracer to its IO; the timings must still have every phase.
+    let server = TestServer::start().await;
+    let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let d = done.clone();
+    let trace = poolscope::ClientTrace::builder()
+        .on_request_done(move |i| d.lock().unwrap().push(i.timings))
+        .build();
+    let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .trace(trace)
+        .build_http();
+    for _ in 0..2 {
+        let resp = c.get(server.url("/slow/40")).await.unwrap();
+        body(resp).await;
+    }
+    eventually("two requests done", || done.lock().unwrap().len() == 2).await;
+    for t in done.lock().unwrap().iter() {
+        let (got_conn, first_byte) = (t.got_conn.unwrap(), t.first_byte.unwrap());
+        let (send, wait) = (t.send.unwrap(), t.wait.unwrap());
+        assert!(
+            wait >= Duration::from_millis(35),
+            "server took 40 ms: {t:?}"
+        );
+        assert!(got_conn <= first_byte && first_byte <= t.total, "{t:?}");
+        assert!(send + wait <= first_byte, "{t:?}");
+        assert!(t.transfer.is_some(), "{t:?}");
+    }
+}

@@ -7,9 +7,10 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::{Extensions, Uri, Version};
 use hyper::client::conn::{http1, http2};
@@ -83,23 +84,54 @@ const GOT_FIRST_BYTE: u8 = 4;
 /// WROTE_REQUEST (the body ended and a flush completed) → GOT_FIRST_BYTE (first read with
 /// data); `disarm` returns it to IDLE. Untraced requests leave it IDLE, so the IO pays one
 /// atomic load per call.
-#[derive(Default)]
+///
+/// The moments the request was written and its first byte arrived are stamped in atomics
+/// for the request's timings, which its task collects with [`marks`](IoEvents::marks) once
+/// the response head is in. Only when a hook wants these events as they happen
+/// (`wrote_headers`, `wrote_request`, `got_first_response_byte`) is the tracer handed to the
+/// connection (`live`), so a trace that only needs timings costs the IO no lock.
 pub(crate) struct IoEvents {
     state: AtomicU8,
-    body_done: std::sync::atomic::AtomicBool,
+    body_done: AtomicBool,
+    /// `tracer` is set: the IO calls its hooks.
+    live: AtomicBool,
     tracer: Mutex<Option<Arc<Tracer>>>,
+    /// When the request was written / its first byte read, as nanoseconds after `epoch`
+    /// plus one; 0 while it has not happened.
+    wrote_at: AtomicU64,
+    first_byte_at: AtomicU64,
+    epoch: Instant,
 }
 
 impl IoEvents {
-    pub(crate) fn arm(&self, tracer: Arc<Tracer>) {
-        *self.tracer.lock().unwrap_or_else(|e| e.into_inner()) = Some(tracer);
+    pub(crate) fn new() -> IoEvents {
+        IoEvents {
+            state: AtomicU8::new(IDLE),
+            body_done: AtomicBool::new(false),
+            live: AtomicBool::new(false),
+            tracer: Mutex::new(None),
+            wrote_at: AtomicU64::new(0),
+            first_byte_at: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn arm(&self, tracer: &Arc<Tracer>) {
+        self.wrote_at.store(0, Ordering::Relaxed);
+        self.first_byte_at.store(0, Ordering::Relaxed);
+        if tracer.wants_io_events() {
+            *self.tracer.lock().unwrap_or_else(|e| e.into_inner()) = Some(tracer.clone());
+            self.live.store(true, Ordering::Release);
+        }
         self.body_done.store(false, Ordering::Release);
         self.state.store(ARMED, Ordering::Release);
     }
 
     pub(crate) fn disarm(&self) {
         self.state.store(IDLE, Ordering::Release);
-        self.tracer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.live.swap(false, Ordering::AcqRel) {
+            self.tracer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
     }
 
     /// The request body has ended (or was empty).
@@ -107,10 +139,38 @@ impl IoEvents {
         self.body_done.store(true, Ordering::Release);
     }
 
-    fn advance(&self, from: u8, to: u8) -> Option<Arc<Tracer>> {
+    /// When the armed request was written and its first byte arrived, as far as the IO saw.
+    pub(crate) fn marks(&self) -> (Option<Instant>, Option<Instant>) {
+        let at = |ns: u64| {
+            ns.checked_sub(1)
+                .map(|ns| self.epoch + std::time::Duration::from_nanos(ns))
+        };
+        (
+            at(self.wrote_at.load(Ordering::Acquire)),
+            at(self.first_byte_at.load(Ordering::Acquire)),
+        )
+    }
+
+    fn advance(&self, from: u8, to: u8) -> bool {
         self.state
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
+            .is_ok()
+    }
+
+    /// Stamps `slot` with now; returns now.
+    fn stamp(&self, slot: &AtomicU64) -> Instant {
+        let now = Instant::now();
+        let ns = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1);
+        slot.store(ns + 1, Ordering::Release);
+        now
+    }
+
+    /// The tracer, if a hook wants the IO events as they happen.
+    fn live_tracer(&self) -> Option<Arc<Tracer>> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
         self.tracer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -118,10 +178,10 @@ impl IoEvents {
     }
 
     fn on_write(&self) {
-        if self.state.load(Ordering::Acquire) != ARMED {
+        if self.state.load(Ordering::Acquire) != ARMED || !self.advance(ARMED, WROTE_HEADERS) {
             return;
         }
-        if let Some(t) = self.advance(ARMED, WROTE_HEADERS) {
+        if let Some(t) = self.live_tracer() {
             t.wrote_headers(|| WroteInfo {
                 request_id: t.request_id,
                 elapsed: t.elapsed(),
@@ -133,15 +193,15 @@ impl IoEvents {
     fn on_flushed(&self) {
         if self.state.load(Ordering::Acquire) != WROTE_HEADERS
             || !self.body_done.load(Ordering::Acquire)
+            || !self.advance(WROTE_HEADERS, WROTE_REQUEST)
         {
             return;
         }
-        if let Some(t) = self.advance(WROTE_HEADERS, WROTE_REQUEST) {
-            let at = t.elapsed();
-            t.mark(|m| m.wrote_request = Some(at));
+        let now = self.stamp(&self.wrote_at);
+        if let Some(t) = self.live_tracer() {
             t.wrote_request(|| WroteInfo {
                 request_id: t.request_id,
-                elapsed: at,
+                elapsed: now.saturating_duration_since(t.start),
                 error: None,
             });
         }
@@ -149,18 +209,21 @@ impl IoEvents {
 
     fn on_read(&self) {
         let s = self.state.load(Ordering::Acquire);
-        if s != WROTE_REQUEST && s != WROTE_HEADERS {
+        if (s != WROTE_REQUEST && s != WROTE_HEADERS) || !self.advance(s, GOT_FIRST_BYTE) {
             return;
         }
-        if let Some(t) = self.advance(s, GOT_FIRST_BYTE) {
-            let at = t.elapsed();
-            t.mark(|m| {
-                m.first_byte = Some(at);
-                m.wrote_request.get_or_insert(at);
-            });
+        let now = self.stamp(&self.first_byte_at);
+        // A response can start before the request is flushed: then it counts as written.
+        let _ = self.wrote_at.compare_exchange(
+            0,
+            self.first_byte_at.load(Ordering::Acquire),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if let Some(t) = self.live_tracer() {
             t.got_first_response_byte(|| FirstByteInfo {
                 request_id: t.request_id,
-                elapsed: at,
+                elapsed: now.saturating_duration_since(t.start),
             });
         }
     }
@@ -308,7 +371,7 @@ where
         (None, None, None)
     };
     let h2 = cfg.http2_only || connected.is_negotiated_h2();
-    let events = Arc::new(IoEvents::default());
+    let events = Arc::new(IoEvents::new());
     let io = TracedIo {
         io,
         events: events.clone(),

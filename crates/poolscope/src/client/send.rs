@@ -360,7 +360,7 @@ where
                 });
                 BodyEnd::H2(t.clone())
             } else {
-                pooled.facts.io.arm(t.clone());
+                pooled.facts.io.arm(t);
                 BodyEnd::Io(pooled.facts.io.clone())
             };
             *req.body_mut() = std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_end(end);
@@ -395,6 +395,11 @@ where
                 tx.try_send_request(req).await
             }
         };
+        if !h2 {
+            if let Some(t) = tracer {
+                collect_io_marks(t, &pooled.facts.io);
+            }
+        }
         match result {
             Ok(resp) => {
                 if h2 {
@@ -480,6 +485,21 @@ impl Ctx {
     fn entry(&self) -> Option<&Arc<Entry>> {
         self.registration.as_ref().map(|r| &r.entry)
     }
+}
+
+/// Copies the write and first-byte moments an HTTP/1 connection stamped into the request's
+/// milestones.
+fn collect_io_marks(t: &Tracer, io: &conn::IoEvents) {
+    let (wrote, first_byte) = io.marks();
+    if wrote.is_none() && first_byte.is_none() {
+        return;
+    }
+    let offset =
+        |at: Option<std::time::Instant>| at.map(|at| at.saturating_duration_since(t.start));
+    t.mark(|m| {
+        m.wrote_request = offset(wrote).or(m.wrote_request);
+        m.first_byte = offset(first_byte).or(m.first_byte);
+    });
 }
 
 fn put_info(t: &Tracer, conn_id: crate::pool::ConnId, returned: Returned) {
