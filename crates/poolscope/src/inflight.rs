@@ -100,8 +100,9 @@ impl Entry {
         self.conn_id.store(id.get(), Ordering::Relaxed);
     }
 
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+    /// When the request was registered (its start).
+    pub(crate) fn started(&self) -> Instant {
+        self.started
     }
 
     pub(crate) fn add_bytes(&self, n: u64) {

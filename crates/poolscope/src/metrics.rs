@@ -305,15 +305,20 @@ impl RequestMetrics {
 
     /// The request ended with a response (`Ok(status)`) or an error of this type.
     pub(crate) fn finish(mut self, outcome: Result<StatusCode, &'static str>) {
-        self.record(outcome);
+        self.record(outcome, Instant::now());
     }
 
-    fn record(&mut self, outcome: Result<StatusCode, &'static str>) {
+    /// [`finish`](RequestMetrics::finish) with the end instant already read.
+    pub(crate) fn finish_at(mut self, outcome: Result<StatusCode, &'static str>, end: Instant) {
+        self.record(outcome, end);
+    }
+
+    fn record(&mut self, outcome: Result<StatusCode, &'static str>, end: Instant) {
         if self.finished {
             return;
         }
         self.finished = true;
-        let elapsed: Duration = self.started.elapsed();
+        let elapsed: Duration = end.saturating_duration_since(self.started);
         self.key.active(self.method).decrement(1.0);
         self.key.record_duration(
             self.method,
@@ -325,6 +330,6 @@ impl RequestMetrics {
 
 impl Drop for RequestMetrics {
     fn drop(&mut self) {
-        self.record(Err("canceled"));
+        self.record(Err("canceled"), Instant::now());
     }
 }

@@ -442,6 +442,7 @@ impl Tracer {
         request_id: u64,
         key: &ConnectKey,
         traces: &[Option<&ClientTrace>],
+        start: impl FnOnce() -> Instant,
     ) -> Option<Arc<Tracer>> {
         let mut hooks: [Option<Arc<TraceHooks>>; 3] = [None, None, None];
         let mut n = 0;
@@ -457,7 +458,7 @@ impl Tracer {
         Some(Arc::new(Tracer {
             request_id,
             key: key.clone(),
-            start: Instant::now(),
+            start: start(),
             hooks,
             marks: Mutex::new(Marks::default()),
         }))
@@ -493,8 +494,13 @@ impl Tracer {
 
     /// The request's timings, as of now.
     pub(crate) fn timings(&self) -> RequestTimings {
+        self.timings_at(Instant::now())
+    }
+
+    /// The request's timings, as of `end`.
+    pub(crate) fn timings_at(&self, end: Instant) -> RequestTimings {
         let m = *self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        let total = self.elapsed();
+        let total = end.saturating_duration_since(self.start);
         let between = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
         RequestTimings {
             queued: m.queued,

@@ -146,6 +146,9 @@ where
             .resolve(req.uri())
             .map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
         let key = &key;
+        // One reading of the clock for the request's start, shared by the in-flight entry,
+        // the tracer and the metrics (and none if nothing needs it).
+        let registered = registration.as_ref().map(|r| r.entry.started());
         let tracer = Tracer::new(
             request_id,
             key,
@@ -154,10 +157,14 @@ where
                 req.extensions().get::<ClientTrace>(),
                 self.shared.metrics_trace.as_ref(),
             ],
+            || registered.unwrap_or_else(std::time::Instant::now),
         );
         #[cfg(feature = "metrics")]
         let metrics = self.shared.metrics.as_ref().map(|m| {
-            crate::metrics::RequestMetrics::start(m, req.method(), key, std::time::Instant::now())
+            let start = registered
+                .or(tracer.as_ref().map(|t| t.start))
+                .unwrap_or_else(std::time::Instant::now);
+            crate::metrics::RequestMetrics::start(m, req.method(), key, start)
         });
         let mut ctx = Ctx {
             id: request_id,
@@ -517,11 +524,13 @@ impl<B: Send + 'static> Completion for Done<B> {
     fn complete(mut self: Box<Self>, bytes: u64, error: Option<String>) {
         let tracer = self.tracer.take();
         let status = self.status;
+        // One reading of the clock for the end, shared by history, metrics and timings.
+        let end = std::time::Instant::now();
         if let Some((h, id)) = self.history.take() {
             let elapsed = self
                 .registration
                 .as_ref()
-                .map(|r| r.entry.elapsed())
+                .map(|r| end.saturating_duration_since(r.entry.started()))
                 .unwrap_or_default();
             h.request(match &error {
                 None => RequestEvent::Done {
@@ -539,7 +548,7 @@ impl<B: Send + 'static> Completion for Done<B> {
         drop(self.registration.take());
         #[cfg(feature = "metrics")]
         if let Some(m) = self.metrics.take() {
-            m.finish(Ok(status));
+            m.finish_at(Ok(status), end);
         }
         // Go's order: the connection goes back (PutIdleConn) before the end is reported.
         let events = move |conn: Option<(crate::pool::ConnId, Returned)>, error: Option<String>| {
@@ -555,7 +564,7 @@ impl<B: Send + 'static> Completion for Done<B> {
             t.request_done(|| RequestDoneInfo {
                 request_id: t.request_id,
                 status: Some(status),
-                timings: t.timings(),
+                timings: t.timings_at(end),
                 error,
             });
         };
