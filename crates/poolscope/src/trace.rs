@@ -42,7 +42,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode, Version};
@@ -410,18 +411,47 @@ impl ClientTrace {
     }
 }
 
+/// Which milestone of a request a [`Tracer::mark`] records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mark {
+    /// The DNS lookup's duration.
+    Dns,
+    /// The TCP connect's duration.
+    Connect,
+    /// The TLS handshake's duration.
+    Tls,
+    /// When the request got its connection (offset from its start).
+    GotConn,
+    /// How long it waited in the pool's queues.
+    Queued,
+    /// When it was written (offset).
+    WroteRequest,
+    /// When its first response byte arrived (offset).
+    FirstByte,
+}
+
 /// One request's milestones, filled in as they happen (some by the dial task): the dial
-/// phases as durations, the rest as offsets from the request's start (so that the timings
-/// are subtractions of durations, not of instants).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Marks {
-    pub(crate) dns: Option<Duration>,
-    pub(crate) connect: Option<Duration>,
-    pub(crate) tls: Option<Duration>,
-    pub(crate) got_conn: Option<Duration>,
-    pub(crate) queued: Duration,
-    pub(crate) wrote_request: Option<Duration>,
-    pub(crate) first_byte: Option<Duration>,
+/// phases and the queueing as durations, the rest as offsets from the request's start (so
+/// that the timings are subtractions of durations, not of instants). Each is nanoseconds
+/// plus one in an atomic, 0 while unset: marking is a store, never a lock.
+#[derive(Debug, Default)]
+pub(crate) struct Marks([AtomicU64; 7]);
+
+impl Marks {
+    fn slot(&self, which: Mark) -> &AtomicU64 {
+        &self.0[which as usize]
+    }
+
+    fn get(&self, which: Mark) -> Option<Duration> {
+        let v = self.slot(which).load(Ordering::Acquire);
+        v.checked_sub(1).map(Duration::from_nanos)
+    }
+}
+
+fn encode(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
 }
 
 /// The hooks of one request (client-wide and the request's own) and its milestones.
@@ -433,7 +463,7 @@ pub(crate) struct Tracer {
     pub(crate) start: Instant,
     /// Up to three hook sets (client-wide, the request's own, metrics), in one allocation.
     hooks: [Option<Arc<TraceHooks>>; 3],
-    pub(crate) marks: Mutex<Marks>,
+    pub(crate) marks: Marks,
 }
 
 impl Tracer {
@@ -460,7 +490,7 @@ impl Tracer {
             key: key.clone(),
             start: start(),
             hooks,
-            marks: Mutex::new(Marks::default()),
+            marks: Marks::default(),
         }))
     }
 
@@ -486,10 +516,11 @@ impl Tracer {
         self.start.elapsed()
     }
 
-    /// Updates the milestones. Never calls a hook.
-    pub(crate) fn mark(&self, f: impl FnOnce(&mut Marks)) {
-        let mut m = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut m);
+    /// Records a milestone. Never calls a hook.
+    pub(crate) fn mark(&self, which: Mark, value: Duration) {
+        self.marks
+            .slot(which)
+            .store(encode(value), Ordering::Release);
     }
 
     /// The request's timings, as of now.
@@ -499,20 +530,25 @@ impl Tracer {
 
     /// The request's timings, as of `end`.
     pub(crate) fn timings_at(&self, end: Instant) -> RequestTimings {
-        let m = *self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let m = &self.marks;
         let total = end.saturating_duration_since(self.start);
+        let (got_conn, wrote, first_byte) = (
+            m.get(Mark::GotConn),
+            m.get(Mark::WroteRequest),
+            m.get(Mark::FirstByte),
+        );
         let between = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
         RequestTimings {
-            queued: m.queued,
-            dns: m.dns,
-            connect: m.connect,
-            tls: m.tls,
-            send: between(m.got_conn, m.wrote_request),
-            wait: between(m.wrote_request, m.first_byte),
-            transfer: m.first_byte.map(|f| total.saturating_sub(f)),
+            queued: m.get(Mark::Queued).unwrap_or_default(),
+            dns: m.get(Mark::Dns),
+            connect: m.get(Mark::Connect),
+            tls: m.get(Mark::Tls),
+            send: between(got_conn, wrote),
+            wait: between(wrote, first_byte),
+            transfer: first_byte.map(|f| total.saturating_sub(f)),
             total,
-            got_conn: m.got_conn,
-            first_byte: m.first_byte,
+            got_conn,
+            first_byte,
         }
     }
 }

@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::conn::IoEvents;
 use crate::inflight::{Entry, Phase};
 use crate::pool::BoxError;
-use crate::trace::{Tracer, WroteInfo};
+use crate::trace::{Mark, Tracer, WroteInfo};
 
 /// Who hears that the request body ended.
 pub(crate) enum BodyEnd {
@@ -68,7 +68,7 @@ impl<B> ReqBody<B> {
             Some(BodyEnd::Io(events)) => events.body_done(),
             Some(BodyEnd::H2(t)) => {
                 let at = t.elapsed();
-                t.mark(|m| m.wrote_request = Some(at));
+                t.mark(Mark::WroteRequest, at);
                 t.wrote_request(|| WroteInfo {
                     request_id: t.request_id,
                     elapsed: at,

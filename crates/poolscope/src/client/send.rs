@@ -17,7 +17,7 @@ use crate::history::{History, RequestEvent};
 use crate::inflight::{Entry, Phase, Registration};
 use crate::pool::{ConnectKey, Pooled, Returned, Step};
 use crate::trace::{
-    BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, Got1xxInfo, GotConnInfo,
+    BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, Got1xxInfo, GotConnInfo, Mark,
     PutIdleConnInfo, RequestDoneInfo, Tracer, WroteInfo,
 };
 
@@ -169,7 +169,7 @@ where
         let mut ctx = Ctx {
             id: request_id,
             host,
-            tracer: tracer.clone(),
+            tracer,
             registration,
             #[cfg(feature = "metrics")]
             metrics,
@@ -189,7 +189,7 @@ where
                         error: e.to_string(),
                     });
                 }
-                if let Some(t) = &tracer {
+                if let Some(t) = &ctx.tracer {
                     t.request_done(|| RequestDoneInfo {
                         request_id: t.request_id,
                         status: None,
@@ -208,14 +208,13 @@ where
         key: &ConnectKey,
         ctx: &mut Ctx,
     ) -> Result<Response<ResponseBody>, Error> {
-        let tracer = ctx.tracer.clone();
         let replay = Replay::of(&req);
         let uri = req.uri().clone();
         let mut req = req.map(|b| ReqBody::new(b, None));
         let mut attempts = 0;
         loop {
             attempts += 1;
-            if let Some(t) = &tracer {
+            if let Some(t) = &ctx.tracer {
                 t.get_conn(|| GetConnInfo {
                     request_id: t.request_id,
                     key: key.clone(),
@@ -283,10 +282,8 @@ where
                         let info = *pooled.info();
                         let facts = &pooled.facts;
                         let at = t.elapsed();
-                        t.mark(|m| {
-                            m.got_conn = Some(at);
-                            m.queued = info.waited;
-                        });
+                        t.mark(Mark::GotConn, at);
+                        t.mark(Mark::Queued, info.waited);
                         t.got_conn(|| GotConnInfo {
                             request_id: t.request_id,
                             conn_id: info.conn_id,
@@ -331,7 +328,7 @@ where
         mut req: Request<ReqBody<B>>,
         ctx: &mut Ctx,
     ) -> Result<Response<ResponseBody>, Failed<B>> {
-        let tracer = &ctx.tracer.clone();
+        let tracer = &ctx.tracer;
         let entry = ctx.entry().cloned();
         if entry.is_some() {
             *req.body_mut() =
@@ -412,7 +409,7 @@ where
                 if h2 {
                     if let Some(t) = tracer {
                         let at = t.elapsed();
-                        t.mark(|m| m.first_byte = Some(at));
+                        t.mark(Mark::FirstByte, at);
                         t.got_first_response_byte(|| FirstByteInfo {
                             request_id: t.request_id,
                             elapsed: at,
@@ -427,7 +424,9 @@ where
                         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                 let done = Done {
                     pooled: Some(pooled),
-                    tracer: tracer.clone(),
+                    // The request is over for `send` once it has a response: the tracer
+                    // moves to the body's end.
+                    tracer: ctx.tracer.take(),
                     status: resp.status(),
                     keep_alive,
                     exec: self.shared.dial.exec.clone(),
@@ -498,15 +497,12 @@ impl Ctx {
 /// milestones.
 fn collect_io_marks(t: &Tracer, io: &conn::IoEvents) {
     let (wrote, first_byte) = io.marks();
-    if wrote.is_none() && first_byte.is_none() {
-        return;
+    if let Some(at) = wrote {
+        t.mark(Mark::WroteRequest, at.saturating_duration_since(t.start));
     }
-    let offset =
-        |at: Option<std::time::Instant>| at.map(|at| at.saturating_duration_since(t.start));
-    t.mark(|m| {
-        m.wrote_request = offset(wrote).or(m.wrote_request);
-        m.first_byte = offset(first_byte).or(m.first_byte);
-    });
+    if let Some(at) = first_byte {
+        t.mark(Mark::FirstByte, at.saturating_duration_since(t.start));
+    }
 }
 
 fn put_info(t: &Tracer, conn_id: crate::pool::ConnId, returned: Returned) {

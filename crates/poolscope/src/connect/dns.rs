@@ -10,7 +10,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
 
 use super::{ConnectError, ConnectPhase};
-use crate::trace::{with_dial_tracer, DnsDoneInfo, DnsStartInfo};
+use crate::trace::{with_dial_tracer, DnsDoneInfo, DnsStartInfo, Mark};
 
 /// A resolver shared by clones of a connector.
 #[derive(Clone, Default)]
@@ -51,7 +51,7 @@ impl Resolver {
         };
         let end = Instant::now();
         with_dial_tracer(|t| {
-            t.mark(|m| m.dns = Some(end.saturating_duration_since(start)));
+            t.mark(Mark::Dns, end.saturating_duration_since(start));
             t.dns_done(|| DnsDoneInfo {
                 request_id: t.request_id,
                 key: t.key.clone(),

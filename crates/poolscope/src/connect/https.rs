@@ -13,7 +13,7 @@ use tokio_rustls::TlsConnector;
 
 use super::http::host_port;
 use super::{ConnInfo, ConnectError, ConnectPhase, HttpConnector, Stream};
-use crate::trace::{with_dial_tracer, TlsHandshakeDoneInfo, TlsHandshakeStartInfo, TlsInfo};
+use crate::trace::{with_dial_tracer, Mark, TlsHandshakeDoneInfo, TlsHandshakeStartInfo, TlsInfo};
 
 /// Dials `http://` and `https://` URIs. TLS is rustls with the ring provider; certificates
 /// are verified against the webpki roots unless other roots or a whole `ClientConfig` are
@@ -141,7 +141,7 @@ async fn handshake(
         });
     with_dial_tracer(|t| {
         if result.is_ok() {
-            t.mark(|m| m.tls = Some(end.saturating_duration_since(start)));
+            t.mark(Mark::Tls, end.saturating_duration_since(start));
         }
         t.tls_handshake_done(|| TlsHandshakeDoneInfo {
             request_id: t.request_id,

@@ -9,7 +9,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
 
 use super::{ConnectError, ConnectPhase};
-use crate::trace::{with_dial_tracer, ConnectDoneInfo, ConnectStartInfo};
+use crate::trace::{with_dial_tracer, ConnectDoneInfo, ConnectStartInfo, Mark};
 
 /// Orders addresses as RFC 8305 suggests: alternate families, starting with the first.
 pub(crate) fn interleave(addrs: Vec<IpAddr>) -> Vec<IpAddr> {
@@ -38,7 +38,7 @@ async fn attempt(addr: SocketAddr) -> Result<TcpStream, (SocketAddr, std::io::Er
     let end = Instant::now();
     with_dial_tracer(|t| {
         if result.is_ok() {
-            t.mark(|m| m.connect = Some(end.saturating_duration_since(start)));
+            t.mark(Mark::Connect, end.saturating_duration_since(start));
         }
         t.connect_done(|| ConnectDoneInfo {
             request_id: t.request_id,
