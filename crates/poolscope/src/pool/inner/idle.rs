@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Host, Idle, IdleList, Locked, State, WaiterRef};
+use super::{Idle, IdleList, Locked, State, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo, Returned};
 use crate::pool::error::{Error, Kind};
 use crate::pool::{ConnId, ConnectKey, Poolable};
@@ -246,7 +246,7 @@ impl<T: Poolable> Locked<'_, T> {
                 key: key.clone(),
                 conn_id,
                 at: now.into_std(),
-                idle: st.hosts.get(key).map_or(0, Host::idle_count),
+                idle: st.hosts.get(key).map_or(0, |h| h.idle_count()),
                 idle_time,
                 reason,
             })

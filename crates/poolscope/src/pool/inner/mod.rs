@@ -59,7 +59,10 @@ pub(crate) struct Shared<T> {
 }
 
 pub(super) struct State<T> {
-    hosts: HashMap<ConnectKey, Host<T>, BuildKeyHasher>,
+    /// Boxed, so the table itself stays small (a key and a pointer per entry) and its probe
+    /// stays in cache with many keys; each lookup then touches one `Host` allocation
+    /// (measured: 10,000 keys 171–225 ns inline, 163–179 ns boxed; docs/benchmarks.md).
+    hosts: HashMap<ConnectKey, Box<Host<T>>, BuildKeyHasher>,
     /// Requests waiting in this pool. Owned by their `Checkout`: only it removes an entry.
     waiters: Slab<Waiter<T>>,
     /// HTTP/1 idle connections across all keys.
@@ -83,8 +86,8 @@ pub(super) struct State<T> {
 /// One key's connections and queues.
 ///
 /// `repr(C)` keeps the fields an uncontended checkout and return touch (the idle list, the
-/// counts, the shared list's length) together at the front, so that with many keys they
-/// cost as few cache misses as possible; the wait queues come last.
+/// counts, the shared list's length) together at the front of its allocation, so that with
+/// many keys they cost as few cache misses as possible; the wait queues come last.
 #[repr(C)]
 struct Host<T> {
     /// HTTP/1 idle connections, oldest first (increasing `seq`).
@@ -388,7 +391,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
 
     fn host(&mut self, key: &ConnectKey) -> &mut Host<T> {
         if !self.st.hosts.contains_key(key) {
-            self.st.hosts.insert(key.clone(), Host::new());
+            self.st.hosts.insert(key.clone(), Box::new(Host::new()));
         }
         match self.st.hosts.get_mut(key) {
             Some(host) => host,
@@ -397,7 +400,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
     }
 
     fn remove_host_if_unused(&mut self, key: &ConnectKey) {
-        if self.st.hosts.get(key).is_some_and(Host::is_unused) {
+        if self.st.hosts.get(key).is_some_and(|h| h.is_unused()) {
             self.st.hosts.remove(key);
         }
     }
@@ -437,7 +440,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
         });
         let wref = WaiterRef { idx, id };
         let State { hosts, waiters, .. } = &mut *self.st;
-        let host = hosts.entry(key.clone()).or_insert_with(Host::new);
+        let host = hosts
+            .entry(key.clone())
+            .or_insert_with(|| Box::new(Host::new()));
         clean_queue(
             &mut host.idle_waitq,
             host.idle_waiting,
@@ -507,7 +512,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
         let cap = self.cfg.max_conns_per_host;
         let now = self.now();
         let State { hosts, waiters, .. } = &mut *self.st;
-        let host = hosts.entry(key.clone()).or_insert_with(Host::new);
+        let host = hosts
+            .entry(key.clone())
+            .or_insert_with(|| Box::new(Host::new()));
         if cap.is_none_or(|cap| host.total < cap) {
             host.total += 1;
             self.grant(key, wref);
