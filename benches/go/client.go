@@ -1,6 +1,7 @@
 // A Go net/http load client for the poolscope comparison (benches/src/compare.rs runs it
-// when `go` is installed). HTTP/1.1 only: h2c needs golang.org/x/net, which the standard
-// library does not include. It reads its settings from flags and prints one JSON line.
+// when `go` is installed). HTTP/1.1 always; h2c (-h2c) only when built with `-tags h2c`
+// against golang.org/x/net (h2c.go), which the standard library does not include. It reads
+// its settings from flags and prints one JSON line.
 //
 //	go run client.go -url http://127.0.0.1:PORT/ -c 64 -secs 2 [-max-conns-per-host 8]
 package main
@@ -22,9 +23,17 @@ func main() {
 	c := flag.Int("c", 1, "concurrency")
 	secs := flag.Float64("secs", 2, "seconds to run")
 	maxConns := flag.Int("max-conns-per-host", 0, "MaxConnsPerHost (0: none)")
+	h2c := flag.Bool("h2c", false, "HTTP/2 with prior knowledge (needs a build with -tags h2c)")
 	flag.Parse()
 
-	rt := &http.Transport{MaxIdleConnsPerHost: 1024, MaxIdleConns: 1024, MaxConnsPerHost: *maxConns}
+	var rt http.RoundTripper = &http.Transport{MaxIdleConnsPerHost: 1024, MaxIdleConns: 1024, MaxConnsPerHost: *maxConns}
+	if *h2c {
+		if h2cTransport == nil {
+			fmt.Fprintln(os.Stderr, "client: built without h2c support (-tags h2c)")
+			os.Exit(2)
+		}
+		rt = h2cTransport()
+	}
 	client := &http.Client{Transport: rt}
 	deadline := time.Now().Add(time.Duration(*secs * float64(time.Second)))
 	var mu sync.Mutex
@@ -73,3 +82,6 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// h2cTransport makes an HTTP/2 prior-knowledge transport; nil unless built with -tags h2c.
+var h2cTransport func() http.RoundTripper

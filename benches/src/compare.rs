@@ -8,7 +8,8 @@
 //! poolscope with nothing registered (in-flight tracking off), poolscope with empty hooks,
 //! poolscope with everything on (counting Stats hooks, a ClientTrace that records timings,
 //! in-flight tracking, metrics into a real Prometheus recorder; no stacks), poolscope with
-//! stacks, and Go's net/http (HTTP/1.1) when `go` is on the machine.
+//! stacks, and Go's net/http when `go` is on the machine (h2c too where golang.org/x/net is
+//! installed: Debian's `golang-golang-x-net-dev`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -92,7 +93,6 @@ impl Kind {
     fn supports(self, w: &Workload) -> bool {
         match self {
             Kind::HyperUtil | Kind::Reqwest => w.cap.is_none(),
-            Kind::Go => w.proto == Proto::H1,
             _ => true,
         }
     }
@@ -547,7 +547,7 @@ async fn run_once(
     w: Workload,
     server: &TestServer,
     secs: f64,
-    go: Option<&std::path::Path>,
+    go: Option<&GoClient>,
 ) -> Result<Sample, String> {
     let url = format!("http://{}{}", server.addr, server.path);
     if kind == Kind::Go {
@@ -608,14 +608,14 @@ async fn run_once(
 }
 
 async fn run_go(
-    go: &std::path::Path,
+    go: &GoClient,
     url: &str,
     w: Workload,
     secs: f64,
     server: &TestServer,
 ) -> Result<Sample, String> {
     let before = server.accepted();
-    let mut cmd = tokio::process::Command::new(go);
+    let mut cmd = tokio::process::Command::new(&go.path);
     cmd.args([
         "-url",
         url,
@@ -626,6 +626,9 @@ async fn run_go(
     ]);
     if let Some(cap) = w.cap {
         cmd.args(["-max-conns-per-host", &cap.to_string()]);
+    }
+    if w.proto == Proto::H2c {
+        cmd.arg("-h2c");
     }
     let out = cmd.output().await.map_err(|e| e.to_string())?;
     let v: serde_json::Value =
@@ -640,21 +643,48 @@ async fn run_go(
     })
 }
 
-/// Builds the Go client into `target/`, if `go` is installed. `None` (and a note) if not.
-pub fn build_go(workspace: &std::path::Path) -> Option<std::path::PathBuf> {
-    let src = workspace.join("benches/go/client.go");
-    let out = workspace.join("target/go-bench-client");
-    let status = std::process::Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .env("GO111MODULE", "off")
-        .env("GOCACHE", workspace.join("target/go-cache"))
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(out),
-        _ => None,
+/// The Go comparison client, built.
+#[derive(Debug, Clone)]
+pub struct GoClient {
+    /// The binary.
+    pub path: std::path::PathBuf,
+    /// Built with golang.org/x/net's HTTP/2 transport, so it can run the h2c workloads.
+    pub h2c: bool,
+}
+
+impl GoClient {
+    fn supports(&self, w: &Workload) -> bool {
+        w.proto == Proto::H1 || self.h2c
     }
+}
+
+/// Where Debian's `golang-golang-x-net-dev` puts golang.org/x/net (a GOPATH tree).
+const GO_SYSTEM_PATH: &str = "/usr/share/gocode";
+
+/// Builds the Go client into `target/`, if `go` is installed: with h2c where golang.org/x/net
+/// is installed, else HTTP/1.1 only. `None` if `go` is missing or the build fails.
+pub fn build_go(workspace: &std::path::Path) -> Option<GoClient> {
+    let dir = workspace.join("benches/go");
+    let out = workspace.join("target/go-bench-client");
+    let build = |h2c: bool| {
+        let mut gopath = vec![workspace.join("target/go-path")];
+        let mut cmd = std::process::Command::new("go");
+        cmd.args(["build", "-o"]).arg(&out);
+        if h2c {
+            cmd.args(["-tags", "h2c"]).arg(dir.join("h2c.go"));
+            gopath.push(GO_SYSTEM_PATH.into());
+        }
+        cmd.arg(dir.join("client.go"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", std::env::join_paths(gopath).ok()?)
+            .env("GOCACHE", workspace.join("target/go-cache"))
+            .stderr(std::process::Stdio::null());
+        cmd.status().ok().filter(|s| s.success()).map(|_| GoClient {
+            path: out.clone(),
+            h2c,
+        })
+    };
+    build(true).or_else(|| build(false))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -666,14 +696,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs the comparison and returns the rows, printing progress to stderr.
-pub async fn run(opts: &Options, server: &TestServer, go: Option<&std::path::Path>) -> Vec<Row> {
+pub async fn run(opts: &Options, server: &TestServer, go: Option<&GoClient>) -> Vec<Row> {
     let mut rows = Vec::new();
     for w in &opts.workloads {
         let kinds: Vec<Kind> = opts
             .kinds
             .iter()
             .copied()
-            .filter(|k| k.supports(w) && (*k != Kind::Go || go.is_some()))
+            .filter(|k| k.supports(w) && (*k != Kind::Go || go.is_some_and(|g| g.supports(w))))
             .collect();
         let mut samples: BTreeMap<Kind, Vec<Sample>> = BTreeMap::new();
         let mut ratios: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();

@@ -82,8 +82,12 @@ fn main() -> std::process::ExitCode {
     } else {
         benches::compare::build_go(&workspace)
     };
-    if go.is_none() {
-        eprintln!("compare: Go client skipped (no `go` on this machine, or --no-go)");
+    match &go {
+        None => eprintln!("compare: Go client skipped (no `go` on this machine, or --no-go)"),
+        Some(g) if !g.h2c => eprintln!(
+            "compare: Go client runs HTTP/1.1 only (h2c needs golang.org/x/net: golang-golang-x-net-dev)"
+        ),
+        Some(_) => {}
     }
     // The clients get one runtime thread; the in-process server has its own.
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -97,7 +101,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let rows = rt.block_on(benches::compare::run(&opts, &server, go.as_deref()));
+    let rows = rt.block_on(benches::compare::run(&opts, &server, go.as_ref()));
     println!(
         "{} rounds of {} s per client and workload; server {}\n",
         opts.rounds,

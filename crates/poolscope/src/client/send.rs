@@ -520,13 +520,20 @@ impl<B: Send + 'static> Completion for Done<B> {
     fn complete(mut self: Box<Self>, bytes: u64, error: Option<String>) {
         let tracer = self.tracer.take();
         let status = self.status;
-        // One reading of the clock for the end, shared by history, metrics and timings.
-        let end = std::time::Instant::now();
+        // One reading of the clock for the end, shared by history, metrics and timings, and
+        // none when nothing needs it.
+        #[cfg(feature = "metrics")]
+        let metered = self.metrics.is_some();
+        #[cfg(not(feature = "metrics"))]
+        let metered = false;
+        let end =
+            (tracer.is_some() || self.history.is_some() || metered).then(std::time::Instant::now);
         if let Some((h, id)) = self.history.take() {
             let elapsed = self
                 .registration
                 .as_ref()
-                .map(|r| end.saturating_duration_since(r.entry.started()))
+                .zip(end)
+                .map(|(r, end)| end.saturating_duration_since(r.entry.started()))
                 .unwrap_or_default();
             h.request(match &error {
                 None => RequestEvent::Done {
@@ -543,12 +550,14 @@ impl<B: Send + 'static> Completion for Done<B> {
         // Out of the in-flight registry: the body is over.
         drop(self.registration.take());
         #[cfg(feature = "metrics")]
-        if let Some(m) = self.metrics.take() {
+        if let Some((m, end)) = self.metrics.take().zip(end) {
             m.finish_at(Ok(status), end);
         }
         // Go's order: the connection goes back (PutIdleConn) before the end is reported.
         let events = move |conn: Option<(crate::pool::ConnId, Returned)>, error: Option<String>| {
-            let Some(t) = &tracer else { return };
+            let (Some(t), Some(end)) = (&tracer, end) else {
+                return;
+            };
             if let Some((conn_id, returned)) = conn {
                 put_info(t, conn_id, returned);
             }
