@@ -6,6 +6,9 @@
 //!   visited round-robin. The target is < 200 ns and flat across key counts.
 //! - `hooks=counting`: the same with every Stats hook registered (counting into atomics).
 //! - `contended/threads=2`: two threads hammering the same key (two idle connections).
+//! - `floor`: the primitives a checkout + return cannot avoid (two clock readings, two
+//!   lock/unlock pairs, reference counts), measured on the machine at hand, so the pool's
+//!   figure can be read against what the machine charges for them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,11 +143,36 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
+fn floor(c: &mut Criterion) {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut g = c.benchmark_group("floor");
+    g.bench_function("clock_read", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    let lock = std::sync::Mutex::new(0u64);
+    g.bench_function("mutex_lock_unlock", |b| {
+        b.iter(|| {
+            let mut n = black_box(&lock).lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+        })
+    });
+    let shared = Arc::new(0u64);
+    g.bench_function("arc_clone_drop", |b| {
+        b.iter(|| black_box(Arc::clone(black_box(&shared))))
+    });
+    let counter = AtomicU64::new(0);
+    g.bench_function("atomic_fetch_add", |b| {
+        b.iter(|| black_box(&counter).fetch_add(1, Ordering::AcqRel))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = uncontended, contended
+    targets = uncontended, contended, floor
 }
 criterion_main!(benches);

@@ -363,10 +363,12 @@ impl<'a, T: Poolable> Locked<'a, T> {
         let Locked { st, fx, stats, .. } = self;
         drop(st); // release the lock before running any foreign code
         drop(fx.drops);
-        for ev in &fx.events {
-            stats.dispatch(ev);
+        if fx.record {
+            for ev in &fx.events {
+                stats.dispatch(ev);
+            }
+            event_buffer::give_back(fx.events);
         }
-        event_buffer::give_back(fx.events);
         for w in fx.wakers {
             w.wake();
         }
@@ -473,8 +475,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
             let idle = host.idle.pop_back()?;
             self.st.idle_total -= 1;
             let now = self.now();
-            let idle_time = now - idle.since;
-            let unusable = if self.cfg.idle_expired(idle.since, now) {
+            // One subtraction serves the expiry check and the lease's idle time.
+            let idle_time = now.saturating_duration_since(idle.since);
+            let unusable = if self.cfg.idle_timeout.is_some_and(|t| idle_time >= t) {
                 Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
             } else if self.cfg.lifetime_over(idle.meta.created, now) {
                 Some((IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime))
