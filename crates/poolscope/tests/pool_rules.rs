@@ -557,6 +557,34 @@ async fn http2_requests_wait_for_the_dial_in_progress_and_share_its_connection()
 }
 
 #[tokio::test(start_paused = true)]
+async fn requests_an_http2_connection_cannot_take_keep_their_place_and_dial() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout_shared(key("a"));
+    let mut b = pool.checkout_shared(key("a"));
+    let mut c = pool.checkout_shared(key("a"));
+    let permit = expect_dial(&mut a);
+    expect_pending(&mut b);
+    expect_pending(&mut c);
+    // The connection gives two handles besides the pool's own: a's and b's, none for c.
+    permit.finish(Ok(TestConn {
+        shares_left: Some(std::sync::Arc::new(2.into())),
+        ..TestConn::h2()
+    }));
+    let (ca, cb) = (expect_ready(&mut a), expect_ready(&mut b));
+    assert_eq!(ca.id(), cb.id());
+    // c is not stranded: it still waits for a connection and may dial one of its own.
+    let pc = expect_dial(&mut c);
+    assert_eq!(pool.snapshot().hosts[0].idle_conn_waiters, 1);
+    pc.finish(Ok(TestConn::h2()));
+    let cc = expect_ready(&mut c);
+    assert_ne!(cc.id(), ca.id());
+    drop((ca, cb, cc));
+    drop((a, b, c));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_http2_dial_lets_the_next_waiter_dial() {
     let (pool, rec) = pool_with(Config::default());
     let mut a = pool.checkout_shared(key("a"));

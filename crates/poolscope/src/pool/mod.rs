@@ -289,3 +289,62 @@ impl<T> fmt::Debug for Pool<T> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    struct Conn;
+
+    impl Poolable for Conn {
+        fn is_open(&self) -> bool {
+            true
+        }
+        fn share(&self) -> Option<Self> {
+            None
+        }
+    }
+
+    fn step(c: &mut Checkout<Conn>) -> Poll<Result<Step<Conn>, Error>> {
+        c.poll_step(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn tracked_keys(pool: &Pool<Conn>) -> usize {
+        pool.shared.lock().tracked_keys()
+    }
+
+    #[test]
+    fn a_key_whose_only_dial_failed_is_forgotten() {
+        let pool = Pool::new(Config::default());
+        for i in 0..3 {
+            let mut c = pool.checkout(ConnectKey::new("http", &format!("down-{i}"), 80));
+            let Poll::Ready(Ok(Step::Dial(permit))) = step(&mut c) else {
+                panic!("expected a dial permit");
+            };
+            permit.finish(Err("connection refused".into()));
+            assert!(matches!(step(&mut c), Poll::Ready(Err(e)) if e.is_dial()));
+        }
+        assert_eq!(tracked_keys(&pool), 0, "failed keys must not accumulate");
+    }
+
+    #[test]
+    fn a_key_whose_waiter_left_is_forgotten() {
+        let pool = Pool::new(Config {
+            max_conns_per_host: Some(1),
+            ..Config::default()
+        });
+        let key = ConnectKey::new("http", "a", 80);
+        let mut first = pool.checkout(key.clone());
+        let Poll::Ready(Ok(Step::Dial(permit))) = step(&mut first) else {
+            panic!("expected a dial permit");
+        };
+        let mut second = pool.checkout(key);
+        assert!(step(&mut second).is_pending());
+        drop(second);
+        permit.finish(Err("connection refused".into()));
+        drop(first);
+        assert_eq!(tracked_keys(&pool), 0);
+    }
+}

@@ -43,12 +43,14 @@ pub async fn eventually(what: &str, f: impl Fn() -> bool) {
 }
 
 /// A fake connection: an id, an "open" flag the test can clear (the peer closed it), and
-/// whether it is multiplexed.
+/// whether it is multiplexed (and how many more handles it gives, if limited: a server's
+/// stream limit).
 #[derive(Clone, Debug)]
 pub struct TestConn {
     pub n: usize,
     pub open: Arc<AtomicBool>,
     pub shareable: bool,
+    pub shares_left: Option<Arc<AtomicUsize>>,
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(1);
@@ -59,6 +61,7 @@ impl TestConn {
             n: NEXT.fetch_add(1, Ordering::Relaxed),
             open: Arc::new(AtomicBool::new(true)),
             shareable: false,
+            shares_left: None,
         }
     }
 
@@ -80,6 +83,10 @@ impl poolscope::pool::Poolable for TestConn {
     }
 
     fn share(&self) -> Option<Self> {
+        if let Some(left) = &self.shares_left {
+            left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .ok()?;
+        }
         self.shareable.then(|| self.clone())
     }
 }

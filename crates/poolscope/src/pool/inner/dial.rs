@@ -157,7 +157,7 @@ impl<T: Poolable> Locked<'_, T> {
             })
         });
         if self.st.closed {
-            drop(first_share);
+            self.fx.drops.extend(first_share);
             self.close(key, conn, meta, CloseReason::PoolClosed);
             return;
         }
@@ -214,8 +214,11 @@ impl<T: Poolable> Locked<'_, T> {
         let mut meta = meta;
         let mut first = Some(first);
         let mut leases = 0;
-        for r in targets {
+        let mut targets = targets.into_iter();
+        let mut declined = None;
+        for r in targets.by_ref() {
             let Some(handle) = first.take().or_else(|| conn.share()) else {
+                declined = Some(r);
                 break;
             };
             leases += 1;
@@ -240,8 +243,13 @@ impl<T: Poolable> Locked<'_, T> {
                 }),
             );
         }
-        drop(first);
+        self.fx.drops.extend(first);
         let host = self.host(key);
+        // The connection took no more streams: the requests it could not serve keep their
+        // place at the front of the queue (and may dial, below).
+        for r in declined.into_iter().chain(targets).rev() {
+            host.idle_waitq.push_front(r);
+        }
         host.shared.push(SharedConn {
             conn,
             meta,

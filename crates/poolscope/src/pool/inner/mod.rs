@@ -401,6 +401,12 @@ impl<'a, T: Poolable> Locked<'a, T> {
         }
     }
 
+    /// How many keys the pool tracks (tests: unused keys must not linger).
+    #[cfg(test)]
+    pub(super) fn tracked_keys(&self) -> usize {
+        self.st.hosts.len()
+    }
+
     fn remove_host_if_unused(&mut self, key: &ConnectKey) {
         if self.st.hosts.get(key).is_some_and(|h| h.is_unused()) {
             self.st.hosts.remove(key);
@@ -608,7 +614,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
             lease.meta.requests -= 1;
             self.put(&key, lease, None);
         }
-        self.remove_host_if_unused(&key);
+        self.forget_host_if_unused(&key);
     }
 
     /// Emits one `*_wait_out` for each queue a waiter left and updates the live counts.
@@ -688,6 +694,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
         if grant.is_some() {
             self.drop_grant(&leaving.key, wants_shared);
         }
+        // A failed dial's slot was released while its owner still waited: the key may be
+        // unused only now.
+        self.forget_host_if_unused(&leaving.key);
     }
 
     /// The oldest live request waiting for a connection of `key`.
@@ -736,9 +745,14 @@ impl<'a, T: Poolable> Locked<'a, T> {
             return;
         };
         host.total -= 1;
+        self.forget_host_if_unused(key);
+    }
+
+    /// Drops `key`'s entry if nothing uses it; if the pool is then empty, the reaper passes
+    /// now, and exits.
+    fn forget_host_if_unused(&mut self, key: &ConnectKey) {
         self.remove_host_if_unused(key);
         if self.st.hosts.is_empty() {
-            // The pool is empty: the reaper passes now, and exits.
             self.wake_reaper();
         }
     }
