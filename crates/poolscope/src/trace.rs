@@ -251,7 +251,10 @@ pub struct RequestDoneInfo {
 }
 
 /// Where one request's time went, in the manner of curl's `-w` variables. Each phase is a
-/// duration; phases that did not happen (DNS and connect on a reused connection) are `None`.
+/// duration; phases that did not happen are `None`. `dns`, `connect` and `tls` are those of
+/// the dial this request started (Go's rule: dial events belong to the request that started
+/// the dial), so they are `None` when it started none, and set even if a returned connection
+/// served it first. A retried request reports the phases of its last attempt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RequestTimings {
@@ -521,6 +524,28 @@ impl Tracer {
         self.marks
             .slot(which)
             .store(encode(value), Ordering::Release);
+    }
+
+    /// Records a milestone unless it is already set; returns whether this call set it.
+    pub(crate) fn mark_once(&self, which: Mark, value: Duration) -> bool {
+        self.marks
+            .slot(which)
+            .compare_exchange(0, encode(value), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Clears the milestones of an attempt that did not produce the response (a retried
+    /// request), so its timings describe the attempt that did. The dial phases stay: they
+    /// belong to the request that started the dial, whichever connection served it.
+    pub(crate) fn clear_attempt(&self) {
+        for which in [
+            Mark::GotConn,
+            Mark::Queued,
+            Mark::WroteRequest,
+            Mark::FirstByte,
+        ] {
+            self.marks.slot(which).store(0, Ordering::Release);
+        }
     }
 
     /// The request's timings, as of now.

@@ -211,3 +211,42 @@ async fn a_trace_in_the_request_extensions_runs_with_the_client_wide_one() {
     assert_eq!(global.got().len(), 2);
     assert_eq!(own.got().len(), 1);
 }
+
+#[tokio::test]
+async fn an_http2_request_without_a_body_reports_its_write_and_its_timings() {
+    let server = TestServer::start().await;
+    let log = TraceLog::default();
+    let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .trace(log.trace())
+        .build_http();
+    for _ in 0..2 {
+        body(c.get(server.url("/")).await.unwrap()).await;
+    }
+    let names = log.take();
+    // The second request runs on the shared connection: no dial events.
+    let second = &names[names.iter().rposition(|n| n == "get_conn").unwrap()..];
+    assert_eq!(
+        second,
+        [
+            "get_conn",
+            "got_conn",
+            "wrote_headers",
+            "wrote_request",
+            "got_first_response_byte",
+            "put_idle_conn",
+            "response_body_done",
+            "request_done"
+        ]
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "wrote_request").count(),
+        2,
+        "once per request: {names:?}"
+    );
+    for done in log.done.lock().unwrap().iter() {
+        let t = &done.timings;
+        assert!(t.send.is_some() && t.wait.is_some(), "{t:?}");
+        assert!(t.got_conn.unwrap() <= t.first_byte.unwrap() && t.first_byte.unwrap() <= t.total);
+    }
+}

@@ -189,6 +189,27 @@ async fn the_event_history_keeps_the_newest_events_and_explains_a_pool_timeout()
 }
 
 #[tokio::test]
+async fn the_history_times_a_request_with_in_flight_tracking_off() {
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.track_in_flight(false).event_history(16);
+    });
+    body(c.get(server.url("/slow/50")).await.unwrap()).await;
+    let done = c
+        .recent_events()
+        .into_iter()
+        .find(|e| e.name == "request_done")
+        .expect("request_done in the history");
+    // "... elapsed=51.2ms": the request's real duration, not a default zero.
+    let elapsed = done.detail.rsplit("elapsed=").next().unwrap();
+    let ms: f64 = elapsed
+        .strip_suffix("ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("elapsed in milliseconds: {done}"));
+    assert!((50.0..5_000.0).contains(&ms), "{done}");
+}
+
+#[tokio::test]
 async fn the_debug_service_answers_its_three_endpoints() {
     let server = TestServer::start().await;
     let c = client(|b| {

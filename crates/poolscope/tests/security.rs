@@ -95,3 +95,30 @@ fn userinfo_never_reaches_events_reports_errors_or_metric_labels() {
         }
     }
 }
+
+#[tokio::test]
+async fn userinfo_never_reaches_the_server_as_authority_or_host() {
+    let server = TestServer::start().await;
+    let url: http::Uri = format!("http://admin:s3cret@{}/authority", server.addr)
+        .parse()
+        .unwrap();
+    let expected = server.addr.to_string();
+    for http2 in [false, true] {
+        let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .build_http();
+        let resp = c.get(url.clone()).await.unwrap();
+        let seen = resp.into_body().collect().await.unwrap().to_bytes();
+        let seen = String::from_utf8_lossy(&seen).into_owned();
+        assert!(
+            !seen.contains("admin") && !seen.contains("s3cret"),
+            "http2={http2}: the server saw {seen:?}"
+        );
+        let (authority, host) = seen.split_once(' ').unwrap();
+        if http2 {
+            assert_eq!(authority, expected, "HTTP/2 :authority");
+        } else {
+            assert_eq!(host, expected, "HTTP/1.1 Host");
+        }
+    }
+}

@@ -22,6 +22,19 @@ pub(crate) enum BodyEnd {
     H2(Arc<Tracer>),
 }
 
+/// HTTP/2: the request is written when its body ends. Reported once, whether hyper learns
+/// the end by polling the body or (for an empty one) from `is_end_stream` alone.
+fn h2_wrote_request(t: &Tracer) {
+    let at = t.elapsed();
+    if t.mark_once(Mark::WroteRequest, at) {
+        t.wrote_request(|| WroteInfo {
+            request_id: t.request_id,
+            elapsed: at,
+            error: None,
+        });
+    }
+}
+
 /// The request body handed to hyper.
 pub(crate) struct ReqBody<B> {
     body: Option<B>,
@@ -66,15 +79,7 @@ impl<B> ReqBody<B> {
         }
         match self.end.take() {
             Some(BodyEnd::Io(events)) => events.body_done(),
-            Some(BodyEnd::H2(t)) => {
-                let at = t.elapsed();
-                t.mark(Mark::WroteRequest, at);
-                t.wrote_request(|| WroteInfo {
-                    request_id: t.request_id,
-                    elapsed: at,
-                    error: None,
-                });
-            }
+            Some(BodyEnd::H2(t)) => h2_wrote_request(&t),
             None => {}
         }
     }
@@ -117,8 +122,10 @@ where
         let end = self.body.as_ref().is_none_or(Body::is_end_stream);
         if end {
             // hyper does not poll a body that says it is empty: report its end here.
-            if let Some(BodyEnd::Io(events)) = &self.end {
-                events.body_done();
+            match &self.end {
+                Some(BodyEnd::Io(events)) => events.body_done(),
+                Some(BodyEnd::H2(t)) => h2_wrote_request(t),
+                None => {}
             }
             if let Some(e) = &self.entry {
                 e.set_phase(Phase::AwaitingResponse);

@@ -147,8 +147,11 @@ where
             .map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
         let key = &key;
         // One reading of the clock for the request's start, shared by the in-flight entry,
-        // the tracer and the metrics (and none if nothing needs it).
-        let registered = registration.as_ref().map(|r| r.entry.started());
+        // the tracer, the metrics and the history (and none if nothing needs it).
+        let registered = registration
+            .as_ref()
+            .map(|r| r.entry.started())
+            .or_else(|| self.shared.history.is_some().then(std::time::Instant::now));
         let tracer = Tracer::new(
             request_id,
             key,
@@ -159,16 +162,16 @@ where
             ],
             || registered.unwrap_or_else(std::time::Instant::now),
         );
+        let started = registered.or(tracer.as_ref().map(|t| t.start));
         #[cfg(feature = "metrics")]
         let metrics = self.shared.metrics.as_ref().map(|m| {
-            let start = registered
-                .or(tracer.as_ref().map(|t| t.start))
-                .unwrap_or_else(std::time::Instant::now);
+            let start = started.unwrap_or_else(std::time::Instant::now);
             crate::metrics::RequestMetrics::start(m, req.method(), key, start)
         });
         let mut ctx = Ctx {
             id: request_id,
             host,
+            started,
             tracer,
             registration,
             #[cfg(feature = "metrics")]
@@ -215,6 +218,9 @@ where
         loop {
             attempts += 1;
             if let Some(t) = &ctx.tracer {
+                if attempts > 1 {
+                    t.clear_attempt();
+                }
                 t.get_conn(|| GetConnInfo {
                     request_id: t.request_id,
                     key: key.clone(),
@@ -354,6 +360,13 @@ where
             if req.method() != Method::CONNECT {
                 origin_form(req.uri_mut());
             }
+        } else if req
+            .uri()
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            // HTTP/2 sends the authority as `:authority`: never with credentials in it.
+            *req.uri_mut() = crate::inflight::strip_userinfo(req.uri());
         }
         if let Some(t) = tracer {
             let end = if h2 {
@@ -428,6 +441,7 @@ where
                     // moves to the body's end.
                     tracer: ctx.tracer.take(),
                     status: resp.status(),
+                    started: ctx.started,
                     keep_alive,
                     exec: self.shared.dial.exec.clone(),
                     registration: ctx.registration.take(),
@@ -465,6 +479,8 @@ struct Done<B: Send + 'static> {
     pooled: Option<Pooled<PoolClient<B>>>,
     tracer: Option<Arc<Tracer>>,
     status: StatusCode,
+    /// When the request started, if the history, tracer or in-flight entry needed it.
+    started: Option<std::time::Instant>,
     keep_alive: bool,
     exec: super::exec::Exec,
     /// The in-flight entry: removed when the body ends.
@@ -479,6 +495,8 @@ struct Ctx {
     id: u64,
     /// The `Host` header value the request's URI implies.
     host: Option<HeaderValue>,
+    /// The request's start, read once when something needs it.
+    started: Option<std::time::Instant>,
     tracer: Option<Arc<Tracer>>,
     /// Moves to the response body's `Done` once there is a response.
     registration: Option<Registration>,
@@ -530,10 +548,9 @@ impl<B: Send + 'static> Completion for Done<B> {
             (tracer.is_some() || self.history.is_some() || metered).then(std::time::Instant::now);
         if let Some((h, id)) = self.history.take() {
             let elapsed = self
-                .registration
-                .as_ref()
+                .started
                 .zip(end)
-                .map(|(r, end)| end.saturating_duration_since(r.entry.started()))
+                .map(|(start, end)| end.saturating_duration_since(start))
                 .unwrap_or_default();
             h.request(match &error {
                 None => RequestEvent::Done {

@@ -137,6 +137,17 @@ async fn serve_conn(tcp: tokio::net::TcpStream, c: Arc<Counters>, opts: Options)
 
 async fn respond(req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
+    if path == "/authority" {
+        // What the server was told the request is for: `:authority` (HTTP/2) and `Host`.
+        let authority = req.uri().authority().map_or("-", |a| a.as_str()).to_owned();
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        return Response::new(Full::from(format!("{authority} {host}")));
+    }
     let _ = req.into_body().collect().await;
     let mut parts = path.trim_start_matches('/').split('/');
     match (parts.next(), parts.next()) {
