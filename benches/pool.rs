@@ -150,6 +150,9 @@ fn floor(c: &mut Criterion) {
     g.bench_function("clock_read", |b| {
         b.iter(|| black_box(tokio::time::Instant::now()))
     });
+    // A TSC read, calibrated: what a cheaper clock than `Instant::now` would cost.
+    let tsc = quanta::Clock::new();
+    g.bench_function("clock_read_tsc", |b| b.iter(|| black_box(tsc.now())));
     let lock = std::sync::Mutex::new(0u64);
     g.bench_function("mutex_lock_unlock", |b| {
         b.iter(|| {
