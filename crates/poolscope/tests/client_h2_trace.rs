@@ -13,6 +13,18 @@ use poolscope::{Client, ClientTrace, ResponseBody};
 use support::events::TraceLog;
 use support::server::{tls_pair, Options, TestServer};
 
+/// Go's order of events for a request served by a connection already in the pool.
+const REUSED_CONNECTION_EVENTS: [&str; 8] = [
+    "get_conn",
+    "got_conn",
+    "wrote_headers",
+    "wrote_request",
+    "got_first_response_byte",
+    "put_idle_conn",
+    "response_body_done",
+    "request_done",
+];
+
 async fn body(resp: http::Response<ResponseBody>) -> Bytes {
     resp.into_body().collect().await.unwrap().to_bytes()
 }
@@ -147,19 +159,7 @@ async fn a_fresh_https_request_reports_events_in_gos_order_and_a_reused_one_skip
     let resp = c.get(url(&server, "/")).await.unwrap();
     body(resp).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(
-        log.take(),
-        [
-            "get_conn",
-            "got_conn",
-            "wrote_headers",
-            "wrote_request",
-            "got_first_response_byte",
-            "put_idle_conn",
-            "response_body_done",
-            "request_done"
-        ]
-    );
+    assert_eq!(log.take(), REUSED_CONNECTION_EVENTS);
     let done = log.done.lock().unwrap().clone();
     let first = &done[0].timings;
     assert!(
@@ -226,19 +226,7 @@ async fn an_http2_request_without_a_body_reports_its_write_and_its_timings() {
     let names = log.take();
     // The second request runs on the shared connection: no dial events.
     let second = &names[names.iter().rposition(|n| n == "get_conn").unwrap()..];
-    assert_eq!(
-        second,
-        [
-            "get_conn",
-            "got_conn",
-            "wrote_headers",
-            "wrote_request",
-            "got_first_response_byte",
-            "put_idle_conn",
-            "response_body_done",
-            "request_done"
-        ]
-    );
+    assert_eq!(second, REUSED_CONNECTION_EVENTS);
     assert_eq!(
         names.iter().filter(|n| *n == "wrote_request").count(),
         2,
