@@ -1,14 +1,21 @@
 //! The event history: the last N pool and request events, for post-mortems.
 //!
-//! A bounded lock-free ring (`crossbeam_queue::ArrayQueue`, the oldest overwritten). Events
-//! are stored as they are and formatted only when read, so recording is a clone and a push.
+//! Writers push into a bounded lock-free ring (`crossbeam_queue::ArrayQueue`, the oldest
+//! overwritten) and never take a lock. A reader moves what the ring holds into the reader's
+//! side (a mutex-guarded deque that keeps the newest N it has seen) and renders that: events
+//! leave the ring only once and never go back, so a read cannot reorder the ring or drop a
+//! newer event in favour of an older one, and concurrent readers see the same history.
+//! Events are stored as they are and formatted only when read, so recording is a clone and a
+//! push.
 //! When a `*_hit` hook fires or a pool-wait timeout comes back, [`Client::recent_events`]
 //! shows what led there.
 //!
 //! [`Client::recent_events`]: crate::Client::recent_events
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_queue::ArrayQueue;
@@ -56,9 +63,13 @@ struct Recorded {
     what: What,
 }
 
-/// The ring of one client.
+/// The history of one client.
 pub(crate) struct History {
+    /// Events recorded since the last read (writers' side).
     ring: ArrayQueue<Recorded>,
+    /// Events already moved out of `ring` by a read: the newest `ring.capacity()` of them,
+    /// oldest first (readers' side).
+    drained: Mutex<VecDeque<Recorded>>,
     seq: AtomicU64,
     redact: Option<Redact>,
 }
@@ -68,6 +79,7 @@ impl History {
     pub(crate) fn new(n: usize, redact: Option<Redact>) -> History {
         History {
             ring: ArrayQueue::new(n.max(1)),
+            drained: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(0),
             redact,
         }
@@ -86,20 +98,18 @@ impl History {
         self.push(What::Request(ev));
     }
 
-    /// The events, oldest first. Reading takes the events out and puts them back; an event
-    /// recorded by another thread during the read may push out an older one.
+    /// The newest events, oldest first.
     pub(crate) fn recent(&self) -> Vec<RecordedEvent> {
-        let mut taken = Vec::with_capacity(self.ring.len());
+        let mut drained = self.drained.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(r) = self.ring.pop() {
-            taken.push(r);
+            drained.push_back(r);
         }
-        taken.sort_by_key(|r| r.seq);
-        let out = taken.iter().map(|r| self.describe(r)).collect();
-        for r in taken {
-            // If writers filled the ring meanwhile, the older event is the one to lose.
-            let _ = self.ring.push(r);
-        }
-        out
+        // Writers take their seq before they push, so the ring's order is nearly, not
+        // exactly, the seq order.
+        drained.make_contiguous().sort_by_key(|r| r.seq);
+        let excess = drained.len().saturating_sub(self.ring.capacity());
+        drained.drain(..excess);
+        drained.iter().map(|r| self.describe(r)).collect()
     }
 }
 
@@ -294,5 +304,49 @@ mod tests {
         assert!(seqs[0] >= 3999 - 63 - 4, "oldest kept: {}", seqs[0]);
         // Reading does not consume.
         assert_eq!(h.recent().len(), 64);
+    }
+
+    #[test]
+    fn reading_while_writers_record_loses_no_newer_event() {
+        let h = Arc::new(History::new(64, None));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (h, done) = (h.clone(), done.clone());
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        let seqs: Vec<u64> = h.recent().iter().map(|e| e.seq).collect();
+                        assert!(seqs.len() <= 64);
+                        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+                    }
+                })
+            })
+            .collect();
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        h.request(RequestEvent::Failed {
+                            id: t * 100_000 + i,
+                            error: String::new(),
+                        });
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        // With every writer done, the history holds exactly the newest 64 (two writers of
+        // slack for a push that came a little after its seq was taken).
+        let seqs: Vec<u64> = h.recent().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs.len(), 64);
+        assert_eq!(*seqs.last().unwrap(), 39_999, "{seqs:?}");
+        assert!(seqs[0] >= 39_999 - 63 - 2, "oldest kept: {seqs:?}");
     }
 }
