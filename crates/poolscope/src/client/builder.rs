@@ -117,7 +117,8 @@ impl Builder {
     }
 
     /// Connections per host, dialing + active + idle; requests beyond it wait in FIFO order
-    /// (Go's `MaxConnsPerHost`). Default: no limit. poolscope only.
+    /// (Go's `MaxConnsPerHost`). Default: no limit; 0 also means no limit, as in Go.
+    /// poolscope only.
     pub fn pool_max_conns_per_host(&mut self, max: usize) -> &mut Self {
         self.pool.max_conns_per_host = Some(max);
         self

@@ -130,7 +130,8 @@ pub struct Config {
     /// Default: `None` (hyper-util: `usize::MAX`; Go: 2).
     pub max_idle_per_host: Option<usize>,
     /// Connections per key, counting dialing, active and idle ones; requests beyond it wait.
-    /// Default: `None`.
+    /// Default: `None`. `Some(0)` means no limit, as Go's zero does (a cap of zero
+    /// connections could serve no request).
     pub max_conns_per_host: Option<usize>,
     /// How long a connection may stay idle. Default: 90 s.
     pub idle_timeout: Option<Duration>,
@@ -183,6 +184,10 @@ impl<T: Poolable> Pool<T> {
 
     /// A pool with `config` that reports to `stats`.
     pub fn with_stats(config: Config, stats: Stats) -> Pool<T> {
+        let config = Config {
+            max_conns_per_host: config.max_conns_per_host.filter(|&n| n > 0),
+            ..config
+        };
         Pool {
             shared: Arc::new(Shared::new(config, stats)),
         }
@@ -313,6 +318,17 @@ mod tests {
 
     fn tracked_keys(pool: &Pool<Conn>) -> usize {
         pool.shared.lock().tracked_keys()
+    }
+
+    #[test]
+    fn a_per_host_cap_of_zero_means_no_cap() {
+        let pool = Pool::new(Config {
+            max_conns_per_host: Some(0),
+            ..Config::default()
+        });
+        assert_eq!(pool.config().max_conns_per_host, None);
+        let mut c = pool.checkout(ConnectKey::new("http", "a", 80));
+        assert!(matches!(step(&mut c), Poll::Ready(Ok(Step::Dial(_)))));
     }
 
     #[test]
