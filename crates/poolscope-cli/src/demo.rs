@@ -1,7 +1,6 @@
 //! `poolscope demo`: serve-and-track in process, a load with a per-host cap low enough to
 //! queue, and everything poolscope shows about it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,15 +86,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         duration: Some(args.duration),
         concurrency: args.concurrency,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    let stop = load::Stop::new();
+    stop.on_ctrl_c();
     let bar = load::progress(&plan);
     let interrupted = load::execute(&client, prepared, rec.clone(), plan, stop, bar).await;
     let inflight = snapshot_task.await.unwrap_or_default();

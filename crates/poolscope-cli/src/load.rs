@@ -1,7 +1,7 @@
 //! `poolscope load URL`: many requests, a live pool view, then a report.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -181,17 +181,66 @@ pub struct Plan {
     pub concurrency: usize,
 }
 
+/// Asks a run to stop (Ctrl-C): requests still in flight are abandoned, not awaited, so a
+/// run stuck on a server that does not answer still stops and reports.
+#[derive(Clone)]
+pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Stop {
+    pub fn new() -> Stop {
+        Stop(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+
+    /// Stops the run.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Stops the run on the first Ctrl-C.
+    pub fn on_ctrl_c(&self) {
+        let stop = self.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.stop();
+            }
+        });
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the run is asked to stop, or at `deadline`.
+    async fn stopped(&self, deadline: Option<Instant>) {
+        let mut rx = self.0.subscribe();
+        let asked = async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        };
+        match deadline {
+            Some(d) => {
+                tokio::select! {
+                    _ = asked => {}
+                    _ = tokio::time::sleep_until(d.into()) => {}
+                }
+            }
+            None => asked.await,
+        }
+    }
+}
+
 async fn worker(
     client: HttpClient,
     req: Arc<Prepared>,
     rec: Arc<Recording>,
     issued: Arc<AtomicU64>,
     plan: Arc<Plan>,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     deadline: Option<Instant>,
 ) {
+    let stopped = stop.stopped(deadline);
+    tokio::pin!(stopped);
     loop {
-        if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if stop.is_stopped() || deadline.is_some_and(|d| Instant::now() >= d) {
             return;
         }
         if let Some(n) = plan.requests {
@@ -200,29 +249,37 @@ async fn worker(
             }
         }
         let start = Instant::now();
-        match client.request(req.request()).await {
-            Ok(resp) => {
-                let status = resp.status().as_u16().to_string();
-                match resp.into_body().collect().await {
-                    Ok(_) => {
-                        record(&rec.latency_us, start.elapsed());
-                        rec.ok.fetch_add(1, Ordering::Relaxed);
-                        *rec.statuses
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .entry(status)
-                            .or_default() += 1;
-                    }
-                    Err(_) => {
-                        rec.failed.fetch_add(1, Ordering::Relaxed);
-                        *rec.errors
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .entry("error reading response body".into())
-                            .or_default() += 1;
-                    }
+        let exchange = async {
+            let resp = client.request(req.request()).await?;
+            let status = resp.status().as_u16().to_string();
+            Ok::<_, poolscope::Error>((status, resp.into_body().collect().await))
+        };
+        // A request still running when the run stops or its time is up is abandoned.
+        let outcome = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            outcome = exchange => outcome,
+        };
+        match outcome {
+            Ok((status, body)) => match body {
+                Ok(_) => {
+                    record(&rec.latency_us, start.elapsed());
+                    rec.ok.fetch_add(1, Ordering::Relaxed);
+                    *rec.statuses
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(status)
+                        .or_default() += 1;
                 }
-            }
+                Err(_) => {
+                    rec.failed.fetch_add(1, Ordering::Relaxed);
+                    *rec.errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry("error reading response body".into())
+                        .or_default() += 1;
+                }
+            },
             Err(e) => {
                 rec.failed.fetch_add(1, Ordering::Relaxed);
                 let kind = e.to_string();
@@ -244,7 +301,7 @@ pub async fn execute(
     req: Prepared,
     rec: Arc<Recording>,
     plan: Plan,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     bar: ProgressBar,
 ) -> bool {
     let plan = Arc::new(plan);
@@ -293,7 +350,7 @@ pub async fn execute(
     }
     live.abort();
     bar.finish_and_clear();
-    stop.load(Ordering::Relaxed)
+    stop.is_stopped()
 }
 
 /// The live view: a bar when the request count is known, a spinner otherwise.
@@ -349,15 +406,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         duration: args.duration,
         concurrency: args.concurrency,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    let stop = Stop::new();
+    stop.on_ctrl_c();
     #[cfg(unix)]
     let dump = poolscope::debug::dump_on_signal(
         client.clone(),

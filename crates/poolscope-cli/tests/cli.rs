@@ -242,3 +242,49 @@ fn ctrl_c_stops_a_load_early_and_still_reports() {
         "stopped early"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_a_load_whose_requests_never_get_an_answer() {
+    // A loopback listener that accepts and never answers: every request hangs.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for conn in listener.incoming().take(4) {
+            conns.push(conn);
+        }
+        std::thread::sleep(Duration::from_secs(20));
+    });
+    let child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
+        .args([
+            "load",
+            "--json",
+            "-n",
+            "100",
+            "-c",
+            "4",
+            &format!("http://{addr}/"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let sent = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "stopped at once, not when the server gave up"
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["interrupted"], true);
+    assert_eq!(v["requests_ok"], 0);
+    drop(held);
+}
