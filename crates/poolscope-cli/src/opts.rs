@@ -83,29 +83,39 @@ impl Prepared {
     }
 }
 
+/// `raw` as it may be shown: without userinfo, even when it does not parse as a URL.
+fn without_userinfo(raw: &str) -> String {
+    let start = raw.find("://").map_or(0, |i| i + 3);
+    let rest = &raw[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}{}", &raw[..start], &rest[at + 1..]),
+        None => raw.to_owned(),
+    }
+}
+
 /// Checks the URL, method and headers.
 pub fn prepare(r: &RequestOpts) -> Result<Prepared, Failure> {
+    let shown = without_userinfo(&r.url);
     let uri: Uri = r
         .url
         .parse()
-        .map_err(|e| Failure::Usage(format!("invalid URL {:?}: {e}", r.url)))?;
+        .map_err(|e| Failure::Usage(format!("invalid URL {shown:?}: {e}")))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         Some(other) => {
             return Err(Failure::Usage(format!(
-                "unsupported scheme {other:?} in {:?} (use http or https)",
-                r.url
+                "unsupported scheme {other:?} in {shown:?} (use http or https)"
             )))
         }
         None => {
             return Err(Failure::Usage(format!(
-                "invalid URL {:?}: no scheme (use http:// or https://)",
-                r.url
+                "invalid URL {shown:?}: no scheme (use http:// or https://)"
             )))
         }
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(Failure::Usage(format!("invalid URL {:?}: no host", r.url)));
+        return Err(Failure::Usage(format!("invalid URL {shown:?}: no host")));
     }
     let method = Method::from_bytes(r.method.as_bytes())
         .map_err(|_| Failure::Usage(format!("invalid method {:?}", r.method)))?;

@@ -204,6 +204,24 @@ fn usage_errors_exit_2_with_one_line() {
         let line = stderr_line(&out);
         assert!(line.contains(needle), "{args:?}: {line}");
     }
+    // Credentials in a rejected URL are not echoed back.
+    for url in [
+        "ftp://admin:s3cret@127.0.0.1/x",
+        "admin:s3cret@127.0.0.1/x",
+        "http://admin:s3cret@/x",
+    ] {
+        let out = poolscope(&["trace", url]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {out:?}");
+        let line = stderr_line(&out);
+        assert!(
+            line.contains("invalid URL") || line.contains("unsupported scheme"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("s3cret") && !line.contains("admin"),
+            "{line}"
+        );
+    }
     let out = poolscope(&["trace", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -112,10 +112,29 @@ impl Server {
             })
         };
         tokio::pin!(shutdown);
+        let mut backoff: Option<Duration> = None;
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    let Ok((tcp, peer)) = accepted else { continue };
+                    let (tcp, peer) = match accepted {
+                        Ok(accepted) => {
+                            backoff = None;
+                            accepted
+                        }
+                        Err(e) => {
+                            // Out of file descriptors (or similar): the error comes back at
+                            // once until connections close, so back off as Go's server does
+                            // (5 ms doubling to 1 s) instead of spinning.
+                            let delay = backoff
+                                .map_or(Duration::from_millis(5), |d: Duration| d * 2)
+                                .min(Duration::from_secs(1));
+                            backoff = Some(delay);
+                            self.log
+                                .lifecycle(&format!("Accept error: {e}; retrying in {delay:?}"));
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                    };
                     let _ = tcp.set_nodelay(true);
                     let svc = routes::Service::new(self.app.clone(), peer, self.log.clone());
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
