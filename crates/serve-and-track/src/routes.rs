@@ -152,6 +152,27 @@ fn header_str(req: &Request<hyper::body::Incoming>, name: header::HeaderName) ->
         .unwrap_or("")
 }
 
+/// A field of the access log as Apache writes it: a quote or a backslash escaped with a
+/// backslash, other bytes outside printable ASCII as `\xhh`, so a request cannot break the
+/// line's quoting or inject a line.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..0x7f => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.into()
+}
+
 impl hyper::service::Service<Request<hyper::body::Incoming>> for Service {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
@@ -159,22 +180,44 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Service {
 
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
         let resp = self.app.respond(&req);
-        let size = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        // Bytes of body sent: none for HEAD, whatever the GET would have been.
+        let size = if req.method() == Method::HEAD {
+            0
+        } else {
+            http_body::Body::size_hint(resp.body()).exact().unwrap_or(0)
+        };
         // ::1 - - [14/Aug/2017:14:47:57 +0100] "GET /state HTTP/1.1" 200 2 "" "curl/7.54.0"
         self.log.access(|| {
             format!(
                 "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\"\n",
                 self.peer.ip(),
                 apache_time(SystemTime::now()),
-                req.method(),
-                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                escape(req.method().as_str()),
+                escape(req.uri().path_and_query().map_or("/", |p| p.as_str())),
                 req.version(),
                 resp.status().as_u16(),
                 size,
-                header_str(&req, header::REFERER).replace('"', "\\\""),
-                header_str(&req, header::USER_AGENT).replace('"', "\\\""),
+                escape(header_str(&req, header::REFERER)),
+                escape(header_str(&req, header::USER_AGENT)),
             )
         });
         Box::pin(async move { Ok(resp) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn log_fields_cannot_break_their_quotes_or_the_line() {
+        assert_eq!(escape("/track?x=1"), "/track?x=1");
+        assert_eq!(escape(r#"/a"b"#), r#"/a\"b"#);
+        assert_eq!(escape(r"C:\x"), r"C:\\x");
+        assert_eq!(
+            escape("ua\n127.0.0.1 - - fake"),
+            r"ua\x0a127.0.0.1 - - fake"
+        );
+        assert_eq!(escape("caf\u{e9}"), r"caf\xc3\xa9");
     }
 }

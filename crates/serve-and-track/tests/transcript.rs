@@ -201,10 +201,28 @@ async fn every_request_is_logged_in_apache_combined_format() {
         .collect()
         .await
         .unwrap();
+    let head = http::Request::builder()
+        .method(http::Method::HEAD)
+        .uri(format!("{}/track", s.base))
+        .body(Empty::new())
+        .unwrap();
+    c.request(head)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
     let lines = s.lines.lock().unwrap().clone();
     assert!(
         lines[0].contains(" INFO http: Server started 127.0.0.1:"),
         "{lines:?}"
+    );
+    // HEAD sends no body: 0 bytes, like Apache's %B.
+    assert!(
+        lines[3].ends_with("\"HEAD /track HTTP/1.1\" 200 0 \"\" \"\"\n"),
+        "{}",
+        lines[3]
     );
     let state = &lines[1];
     // 127.0.0.1 - - [23/Nov/2026:16:42:13 +0000] "GET /state HTTP/1.1" 503 33 "" ""
