@@ -263,7 +263,8 @@ pub struct RequestTimings {
     pub queued: Duration,
     /// Name resolution of the dial this request started.
     pub dns: Option<Duration>,
-    /// TCP connect of that dial.
+    /// TCP connect of that dial: from its first attempt's start to the end of the one that
+    /// connected (happy eyeballs may try several addresses).
     pub connect: Option<Duration>,
     /// TLS handshake of that dial.
     pub tls: Option<Duration>,
@@ -582,6 +583,11 @@ tokio::task_local! {
     /// The tracer of the request whose dial is running on this task: connectors report DNS,
     /// connect and TLS events to it.
     pub(crate) static DIAL_TRACER: Option<Arc<Tracer>>;
+}
+
+/// The tracer of the request whose dial runs on this task, if any, to keep beyond a call.
+pub(crate) fn dial_tracer() -> Option<Arc<Tracer>> {
+    DIAL_TRACER.try_with(Option::clone).ok().flatten()
 }
 
 /// Runs `f` with the tracer of the request whose dial runs on this task, if any.

@@ -71,7 +71,20 @@ async fn a_full_accept_backlog_is_a_connect_timeout() {
     }
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_millis(200)));
-    let c: C = Client::builder(TokioExecutor::new()).build(http);
+    let connects: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+    let (starts, dones) = (connects.clone(), connects.clone());
+    let trace = poolscope::ClientTrace::builder()
+        .on_connect_start(move |_| starts.lock().unwrap().push(None))
+        .on_connect_done(move |i| {
+            dones
+                .lock()
+                .unwrap()
+                .push(Some(i.error.clone().unwrap_or_default()))
+        })
+        .build();
+    let c: C = Client::builder(TokioExecutor::new())
+        .trace(trace)
+        .build(http);
     let err = tokio::time::timeout(
         Duration::from_secs(10),
         c.get(format!("http://{addr}/").parse().unwrap()),
@@ -81,6 +94,12 @@ async fn a_full_accept_backlog_is_a_connect_timeout() {
     .expect_err("the backlog is full");
     assert!(err.is_connect() && err.is_timeout(), "{err:?}");
     assert_eq!(err.connect_phase(), Some(ConnectPhase::Tcp));
+    // The attempt the timeout dropped still reports its end.
+    assert_eq!(
+        *connects.lock().unwrap(),
+        [None, Some("canceled".to_owned())],
+        "connect_start, then connect_done"
+    );
     drop(fillers);
 }
 

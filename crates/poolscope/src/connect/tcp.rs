@@ -1,6 +1,9 @@
 //! TCP connect with happy eyeballs: addresses interleaved by family and tried in turn, a new
 //! attempt starting every `stagger` while earlier ones are pending, or at once when one fails.
-//! The first to connect wins; the others are dropped.
+//! The first to connect wins; the others are dropped. Every attempt that reported
+//! `connect_start` reports `connect_done`, a dropped one (it lost the race, or the connect
+//! timed out) with a "canceled" error. The request's `connect` timing runs from the first
+//! attempt's start to the winner's end, so time lost on a silent address is not hidden.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -8,8 +11,10 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
 
+use std::sync::Arc;
+
 use super::{ConnectError, ConnectPhase};
-use crate::trace::{with_dial_tracer, ConnectDoneInfo, ConnectStartInfo, Mark};
+use crate::trace::{dial_tracer, ConnectDoneInfo, ConnectStartInfo, Mark, Tracer};
 
 /// Orders addresses as RFC 8305 suggests: alternate families, starting with the first.
 pub(crate) fn interleave(addrs: Vec<IpAddr>) -> Vec<IpAddr> {
@@ -26,28 +31,56 @@ pub(crate) fn interleave(addrs: Vec<IpAddr>) -> Vec<IpAddr> {
     }
 }
 
-async fn attempt(addr: SocketAddr) -> Result<TcpStream, (SocketAddr, std::io::Error)> {
-    with_dial_tracer(|t| {
+/// One traced attempt between its `connect_start` and its `connect_done`: if it is dropped
+/// before it ends, the drop reports the `connect_done`.
+struct Reported {
+    tracer: Option<Arc<Tracer>>,
+    addr: SocketAddr,
+    start: Instant,
+}
+
+impl Reported {
+    fn done(&mut self, error: Option<String>) {
+        if let Some(t) = self.tracer.take() {
+            t.connect_done(|| ConnectDoneInfo {
+                request_id: t.request_id,
+                key: t.key.clone(),
+                addr: self.addr,
+                error,
+                took: self.start.elapsed(),
+            });
+        }
+    }
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        self.done(Some("canceled".into()));
+    }
+}
+
+/// Connects to `addr`; `began` is when the first attempt of the race started.
+async fn attempt(
+    addr: SocketAddr,
+    began: Instant,
+) -> Result<TcpStream, (SocketAddr, std::io::Error)> {
+    let tracer = dial_tracer();
+    if let Some(t) = &tracer {
         t.connect_start(|| ConnectStartInfo {
             request_id: t.request_id,
             addr,
-        })
-    });
-    let start = Instant::now();
+        });
+    }
+    let mut report = Reported {
+        tracer,
+        addr,
+        start: Instant::now(),
+    };
     let result = TcpStream::connect(addr).await;
-    let end = Instant::now();
-    with_dial_tracer(|t| {
-        if result.is_ok() {
-            t.mark(Mark::Connect, end.saturating_duration_since(start));
-        }
-        t.connect_done(|| ConnectDoneInfo {
-            request_id: t.request_id,
-            key: t.key.clone(),
-            addr,
-            error: result.as_ref().err().map(ToString::to_string),
-            took: end - start,
-        })
-    });
+    if let (Some(t), Ok(_)) = (&report.tracer, &result) {
+        t.mark(Mark::Connect, began.elapsed());
+    }
+    report.done(result.as_ref().err().map(ToString::to_string));
     result.map_err(|e| (addr, e))
 }
 
@@ -79,8 +112,9 @@ async fn race(addrs: Vec<IpAddr>, port: u16, stagger: Duration) -> Result<TcpStr
         .map(|ip| SocketAddr::new(ip, port));
     let mut running = FuturesUnordered::new();
     let mut last_err: Option<(SocketAddr, std::io::Error)> = None;
+    let began = Instant::now();
     if let Some(addr) = pending.next() {
-        running.push(attempt(addr));
+        running.push(attempt(addr, began));
     }
     while !running.is_empty() {
         let next = tokio::time::timeout(stagger, running.next()).await;
@@ -89,14 +123,14 @@ async fn race(addrs: Vec<IpAddr>, port: u16, stagger: Duration) -> Result<TcpStr
             Ok(Some(Err(e))) => {
                 last_err = Some(e);
                 if let Some(addr) = pending.next() {
-                    running.push(attempt(addr));
+                    running.push(attempt(addr, began));
                 }
             }
             Ok(None) => break,
             // Still pending after `stagger`: start the next address alongside.
             Err(_) => {
                 if let Some(addr) = pending.next() {
-                    running.push(attempt(addr));
+                    running.push(attempt(addr, began));
                 }
             }
         }
