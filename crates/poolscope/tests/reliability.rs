@@ -104,6 +104,38 @@ async fn a_full_accept_backlog_is_a_connect_timeout() {
 }
 
 #[tokio::test]
+async fn a_server_that_never_answers_the_client_hello_is_a_tls_timeout() {
+    // Accepts TCP connections and keeps them open without a byte of TLS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            conns.push(tcp);
+        }
+    });
+    let mut https = HttpsConnector::new();
+    https.set_tls_handshake_timeout(Some(Duration::from_millis(200)));
+    let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.get(
+            format!("https://localhost:{}/", addr.port())
+                .parse()
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("bounded by the handshake timeout")
+    .expect_err("no TLS server there");
+    assert!(err.is_connect() && err.is_timeout(), "{err:?}");
+    assert_eq!(err.connect_phase(), Some(ConnectPhase::Tls));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.abort();
+}
+
+#[tokio::test]
 async fn a_certificate_for_another_name_fails_even_with_trusted_roots() {
     let (server_cfg, roots) = support::server::tls_pair(); // a certificate for "localhost"
     let server = support::server::TestServer::with(support::server::Options {

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::Uri;
 use rustls::pki_types::ServerName;
@@ -30,6 +30,8 @@ use crate::trace::{with_dial_tracer, Mark, TlsHandshakeDoneInfo, TlsHandshakeSta
 pub struct HttpsConnector {
     http: HttpConnector,
     tls: Arc<ClientConfig>,
+    /// How long a TLS handshake may take; `None`: no limit.
+    handshake_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for HttpsConnector {
@@ -80,6 +82,7 @@ impl HttpsConnector {
         HttpsConnector {
             http,
             tls: Arc::new(config),
+            handshake_timeout: None,
         }
     }
 
@@ -93,10 +96,19 @@ impl HttpsConnector {
     pub fn http_mut(&mut self) -> &mut HttpConnector {
         &mut self.http
     }
+
+    /// How long a TLS handshake may take before the dial fails with a timeout in the TLS
+    /// phase ([`Error::is_timeout`](crate::Error::is_timeout)). The connect timeout of
+    /// [`http_mut`](HttpsConnector::http_mut) covers TCP only. Default: no limit, as
+    /// hyper-rustls; Go's `DefaultTransport` uses 10 seconds.
+    pub fn set_tls_handshake_timeout(&mut self, timeout: Option<Duration>) {
+        self.handshake_timeout = timeout;
+    }
 }
 
 async fn handshake(
     tls: Arc<ClientConfig>,
+    timeout: Option<Duration>,
     host: &str,
     tcp: tokio::net::TcpStream,
 ) -> Result<
@@ -116,10 +128,28 @@ async fn handshake(
         })
     });
     let start = Instant::now();
-    let result = TlsConnector::from(tls).connect(name, tcp).await;
+    let connect = TlsConnector::from(tls).connect(name, tcp);
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, connect).await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("timed out after {t:?}"),
+            ))
+        }),
+        None => connect.await,
+    };
     let end = Instant::now();
     let result = result
-        .map_err(|e| ConnectError::new(ConnectPhase::Tls, format!("handshake with {host}")).with(e))
+        .map_err(|e| {
+            let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
+            let err =
+                ConnectError::new(ConnectPhase::Tls, format!("handshake with {host}")).with(e);
+            if timed_out {
+                err.timed_out()
+            } else {
+                err
+            }
+        })
         .map(|s| {
             let (_, conn) = s.get_ref();
             let info = TlsInfo {
@@ -176,7 +206,8 @@ impl tower_service::Service<Uri> for HttpsConnector {
                 };
                 return Ok(Stream::tcp(tcp, info));
             }
-            let (tls, info) = handshake(this.tls.clone(), &host, tcp).await?;
+            let (tls, info) =
+                handshake(this.tls.clone(), this.handshake_timeout, &host, tcp).await?;
             Ok(Stream::tls(
                 tls,
                 ConnInfo {
