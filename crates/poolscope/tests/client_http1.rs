@@ -390,3 +390,67 @@ async fn timings_are_complete_when_only_request_done_is_registered() {
         assert!(t.transfer.is_some(), "{t:?}");
     }
 }
+
+async fn echoes(upgraded: hyper::upgrade::Upgraded) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    io.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    io.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
+#[tokio::test]
+async fn connect_in_authority_form_tunnels_and_the_connection_leaves_the_pool() {
+    let server = TestServer::start().await;
+    let c = client(|_| {});
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(server.addr.to_string())
+        .body(Empty::new())
+        .unwrap();
+    let mut resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // What the server saw: authority form, as hyper-util sends it.
+    assert_eq!(resp.headers()["x-target"], server.addr.to_string().as_str());
+    let upgrade = hyper::upgrade::on(&mut resp);
+    drop(resp);
+    echoes(upgrade.await.expect("the connection is handed over")).await;
+    eventually("the tunnel is not pooled", || {
+        c.pool_snapshot().total_idle() == 0 && c.pool_snapshot().total_active() == 0
+    })
+    .await;
+    // The next request dials a connection of its own.
+    body(c.get(server.url("/")).await.unwrap()).await;
+    assert_eq!(server.counters.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_101_response_hands_the_connection_to_hyper_upgrade() {
+    let server = TestServer::start().await;
+    let c = client(|_| {});
+    let req = Request::builder()
+        .uri(server.url("/upgrade"))
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(Empty::new())
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    echoes(hyper::upgrade::on(resp).await.expect("upgraded")).await;
+}
+
+#[tokio::test]
+async fn responses_carry_what_the_connector_attached() {
+    let server = TestServer::start().await;
+    // hyper-util's own connector attaches `HttpInfo`, as with hyper-util's client.
+    let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let resp = c.get(server.url("/")).await.unwrap();
+    let info = resp
+        .extensions()
+        .get::<hyper_util::client::legacy::connect::HttpInfo>()
+        .expect("HttpInfo in the response extensions");
+    assert_eq!(info.remote_addr(), server.addr);
+    body(resp).await;
+}

@@ -585,6 +585,47 @@ async fn requests_an_http2_connection_cannot_take_keep_their_place_and_dial() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn with_no_idle_connection_allowed_nothing_is_reused() {
+    let (pool, rec) = pool_with(Config {
+        max_idle_per_host: Some(0),
+        max_conns_per_host: Some(1),
+        ..Config::default()
+    });
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    let ca = expect_ready(&mut a);
+    let mut b = pool.checkout(key("a"));
+    expect_pending(&mut b); // the cap: b waits
+                            // Even with b waiting, the returned connection closes; its slot lets b dial.
+    assert_eq!(ca.release(), Returned::Closed(CloseReason::MaxIdlePerHost));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    let cb = expect_ready(&mut b);
+    assert!(!cb.info().reused);
+    drop(cb);
+    drop((a, b));
+    assert_eq!(pool.snapshot().total_idle(), 0);
+
+    // HTTP/2 connections are not shared either: each request dials its own.
+    let (h2, rec2) = pool_with(Config {
+        max_idle_per_host: Some(0),
+        ..Config::default()
+    });
+    let mut x = h2.checkout_shared(key("h"));
+    let mut y = h2.checkout_shared(key("h"));
+    let (px, py) = (expect_dial(&mut x), expect_dial(&mut y));
+    px.finish(Ok(TestConn::h2()));
+    py.finish(Ok(TestConn::h2()));
+    let (cx, cy) = (expect_ready(&mut x), expect_ready(&mut y));
+    assert_ne!(cx.id(), cy.id());
+    assert_eq!(cx.release(), Returned::Closed(CloseReason::MaxIdlePerHost));
+    drop(cy);
+    drop((x, y));
+    drop((pool, h2));
+    rec.assert_balanced();
+    rec2.assert_balanced();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_http2_dial_lets_the_next_waiter_dial() {
     let (pool, rec) = pool_with(Config::default());
     let mut a = pool.checkout_shared(key("a"));

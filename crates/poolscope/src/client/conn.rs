@@ -30,6 +30,12 @@ pub(crate) struct ConnFacts {
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) tls: Option<TlsInfo>,
+    /// The connector said it reached a proxy (`Connected::proxy`): HTTP/1 requests go out in
+    /// absolute form.
+    pub(crate) proxied: bool,
+    /// What the connector attached (`Connected::extra`), copied into every response's
+    /// extensions as hyper-util does; `None` when it attached nothing.
+    pub(crate) extras: Option<Extensions>,
     /// Per-request IO events (HTTP/1 only: one request at a time).
     pub(crate) io: Arc<IoEvents>,
 }
@@ -371,6 +377,7 @@ where
         (None, None, None)
     };
     let h2 = cfg.http2_only || connected.is_negotiated_h2();
+    let proxied = connected.is_proxied();
     let events = Arc::new(IoEvents::new());
     let io = TracedIo {
         io,
@@ -393,7 +400,9 @@ where
     } else {
         let (tx, conn) = cfg.h1.handshake(io).await.map_err(handshake_err)?;
         cfg.exec.execute(async move {
-            let _ = conn.await;
+            // With upgrades, a 101 or a successful CONNECT hands the IO to
+            // `hyper::upgrade::on(response)`; the connection is then gone from the pool.
+            let _ = conn.with_upgrades().await;
             // The connection is gone: if it sits idle in the pool, it leaves now.
             on_close();
         });
@@ -410,6 +419,8 @@ where
             remote_addr,
             local_addr,
             tls,
+            proxied,
+            extras: (!extras.is_empty()).then_some(extras),
             io: events,
         }),
     })

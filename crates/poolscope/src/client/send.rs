@@ -107,7 +107,44 @@ fn dial_uri(key: &ConnectKey) -> Result<Uri, Error> {
         .map_err(|e| Error::new(Kind::InvalidUri).with(e))
 }
 
-/// `Host` value for `uri`: the host, with the port when it is not the scheme's default.
+fn has_userinfo(uri: &Uri) -> bool {
+    uri.authority().is_some_and(|a| a.as_str().contains('@'))
+}
+
+/// An authority-form CONNECT target gets the scheme hyper-util gives it: https for port
+/// 443, else http.
+fn with_connect_scheme(uri: &mut Uri) {
+    let Some(authority) = uri.authority().cloned() else {
+        return;
+    };
+    let scheme = if authority.port_u16() == Some(443) {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    if let Ok(u) = Uri::from_parts(parts) {
+        *uri = u;
+    }
+}
+
+/// HTTP/1 CONNECT goes out in authority form (`CONNECT host:port HTTP/1.1`).
+fn authority_form(uri: &mut Uri) {
+    let Some(authority) = uri.authority() else {
+        return;
+    };
+    let hostport = authority.as_str().rsplit('@').next().unwrap_or("");
+    let mut parts = http::uri::Parts::default();
+    parts.authority = hostport.parse().ok();
+    if let Ok(u) = Uri::from_parts(parts) {
+        *uri = u;
+    }
+}
+
+/// The request target of an HTTP/1 request to an origin: path and query only.
 fn origin_form(uri: &mut Uri) {
     let path = uri
         .path_and_query()
@@ -136,9 +173,17 @@ where
         request_id: u64,
         registration: Option<Registration>,
     ) -> Result<Response<ResponseBody>, Error> {
+        let connect = req.method() == Method::CONNECT;
         match req.version() {
+            // CONNECT is HTTP/1.1's (and HTTP/2's), as hyper-util has it.
+            Version::HTTP_10 if connect => return Err(Error::new(Kind::UnsupportedVersion)),
             Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_2 => {}
             _ => return Err(Error::new(Kind::UnsupportedVersion)),
+        }
+        let mut req = req;
+        if connect && req.uri().scheme().is_none() {
+            // Authority form (`CONNECT example.com:443`): the scheme follows the port.
+            with_connect_scheme(req.uri_mut());
         }
         let super::origin::Origin { key, host } = self
             .shared
@@ -357,14 +402,17 @@ where
                     req.headers_mut().insert(HOST, host.clone());
                 }
             }
-            if req.method() != Method::CONNECT {
+            if req.method() == Method::CONNECT {
+                authority_form(req.uri_mut());
+            } else if pooled.facts.proxied {
+                // A proxy gets the absolute form, never with credentials in it.
+                if has_userinfo(req.uri()) {
+                    *req.uri_mut() = crate::inflight::strip_userinfo(req.uri());
+                }
+            } else {
                 origin_form(req.uri_mut());
             }
-        } else if req
-            .uri()
-            .authority()
-            .is_some_and(|a| a.as_str().contains('@'))
-        {
+        } else if has_userinfo(req.uri()) {
             // HTTP/2 sends the authority as `:authority`: never with credentials in it.
             *req.uri_mut() = crate::inflight::strip_userinfo(req.uri());
         }
@@ -449,6 +497,11 @@ where
                     metrics: ctx.metrics.take(),
                     history: self.shared.history.clone().map(|h| (h, ctx.id)),
                 };
+                let mut resp = resp;
+                // What the connector attached (e.g. hyper-util's `HttpInfo`), as hyper-util.
+                if let Some(extras) = done.pooled.as_ref().and_then(|p| p.facts.extras.as_ref()) {
+                    resp.extensions_mut().extend(extras.clone());
+                }
                 Ok(resp.map(|body| ResponseBody::new(body, Box::new(done), entry)))
             }
             Err(mut e) => {

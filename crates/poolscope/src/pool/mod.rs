@@ -41,6 +41,10 @@
 //!    connections or is dropped.
 //! 10. **Closing.** Dropping the last [`Pool`] handle closes idle connections and fails every
 //!     waiter; connections in use close when they come back.
+//! 11. **No reuse.** `max_idle_per_host = Some(0)` turns reuse off, as hyper-util's
+//!     `pool_max_idle_per_host(0)` does: every request dials its own connection, a returned
+//!     connection closes even when requests wait (their slots pass on by rule 5), and HTTP/2
+//!     connections are not shared.
 //!
 //! Every rule's event is a [`Stats`] hook, called after the pool lock is released.
 //!
@@ -126,8 +130,8 @@ pub struct Config {
     /// Idle connections kept across all keys; the least recently used is closed beyond it.
     /// Default: `None`.
     pub max_idle: Option<usize>,
-    /// Idle connections kept per key; a returned connection beyond it is closed.
-    /// Default: `None` (hyper-util: `usize::MAX`; Go: 2).
+    /// Idle connections kept per key; a returned connection beyond it is closed. `Some(0)`
+    /// turns reuse off (rule 11). Default: `None` (hyper-util: `usize::MAX`; Go: 2).
     pub max_idle_per_host: Option<usize>,
     /// Connections per key, counting dialing, active and idle ones; requests beyond it wait.
     /// Default: `None`. `Some(0)` means no limit, as Go's zero does (a cap of zero
@@ -159,6 +163,11 @@ impl Config {
     fn idle_expired(&self, idle_since: Instant, now: Instant) -> bool {
         self.idle_timeout
             .is_some_and(|t| now.saturating_duration_since(idle_since) >= t)
+    }
+
+    /// Rule 11: no connection serves a second request.
+    fn reuse_off(&self) -> bool {
+        self.max_idle_per_host == Some(0)
     }
 
     fn lifetime_over(&self, created: Instant, now: Instant) -> bool {

@@ -127,15 +127,48 @@ async fn serve_conn(tcp: tokio::net::TcpStream, c: Arc<Counters>, opts: Options)
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await;
         }
         None => {
-            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                .await;
         }
     }
 }
 
+/// CONNECT (answered 200) and `GET /upgrade` (answered 101): the connection then echoes.
+fn upgrade_and_echo(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let target = req.uri().to_string();
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on.await {
+            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    if req.method() == http::Method::CONNECT {
+        // A 2xx to CONNECT has no body: a header says which request target the server saw.
+        Response::builder()
+            .header("x-target", target)
+            .body(Full::default())
+            .unwrap()
+    } else {
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::CONNECTION, "upgrade")
+            .header(http::header::UPGRADE, "echo")
+            .body(Full::default())
+            .unwrap()
+    }
+}
+
 async fn respond(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() == http::Method::CONNECT || req.uri().path() == "/upgrade" {
+        return upgrade_and_echo(req);
+    }
     let path = req.uri().path().to_owned();
     if path == "/authority" {
         // What the server was told the request is for: `:authority` (HTTP/2) and `Host`.

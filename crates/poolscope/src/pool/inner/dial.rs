@@ -15,6 +15,9 @@ use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason};
 impl<T: Poolable> Locked<'_, T> {
     /// Leases a shared connection of `key`, dropping closed ones that nobody uses.
     pub(super) fn take_shared(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
+        if self.cfg.reuse_off() {
+            return None;
+        }
         let host = self.st.hosts.get_mut(key)?;
         if host.shared.is_empty() {
             return None;
@@ -206,10 +209,21 @@ impl<T: Poolable> Locked<'_, T> {
         if owner_live {
             targets.push(owner);
         }
-        while let Some(r) = self.pop_idle_waiter(key) {
-            if r != owner {
-                targets.push(r);
+        // Rule 11: with reuse off, the connection serves its owner only.
+        let serve_waiters = !self.cfg.reuse_off();
+        if serve_waiters {
+            while let Some(r) = self.pop_idle_waiter(key) {
+                if r != owner {
+                    targets.push(r);
+                }
             }
+        }
+        if targets.is_empty() && !serve_waiters {
+            // Rule 11: nobody will ever be served by it; it does not go idle.
+            self.fx.drops.push(first);
+            self.close(key, conn, meta, CloseReason::MaxIdlePerHost);
+            self.kick_stranded(key, false);
+            return;
         }
         let mut meta = meta;
         let mut first = Some(first);

@@ -46,6 +46,10 @@ impl<T: Poolable> Locked<'_, T> {
             Some(CloseReason::Broken)
         } else if self.cfg.lifetime_over(meta.created, now) {
             Some(CloseReason::MaxLifetime)
+        } else if self.cfg.reuse_off() {
+            // Rule 11: not even a waiting request gets it.
+            self.limit_hit(Limit::MaxIdleConnsPerHost);
+            Some(CloseReason::MaxIdlePerHost)
         } else {
             None
         };
@@ -148,6 +152,8 @@ impl<T: Poolable> Locked<'_, T> {
             Some(CloseReason::Broken)
         } else if self.cfg.lifetime_over(s.meta.created, now) {
             Some(CloseReason::MaxLifetime)
+        } else if self.cfg.reuse_off() {
+            Some(CloseReason::MaxIdlePerHost)
         } else {
             None
         };

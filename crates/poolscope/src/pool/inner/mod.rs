@@ -460,7 +460,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
         host.idle_waitq.push_back(wref);
         host.idle_waiting += 1;
         let waiting = host.idle_waiting;
-        let expect_shared_dial = wants_shared && host.shared_dialing > 0;
+        let expect_shared_dial = wants_shared && host.shared_dialing > 0 && !self.cfg.reuse_off();
         self.fx.push(|| {
             Event::IdleConnWaitIn(WaitIn {
                 key: key.clone(),
