@@ -33,8 +33,8 @@ pub(crate) struct ConnFacts {
     /// The connector said it reached a proxy (`Connected::proxy`): HTTP/1 requests go out in
     /// absolute form.
     pub(crate) proxied: bool,
-    /// What the connector attached (`Connected::extra`), copied into every response's
-    /// extensions as hyper-util does; `None` when it attached nothing.
+    /// What the connector attached (`Connected::extra`, poolscope's own `ConnInfo` taken out),
+    /// copied into every response's extensions as hyper-util does; `None` when nothing.
     pub(crate) extras: Option<Extensions>,
     /// Per-request IO events (HTTP/1 only: one request at a time).
     pub(crate) io: Arc<IoEvents>,
@@ -365,12 +365,10 @@ where
     let connected = io.connected();
     let mut extras = Extensions::new();
     connected.get_extras(&mut extras);
-    let (remote_addr, local_addr, tls) = if let Some(info) = extras.get::<ConnInfo>() {
-        (
-            Some(info.remote_addr),
-            Some(info.local_addr),
-            info.tls.clone(),
-        )
+    // poolscope's own connectors attach `ConnInfo` for `GotConnInfo`; it is taken out here,
+    // so their responses carry nothing extra (the facts are in the trace) and cost no copy.
+    let (remote_addr, local_addr, tls) = if let Some(info) = extras.remove::<ConnInfo>() {
+        (Some(info.remote_addr), Some(info.local_addr), info.tls)
     } else if let Some(info) = extras.get::<HttpInfo>() {
         (Some(info.remote_addr()), Some(info.local_addr()), None)
     } else {
