@@ -83,13 +83,12 @@ impl Prepared {
     }
 }
 
-/// `raw` as it may be shown: without userinfo, even when it does not parse as a URL.
+/// `raw` as it may be shown, even when it does not parse as a URL: anything up to its last
+/// `@` may be userinfo (a raw password may hold `/`, `?` or `#`), so it is masked.
 fn without_userinfo(raw: &str) -> String {
     let start = raw.find("://").map_or(0, |i| i + 3);
-    let rest = &raw[start..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => format!("{}{}", &raw[..start], &rest[at + 1..]),
+    match raw[start..].rfind('@') {
+        Some(at) => format!("{}***@{}", &raw[..start], &raw[start + at + 1..]),
         None => raw.to_owned(),
     }
 }

@@ -209,6 +209,7 @@ fn usage_errors_exit_2_with_one_line() {
         "ftp://admin:s3cret@127.0.0.1/x",
         "admin:s3cret@127.0.0.1/x",
         "http://admin:s3cret@/x",
+        "ftp://admin:s3/cret@127.0.0.1/x",
     ] {
         let out = poolscope(&["trace", url]);
         assert_eq!(out.status.code(), Some(2), "{url}: {out:?}");

@@ -57,6 +57,7 @@ enum What {
     Request(RequestEvent),
 }
 
+#[derive(Clone)]
 struct Recorded {
     seq: u64,
     at: SystemTime,
@@ -109,7 +110,10 @@ impl History {
         drained.make_contiguous().sort_by_key(|r| r.seq);
         let excess = drained.len().saturating_sub(self.ring.capacity());
         drained.drain(..excess);
-        drained.iter().map(|r| self.describe(r)).collect()
+        // Rendered after the lock: the user's `redact_url` may be slow, or read the history.
+        let kept: Vec<Recorded> = drained.iter().cloned().collect();
+        drop(drained);
+        kept.iter().map(|r| self.describe(r)).collect()
     }
 }
 

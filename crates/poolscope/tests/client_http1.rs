@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioExecutor;
+use poolscope::stats::CloseReason;
 use poolscope::Client;
 use support::events::TraceLog;
 use support::server::{Options, TestServer};
@@ -403,7 +404,10 @@ async fn echoes(upgraded: hyper::upgrade::Upgraded) {
 #[tokio::test]
 async fn connect_in_authority_form_tunnels_and_the_connection_leaves_the_pool() {
     let server = TestServer::start().await;
-    let c = client(|_| {});
+    let rec = Recorder::default();
+    let c = client(|b| {
+        b.stats(rec.stats());
+    });
     let req = Request::builder()
         .method(Method::CONNECT)
         .uri(server.addr.to_string())
@@ -420,6 +424,14 @@ async fn connect_in_authority_form_tunnels_and_the_connection_leaves_the_pool() 
         c.pool_snapshot().total_idle() == 0 && c.pool_snapshot().total_active() == 0
     })
     .await;
+    // The tunnel's end is not a broken connection: it was not reusable.
+    assert!(
+        rec.all()
+            .iter()
+            .any(|e| matches!(e, Ev::Closed(_, _, CloseReason::NotReusable))),
+        "{:?}",
+        rec.all()
+    );
     // The next request dials a connection of its own.
     body(c.get(server.url("/")).await.unwrap()).await;
     assert_eq!(server.counters.connections(), 2);

@@ -131,8 +131,10 @@ impl Server {
                             backoff = Some(delay);
                             self.log
                                 .lifecycle(&format!("Accept error: {e}; retrying in {delay:?}"));
-                            tokio::time::sleep(delay).await;
-                            continue;
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => continue,
+                                () = &mut shutdown => break,
+                            }
                         }
                     };
                     let _ = tcp.set_nodelay(true);

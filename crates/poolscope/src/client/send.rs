@@ -387,6 +387,7 @@ where
         }
         let reused = pooled.info().reused;
         let h2 = pooled.is_http2();
+        let connect = req.method() == Method::CONNECT;
         let fail = |error: Error, unsent, stale| Failed {
             error,
             unsent,
@@ -477,7 +478,12 @@ where
                         });
                     }
                 }
-                let keep_alive = resp.version() != Version::HTTP_10
+                // An upgraded connection (101, or a tunnel after CONNECT) belongs to
+                // `hyper::upgrade::on` now: not reusable, and not broken either.
+                let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    || (connect && resp.status().is_success());
+                let keep_alive = !upgraded
+                    && resp.version() != Version::HTTP_10
                     && !resp
                         .headers()
                         .get_all(CONNECTION)

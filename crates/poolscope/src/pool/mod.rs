@@ -33,7 +33,8 @@
 //! 8. **HTTP/2.** A connection whose [`Poolable::share`] returns handles is shared: it stays
 //!    in the pool while in use and serves every waiter of its key at once. Requests that
 //!    expect HTTP/2 ([`Pool::checkout_shared`]) and arrive while such a dial is in progress
-//!    wait for it instead of dialing. Shared connections are not subject to the idle caps.
+//!    wait for it instead of dialing. Shared connections are not subject to the idle caps,
+//!    only to rule 11.
 //! 9. **Timeouts.** Idle timeout (default 90 s), optional max lifetime, and an optional
 //!    pool-wait timeout whose error carries a [`PoolSnapshot`](crate::stats::PoolSnapshot).
 //!    A background reaper sleeps until the next expiry while something is idle, a full
@@ -352,24 +353,5 @@ mod tests {
             assert!(matches!(step(&mut c), Poll::Ready(Err(e)) if e.is_dial()));
         }
         assert_eq!(tracked_keys(&pool), 0, "failed keys must not accumulate");
-    }
-
-    #[test]
-    fn a_key_whose_waiter_left_is_forgotten() {
-        let pool = Pool::new(Config {
-            max_conns_per_host: Some(1),
-            ..Config::default()
-        });
-        let key = ConnectKey::new("http", "a", 80);
-        let mut first = pool.checkout(key.clone());
-        let Poll::Ready(Ok(Step::Dial(permit))) = step(&mut first) else {
-            panic!("expected a dial permit");
-        };
-        let mut second = pool.checkout(key);
-        assert!(step(&mut second).is_pending());
-        drop(second);
-        permit.finish(Err("connection refused".into()));
-        drop(first);
-        assert_eq!(tracked_keys(&pool), 0);
     }
 }

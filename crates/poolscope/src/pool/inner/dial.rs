@@ -10,7 +10,7 @@ use super::{Locked, SharedConn, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo};
 use crate::pool::error::Error;
 use crate::pool::{ConnId, ConnectKey, Poolable};
-use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason};
+use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason, Limit};
 
 impl<T: Poolable> Locked<'_, T> {
     /// Leases a shared connection of `key`, dropping closed ones that nobody uses.
@@ -220,6 +220,7 @@ impl<T: Poolable> Locked<'_, T> {
         }
         if targets.is_empty() && !serve_waiters {
             // Rule 11: nobody will ever be served by it; it does not go idle.
+            self.limit_hit(Limit::MaxIdleConnsPerHost);
             self.fx.drops.push(first);
             self.close(key, conn, meta, CloseReason::MaxIdlePerHost);
             self.kick_stranded(key, false);

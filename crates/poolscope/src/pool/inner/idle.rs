@@ -159,6 +159,9 @@ impl<T: Poolable> Locked<'_, T> {
         };
         if let Some(reason) = reason {
             let s = host.shared.swap_remove(i);
+            if reason == CloseReason::MaxIdlePerHost {
+                self.limit_hit(Limit::MaxIdleConnsPerHost);
+            }
             self.close(key, s.conn, s.meta, reason);
             return Returned::Closed(reason);
         }
