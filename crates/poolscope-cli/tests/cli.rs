@@ -227,31 +227,36 @@ fn usage_errors_exit_2_with_one_line() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Runs `poolscope args`, sends it SIGINT (Ctrl-C) after `after`, and returns its output and
+/// how long it took to exit after the signal.
 #[cfg(unix)]
-#[test]
-fn ctrl_c_stops_a_load_early_and_still_reports() {
-    let addr = server();
+fn interrupted(args: &[&str], after: Duration) -> (Output, Duration) {
     let child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
-        .args([
-            "load",
-            "--json",
-            "--duration",
-            "60s",
-            "-c",
-            "4",
-            &format!("http://{addr}/track"),
-        ])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(after);
+    let sent = std::time::Instant::now();
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
+    (out, sent.elapsed())
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_a_load_early_and_still_reports() {
+    let addr = server();
+    let url = format!("http://{addr}/track");
+    let (out, _) = interrupted(
+        &["load", "--json", "--duration", "60s", "-c", "4", &url],
+        Duration::from_millis(1500),
+    );
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["interrupted"], true);
@@ -275,30 +280,13 @@ fn ctrl_c_stops_a_load_whose_requests_never_get_an_answer() {
         }
         std::thread::sleep(Duration::from_secs(20));
     });
-    let child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
-        .args([
-            "load",
-            "--json",
-            "-n",
-            "100",
-            "-c",
-            "4",
-            &format!("http://{addr}/"),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    let sent = std::time::Instant::now();
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    let url = format!("http://{addr}/");
+    let (out, took) = interrupted(
+        &["load", "--json", "-n", "100", "-c", "4", &url],
+        Duration::from_millis(800),
+    );
     assert!(
-        sent.elapsed() < Duration::from_secs(10),
+        took < Duration::from_secs(10),
         "stopped at once, not when the server gave up"
     );
     assert!(out.status.success(), "{out:?}");
