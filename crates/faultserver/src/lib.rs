@@ -57,6 +57,8 @@ pub enum Fault {
     HugeHeaders,
     /// A chunked body that never ends.
     EndlessBody,
+    /// Not a fault: a chunked `hello` followed by a trailer field, keep-alive.
+    Trailers,
 }
 
 /// What the server saw.
@@ -264,6 +266,7 @@ fn reset(tcp: TcpStream) {
 }
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+const WITH_TRAILERS: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 42\r\n\r\n";
 
 async fn serve_http1(mut tcp: TcpStream, c: Arc<Counters>, f: Arc<Mutex<Fault>>) {
     let mut buf = Vec::new();
@@ -296,6 +299,7 @@ async fn serve_http1(mut tcp: TcpStream, c: Arc<Counters>, f: Arc<Mutex<Fault>>)
             Fault::None | Fault::CloseIdleAfter(_) | Fault::Idle408(_) | Fault::RefuseTls => {
                 tcp.write_all(OK).await
             }
+            Fault::Trailers => tcp.write_all(WITH_TRAILERS).await,
             Fault::CloseAfter(n) => {
                 if served >= n {
                     let _ = tcp

@@ -238,3 +238,59 @@ async fn an_http2_request_without_a_body_reports_its_write_and_its_timings() {
         assert!(t.got_conn.unwrap() <= t.first_byte.unwrap() && t.first_byte.unwrap() <= t.total);
     }
 }
+
+/// A request body of one data frame and a trailer field.
+struct WithTrailers(u8);
+
+impl http_body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(match self.0 {
+            1 => Some(Ok(http_body::Frame::data(Bytes::from_static(b"payload")))),
+            2 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("x-checksum", http::HeaderValue::from_static("7"));
+                Some(Ok(http_body::Frame::trailers(trailers)))
+            }
+            _ => None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_that_ends_with_trailers_reports_its_write() {
+    let server = TestServer::start().await;
+    for http2 in [false, true] {
+        let log = TraceLog::default();
+        let c: Client<_, WithTrailers> = Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .trace(log.trace())
+            .build_http();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(server.url("/"))
+            .header("te", "trailers")
+            .body(WithTrailers(0))
+            .unwrap();
+        let resp = c.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        body(resp).await;
+        let names = log.take();
+        assert!(
+            names.iter().any(|n| n == "wrote_request"),
+            "http2={http2}: {names:?}"
+        );
+        let done = log.done.lock().unwrap().clone();
+        assert!(
+            done[0].timings.send.is_some(),
+            "http2={http2}: {:?}",
+            done[0].timings
+        );
+    }
+}

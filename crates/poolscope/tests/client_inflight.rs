@@ -210,6 +210,31 @@ async fn the_history_times_a_request_with_in_flight_tracking_off() {
 }
 
 #[tokio::test]
+async fn every_started_request_ends_in_the_history() {
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.event_history(32);
+    });
+    // Refused before it starts (no scheme), and dropped while the server takes its time.
+    let _ = c
+        .get("/relative".parse().unwrap())
+        .await
+        .expect_err("no scheme");
+    let slow = c.get(server.url("/slow/500"));
+    let _ = tokio::time::timeout(Duration::from_millis(50), slow).await;
+    let events = c.recent_events();
+    let count = |name: &str| events.iter().filter(|e| e.name == name).count();
+    assert_eq!(count("request_started"), 2, "{events:?}");
+    assert_eq!(count("request_failed"), 2, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.name == "request_failed" && e.detail.contains("canceled")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_debug_service_answers_its_three_endpoints() {
     let server = TestServer::start().await;
     let c = client(|b| {

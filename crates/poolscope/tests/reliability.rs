@@ -227,6 +227,37 @@ async fn an_endless_body_costs_only_what_the_user_reads() {
     assert_eq!(c.pool_snapshot().total_active(), 0);
 }
 
+#[tokio::test]
+async fn a_body_that_ends_with_trailers_ends_there_and_its_connection_is_reused() {
+    let server = FaultServer::start(Proto::Http1, Fault::Trailers).await;
+    let errors: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = errors.clone();
+    let trace = poolscope::ClientTrace::builder()
+        .on_response_body_done(move |i| seen.lock().unwrap().push(i.error.clone()))
+        .build();
+    let c: C = Client::builder(TokioExecutor::new())
+        .trace(trace)
+        .build_http();
+    for _ in 0..2 {
+        let resp = c.get(server.url("/").parse().unwrap()).await.unwrap();
+        let mut body = resp.into_body();
+        let data = body.frame().await.unwrap().unwrap();
+        assert_eq!(data.data_ref().map(|d| &d[..]), Some(&b"hello"[..]));
+        let trailers = body.frame().await.unwrap().unwrap();
+        assert_eq!(trailers.trailers_ref().unwrap()["x-checksum"], "42");
+        assert!(http_body::Body::is_end_stream(&body));
+        // Dropped right after its trailers, as hyper does with a body it forwards.
+        drop(body);
+    }
+    let reason_free: Vec<Option<String>> = vec![None, None];
+    assert_eq!(*errors.lock().unwrap(), reason_free, "both ended cleanly");
+    support::eventually("the connection is idle in the pool", || {
+        c.pool_snapshot().total_idle() == 1
+    })
+    .await;
+    assert_eq!(server.counters().accepted(), 1, "one connection for both");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancellation_storm_leaks_nothing() {
     let server = FaultServer::start(Proto::Http1, Fault::SlowBody(Duration::from_millis(1))).await;

@@ -108,7 +108,8 @@ where
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if this.body.as_ref().is_some_and(Body::is_end_stream) {
+                // Trailers are the last frame: hyper sends them and stops polling.
+                if frame.is_trailers() || this.body.as_ref().is_some_and(Body::is_end_stream) {
                     this.ended();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -169,6 +170,8 @@ pub struct ResponseBody {
     /// `Some` until the body ends, fails or is dropped.
     done: Mutex<Option<Box<dyn Completion>>>,
     bytes: u64,
+    /// Trailers came: they are a body's last frame, whatever `inner` says of its end.
+    trailers_seen: bool,
 }
 
 impl ResponseBody {
@@ -185,6 +188,7 @@ impl ResponseBody {
             entry,
             done: Mutex::new(Some(done)),
             bytes: 0,
+            trailers_seen: false,
         };
         // A body known to be empty (HEAD, 204, 304, Content-Length: 0) ends now.
         if body.inner.is_end_stream() {
@@ -224,7 +228,13 @@ impl Body for ResponseBody {
                         e.add_bytes(data.len() as u64);
                     }
                 }
-                if this.inner.is_end_stream() {
+                // Trailers end the body even though hyper's `is_end_stream` does not say so
+                // for a chunked HTTP/1 body, and a consumer (hyper itself, when the body is
+                // forwarded) may drop it right after them.
+                if frame.is_trailers() {
+                    this.trailers_seen = true;
+                }
+                if this.trailers_seen || this.inner.is_end_stream() {
                     this.finish(None);
                 }
             }
@@ -238,7 +248,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.trailers_seen || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

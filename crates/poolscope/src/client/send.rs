@@ -107,6 +107,15 @@ fn dial_uri(key: &ConnectKey) -> Result<Uri, Error> {
         .map_err(|e| Error::new(Kind::InvalidUri).with(e))
 }
 
+/// A `Connection` header lists `close` (among other tokens, perhaps).
+fn says_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
 fn has_userinfo(uri: &Uri) -> bool {
     uri.authority().is_some_and(|a| a.as_str().contains('@'))
 }
@@ -173,23 +182,35 @@ where
         request_id: u64,
         registration: Option<Registration>,
     ) -> Result<Response<ResponseBody>, Error> {
-        let connect = req.method() == Method::CONNECT;
-        match req.version() {
-            // CONNECT is HTTP/1.1's (and HTTP/2's), as hyper-util has it.
-            Version::HTTP_10 if connect => return Err(Error::new(Kind::UnsupportedVersion)),
-            Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_2 => {}
-            _ => return Err(Error::new(Kind::UnsupportedVersion)),
-        }
-        let mut req = req;
-        if connect && req.uri().scheme().is_none() {
-            // Authority form (`CONNECT example.com:443`): the scheme follows the port.
-            with_connect_scheme(req.uri_mut());
-        }
-        let super::origin::Origin { key, host } = self
-            .shared
-            .origins
-            .resolve(req.uri())
-            .map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
+        // The history's `request_started` gets its end even if this future is dropped.
+        let mut unfinished = Unfinished {
+            history: self.shared.history.clone(),
+            id: request_id,
+        };
+        let result = self.send_checked(req, request_id, registration).await;
+        unfinished.history = None;
+        result
+    }
+
+    async fn send_checked(
+        self,
+        req: Request<B>,
+        request_id: u64,
+        registration: Option<Registration>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let checked = self.check(req);
+        let (req, super::origin::Origin { key, host }) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                if let Some(h) = &self.shared.history {
+                    h.request(RequestEvent::Failed {
+                        id: request_id,
+                        error: e.to_string(),
+                    });
+                }
+                return Err(e);
+            }
+        };
         let key = &key;
         // One reading of the clock for the request's start, shared by the in-flight entry,
         // the tracer, the metrics and the history (and none if nothing needs it).
@@ -248,6 +269,27 @@ where
                 Err(e)
             }
         }
+    }
+
+    /// What can be refused before anything starts: the version, and a URI without a pool key.
+    fn check(&self, mut req: Request<B>) -> Result<(Request<B>, super::origin::Origin), Error> {
+        let connect = req.method() == Method::CONNECT;
+        match req.version() {
+            // CONNECT is HTTP/1.1's (and HTTP/2's), as hyper-util has it.
+            Version::HTTP_10 if connect => return Err(Error::new(Kind::UnsupportedVersion)),
+            Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_2 => {}
+            _ => return Err(Error::new(Kind::UnsupportedVersion)),
+        }
+        if connect && req.uri().scheme().is_none() {
+            // Authority form (`CONNECT example.com:443`): the scheme follows the port.
+            with_connect_scheme(req.uri_mut());
+        }
+        let origin = self
+            .shared
+            .origins
+            .resolve(req.uri())
+            .map_err(|e| Error::new(Kind::InvalidUri).with(e))?;
+        Ok((req, origin))
     }
 
     async fn send_traced(
@@ -441,6 +483,8 @@ where
                 });
             }
         }
+        // The request's own `Connection: close` ends the connection after this exchange.
+        let asked_close = says_close(req.headers());
         // If this future is dropped from here until the response is handed over, an HTTP/1
         // connection is mid-exchange: it must be closed, not returned.
         pooled.close_on_drop(!h2);
@@ -483,12 +527,9 @@ where
                 let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     || (connect && resp.status().is_success());
                 let keep_alive = !upgraded
+                    && !asked_close
                     && resp.version() != Version::HTTP_10
-                    && !resp
-                        .headers()
-                        .get_all(CONNECTION)
-                        .iter()
-                        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                    && !says_close(resp.headers());
                 let done = Done {
                     pooled: Some(pooled),
                     // The request is over for `send` once it has a response: the tracer
@@ -547,6 +588,24 @@ struct Done<B: Send + 'static> {
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::RequestMetrics>,
     history: Option<(Arc<History>, u64)>,
+}
+
+/// Records a request whose future was dropped before it finished as failed in the history
+/// (unless `history` was cleared because it finished).
+struct Unfinished {
+    history: Option<Arc<History>>,
+    id: u64,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(h) = self.history.take() {
+            h.request(RequestEvent::Failed {
+                id: self.id,
+                error: "canceled: the response future was dropped".to_owned(),
+            });
+        }
+    }
 }
 
 /// One request's context: its id, tracer and in-flight registration.
