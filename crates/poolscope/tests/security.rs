@@ -122,3 +122,105 @@ async fn userinfo_never_reaches_the_server_as_authority_or_host() {
         }
     }
 }
+
+/// The IO of a connector that says it reached a proxy (`Connected::proxy(true)`).
+struct ViaProxy(hyper_util::rt::TokioIo<tokio::net::TcpStream>);
+
+impl hyper_util::client::legacy::connect::Connection for ViaProxy {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new().proxy(true)
+    }
+}
+
+impl hyper::rt::Read for ViaProxy {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for ViaProxy {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_gets_the_absolute_form_without_userinfo() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    // A "proxy" connector: dials the test server (which answers for any target) and says
+    // it is a proxy.
+    let connector = tower_service_fn(move |_uri: http::Uri| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        Ok::<_, std::io::Error>(ViaProxy(hyper_util::rt::TokioIo::new(tcp)))
+    });
+    let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let url: http::Uri = format!("http://admin:s3cret@{addr}/authority")
+        .parse()
+        .unwrap();
+    let resp = c.get(url).await.unwrap();
+    let seen = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen = String::from_utf8_lossy(&seen).into_owned();
+    // The request line carried the authority (absolute form), and no credentials.
+    let (authority, _host) = seen.split_once(' ').unwrap();
+    assert_eq!(authority, addr.to_string(), "{seen}");
+    assert!(
+        !seen.contains("admin") && !seen.contains("s3cret"),
+        "{seen}"
+    );
+}
+
+/// A `tower_service::Service<Uri>` from an async function.
+fn tower_service_fn<F, Fut, R>(f: F) -> ServiceFn<F>
+where
+    F: Fn(http::Uri) -> Fut + Clone,
+    Fut: std::future::Future<Output = Result<R, std::io::Error>>,
+{
+    ServiceFn(f)
+}
+
+#[derive(Clone)]
+struct ServiceFn<F>(F);
+
+impl<F, Fut, R> tower_service::Service<http::Uri> for ServiceFn<F>
+where
+    F: Fn(http::Uri) -> Fut + Clone,
+    Fut: std::future::Future<Output = Result<R, std::io::Error>>,
+{
+    type Response = R;
+    type Error = std::io::Error;
+    type Future = Fut;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Fut {
+        (self.0)(uri)
+    }
+}
