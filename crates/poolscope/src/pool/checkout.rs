@@ -42,7 +42,31 @@ pub enum Step<T: Poolable> {
 /// its connection serves the next waiter or goes idle.
 pub struct Checkout<T: Poolable> {
     state: State<T>,
-    timeout: Option<Pin<Box<Sleep>>>,
+    timeout: Option<WaitTimeout>,
+}
+
+/// The pool-wait timeout of a waiting checkout: a timer inside a tokio runtime; outside one
+/// (a pool polled by hand) only a deadline, checked whenever the checkout is polled.
+enum WaitTimeout {
+    Timer(Pin<Box<Sleep>>),
+    Deadline(tokio::time::Instant),
+}
+
+impl WaitTimeout {
+    fn new(deadline: tokio::time::Instant) -> WaitTimeout {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            WaitTimeout::Timer(Box::pin(tokio::time::sleep_until(deadline)))
+        } else {
+            WaitTimeout::Deadline(deadline)
+        }
+    }
+
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> bool {
+        match self {
+            WaitTimeout::Timer(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            WaitTimeout::Deadline(at) => tokio::time::Instant::now() >= *at,
+        }
+    }
 }
 
 /// Where the checkout is. The pool handle and the key live in the states that need them, so
@@ -69,10 +93,7 @@ impl<T: Poolable> Checkout<T> {
         let parts = Parts { shared, key };
         let (state, timeout) = match start {
             Ok(Start::Ready(lease)) => (State::Ready(lease, parts), None),
-            Ok(Start::Wait(r)) => (
-                State::Waiting(r, parts),
-                deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-            ),
+            Ok(Start::Wait(r)) => (State::Waiting(r, parts), deadline.map(WaitTimeout::new)),
             Err(e) => (State::Failed(e, parts.key), None),
         };
         Checkout { state, timeout }
@@ -114,10 +135,7 @@ impl<T: Poolable> Checkout<T> {
             State::Waiting(r, parts) => (r, parts),
         };
         // Poll the timer before taking the lock; a delivered result still wins below.
-        let timed_out = self
-            .timeout
-            .as_mut()
-            .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let timed_out = self.timeout.as_mut().is_some_and(|t| t.poll_elapsed(cx));
         let mut locked = parts.shared.lock();
         let polled = locked.poll_waiter(wref, cx.waker());
         let out = match polled {

@@ -143,7 +143,9 @@ pub struct Config {
     /// How long a connection may live; it is closed when found older. Default: `None`.
     pub max_lifetime: Option<Duration>,
     /// How long a request may wait in the pool's queues before failing with
-    /// [`Error::is_timeout`]. Default: `None`.
+    /// [`Error::is_timeout`]. Inside a tokio runtime (with its time driver) a timer wakes the
+    /// waiting checkout; outside one, the deadline is checked whenever it is polled.
+    /// Default: `None`.
     pub wait_timeout: Option<Duration>,
 }
 
@@ -339,6 +341,67 @@ mod tests {
         assert_eq!(pool.config().max_conns_per_host, None);
         let mut c = pool.checkout(ConnectKey::new("http", "a", 80));
         assert!(matches!(step(&mut c), Poll::Ready(Ok(Step::Dial(_)))));
+    }
+
+    #[test]
+    fn a_wait_timeout_outside_a_runtime_is_checked_when_polled() {
+        let pool = Pool::new(Config {
+            max_conns_per_host: Some(1),
+            wait_timeout: Some(std::time::Duration::from_millis(20)),
+            ..Config::default()
+        });
+        let key = ConnectKey::new("http", "a", 80);
+        let mut first = pool.checkout(key.clone());
+        let Poll::Ready(Ok(Step::Dial(_permit))) = step(&mut first) else {
+            panic!("expected a dial permit");
+        };
+        // No tokio runtime here: creating the waiting checkout must not need one.
+        let mut second = pool.checkout(key);
+        assert!(step(&mut second).is_pending());
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert!(matches!(step(&mut second), Poll::Ready(Err(e)) if e.is_timeout()));
+    }
+
+    #[test]
+    fn a_reaper_lost_with_its_runtime_is_spawned_again_on_the_next() {
+        let pool = Pool::new(Config {
+            idle_timeout: Some(std::time::Duration::from_secs(1)),
+            ..Config::default()
+        });
+        let key = ConnectKey::new("http", "a", 80);
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        first.block_on(async {
+            let mut c = pool.checkout(key.clone());
+            let Poll::Ready(Ok(Step::Dial(permit))) = step(&mut c) else {
+                panic!("expected a dial permit");
+            };
+            permit.finish(Ok(Conn));
+            let Poll::Ready(Ok(Step::Ready(conn))) = step(&mut c) else {
+                panic!("expected the connection");
+            };
+            drop(conn); // idle: a reaper is spawned on this runtime
+        });
+        drop(first); // and dropped with it
+        runtime().block_on(async {
+            let mut c = pool.checkout(key.clone());
+            let Poll::Ready(Ok(Step::Ready(conn))) = step(&mut c) else {
+                panic!("expected the idle connection");
+            };
+            drop(conn); // idle again: a reaper must run here
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            assert_eq!(
+                pool.snapshot().total_idle(),
+                0,
+                "the idle timeout closed it"
+            );
+        });
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub(super) fn spawn<T: Poolable>(shared: &Arc<Shared<T>>) {
     let wake = shared.reaper_wake.clone();
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
-            handle.spawn(run(weak, wake));
+            // The guard goes with the task from the start: a task dropped before its first
+            // poll still tells the pool.
+            let stopped = Stopped(Some(weak.clone()));
+            handle.spawn(run(weak, wake, stopped));
         }
         Err(_) => {
             let mut locked = shared.lock();
@@ -31,7 +34,7 @@ pub(super) fn spawn<T: Poolable>(shared: &Arc<Shared<T>>) {
     }
 }
 
-async fn run<T: Poolable>(weak: Weak<Shared<T>>, wake: Arc<Notify>) {
+async fn run<T: Poolable>(weak: Weak<Shared<T>>, wake: Arc<Notify>, mut stopped: Stopped<T>) {
     loop {
         let next = {
             let Some(shared) = weak.upgrade() else { return };
@@ -47,7 +50,26 @@ async fn run<T: Poolable>(weak: Weak<Shared<T>>, wake: Arc<Notify>) {
                     _ = wake.notified() => {}
                 }
             }
-            ReaperNext::Exit => return,
+            ReaperNext::Exit => {
+                // `reap` already recorded that no reaper runs.
+                stopped.0 = None;
+                return;
+            }
+        }
+    }
+}
+
+/// Dropped with the reaper's task when that ends other than by `reap`'s choice (its runtime
+/// shut down, or it panicked): the pool learns that no reaper runs, so the next connection
+/// going idle spawns one on whatever runtime is current then.
+struct Stopped<T: Poolable>(Option<Weak<Shared<T>>>);
+
+impl<T: Poolable> Drop for Stopped<T> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take().and_then(|w| w.upgrade()) {
+            let mut locked = shared.lock();
+            locked.reaper_stopped();
+            locked.finish(&shared);
         }
     }
 }
