@@ -116,8 +116,12 @@ fn says_close(headers: &http::HeaderMap) -> bool {
     })
 }
 
-fn has_userinfo(uri: &Uri) -> bool {
-    uri.authority().is_some_and(|a| a.as_str().contains('@'))
+/// Takes userinfo out of a URI that is sent with its authority (HTTP/2's `:authority`, the
+/// absolute form a proxy gets): credentials never go on the wire.
+fn drop_userinfo(uri: &mut Uri) {
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        *uri = crate::inflight::strip_userinfo(uri);
+    }
 }
 
 /// An authority-form CONNECT target gets the scheme hyper-util gives it: https for port
@@ -448,16 +452,14 @@ where
             if req.method() == Method::CONNECT {
                 authority_form(req.uri_mut());
             } else if pooled.facts.proxied {
-                // A proxy gets the absolute form, never with credentials in it.
-                if has_userinfo(req.uri()) {
-                    *req.uri_mut() = crate::inflight::strip_userinfo(req.uri());
-                }
+                // A proxy gets the absolute form.
+                drop_userinfo(req.uri_mut());
             } else {
                 origin_form(req.uri_mut());
             }
-        } else if has_userinfo(req.uri()) {
-            // HTTP/2 sends the authority as `:authority`: never with credentials in it.
-            *req.uri_mut() = crate::inflight::strip_userinfo(req.uri());
+        } else {
+            // HTTP/2 sends the authority as `:authority`.
+            drop_userinfo(req.uri_mut());
         }
         if let Some(t) = tracer {
             let end = if h2 {
