@@ -49,6 +49,12 @@ pub(crate) enum RequestEvent {
         id: u64,
         error: String,
     },
+    Retry {
+        id: u64,
+        attempt: u32,
+        reason: crate::trace::RetryReason,
+        conn_id: ConnId,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +276,15 @@ fn describe(what: &What, redact: Option<&Redact>) -> (&'static str, String) {
             RequestEvent::Failed { id, error } => {
                 ("request_failed", format!("request={id} error={error}"))
             }
+            RequestEvent::Retry {
+                id,
+                attempt,
+                reason,
+                conn_id,
+            } => (
+                "request_retry",
+                format!("request={id} attempt={attempt} reason={reason} after_conn={conn_id}"),
+            ),
         },
     }
 }

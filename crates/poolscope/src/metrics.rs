@@ -20,7 +20,7 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
 use crate::pool::key::BuildKeyHasher;
 use crate::pool::{ConnectKey, LeaseInfo};
 use crate::stats::{CloseReason, Event, EventSink, Limit};
-use crate::trace::ClientTrace;
+use crate::trace::{ClientTrace, RetryReason};
 
 /// `scheme`, `host`, `port` of a key, then `extra`.
 fn labels(key: &ConnectKey, extra: &[(&'static str, &'static str)]) -> Vec<Label> {
@@ -74,7 +74,7 @@ const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
 ];
 
-const CLOSE_REASONS: [CloseReason; 8] = [
+const CLOSE_REASONS: [CloseReason; 10] = [
     CloseReason::IdleTimeout,
     CloseReason::MaxLifetime,
     CloseReason::MaxIdleConns,
@@ -83,6 +83,15 @@ const CLOSE_REASONS: [CloseReason; 8] = [
     CloseReason::NotReusable,
     CloseReason::CloseIdle,
     CloseReason::PoolClosed,
+    CloseReason::GoAway,
+    CloseReason::Redundant,
+];
+
+const RETRY_REASONS: [RetryReason; 4] = [
+    RetryReason::StaleConnection,
+    RetryReason::NotSent,
+    RetryReason::GoAway,
+    RetryReason::RefusedStream,
 ];
 
 /// One key's metric handles, registered once: updates are then an atomic each, with no
@@ -95,7 +104,9 @@ struct KeyMetrics {
     wait_conns_per_host: Gauge,
     opened: Counter,
     reused: Counter,
-    closed: [Counter; 8],
+    closed: [Counter; CLOSE_REASONS.len()],
+    /// Requests sent again, by `RetryReason` (indices into `RETRY_REASONS`).
+    retries: [Counter; RETRY_REASONS.len()],
     connection_duration: Histogram,
     connect_duration: Histogram,
     tls_duration: Histogram,
@@ -126,6 +137,12 @@ impl KeyMetrics {
             closed: CLOSE_REASONS.map(|r| {
                 counter!(
                     "http_client_connections_closed_total",
+                    l(&[("reason", r.as_str())])
+                )
+            }),
+            retries: RETRY_REASONS.map(|r| {
+                counter!(
+                    "http_client_request_retries_total",
                     l(&[("reason", r.as_str())])
                 )
             }),
@@ -300,6 +317,13 @@ impl RequestMetrics {
         self.key.time_in_queue.record(info.waited.as_secs_f64());
         if info.reused {
             self.key.reused.increment(1);
+        }
+    }
+
+    /// The request is sent again.
+    pub(crate) fn retry(&self, reason: RetryReason) {
+        if let Some(i) = RETRY_REASONS.iter().position(|r| *r == reason) {
+            self.key.retries[i].increment(1);
         }
     }
 

@@ -279,6 +279,12 @@ pub enum CloseReason {
     NotReusable,
     /// Closed by `close_idle_connections()`.
     CloseIdle,
+    /// The server sent HTTP/2 GOAWAY: the connection took no new requests and closed once
+    /// its streams ended.
+    GoAway,
+    /// A dial raced another for an HTTP/2 origin and its connection was not needed (Go's
+    /// `addConnIfNeeded`): closed unused.
+    Redundant,
     /// The pool was closed.
     PoolClosed,
 }
@@ -294,6 +300,8 @@ impl CloseReason {
             CloseReason::Broken => "broken",
             CloseReason::NotReusable => "not_reusable",
             CloseReason::CloseIdle => "close_idle",
+            CloseReason::GoAway => "goaway",
+            CloseReason::Redundant => "redundant",
             CloseReason::PoolClosed => "pool_closed",
         }
     }

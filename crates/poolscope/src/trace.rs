@@ -42,7 +42,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -236,6 +236,57 @@ pub struct BodyDoneInfo {
     pub error: Option<String>,
 }
 
+/// Why a request is sent again on another connection (or another stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryReason {
+    /// A reused HTTP/1 connection had been closed by the server while it sat idle; the
+    /// request is idempotent (or carries an idempotency key) and its body can be sent again.
+    StaleConnection,
+    /// The connection closed before the request was written: hyper gave it back unsent.
+    NotSent,
+    /// The server sent HTTP/2 GOAWAY and had not processed this stream (RFC 9113 §6.8).
+    GoAway,
+    /// The server refused the HTTP/2 stream before processing it (`REFUSED_STREAM`,
+    /// RFC 9113 §8.7), typically because it was over its concurrent-stream limit.
+    RefusedStream,
+}
+
+impl RetryReason {
+    /// A short, stable name, suitable as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RetryReason::StaleConnection => "stale_connection",
+            RetryReason::NotSent => "not_sent",
+            RetryReason::GoAway => "goaway",
+            RetryReason::RefusedStream => "refused_stream",
+        }
+    }
+}
+
+impl fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attempt failed in a way that is safe to repeat, and the request is sent again.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RetryInfo {
+    /// The request.
+    pub request_id: u64,
+    /// The attempt that starts now (2 for the first retry). OpenTelemetry's
+    /// `http.request.resend_count` is this minus one.
+    pub attempt: u32,
+    /// Why the previous attempt may be repeated.
+    pub reason: RetryReason,
+    /// The connection the previous attempt failed on.
+    pub conn_id: ConnId,
+    /// The previous attempt's error.
+    pub error: String,
+}
+
 /// The request is over: the body ended, failed or was dropped, or the request failed.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -280,6 +331,9 @@ pub struct RequestTimings {
     pub got_conn: Option<Duration>,
     /// Start until the first response byte (curl's `time_starttransfer`).
     pub first_byte: Option<Duration>,
+    /// How many times the request was sent again after an attempt that was safe to repeat
+    /// (OpenTelemetry's `http.request.resend_count`); 0 when the first attempt answered.
+    pub resend_count: u32,
 }
 
 type Hook<E> = Option<Arc<dyn Fn(&E) + Send + Sync + 'static>>;
@@ -301,6 +355,7 @@ pub(crate) struct TraceHooks {
     got_1xx_response: Hook<Got1xxInfo>,
     response_body_done: Hook<BodyDoneInfo>,
     request_done: Hook<RequestDoneInfo>,
+    retry: Hook<RetryInfo>,
 }
 
 /// Per-request hooks, built with [`ClientTrace::builder`]. Cloning is cheap.
@@ -392,6 +447,8 @@ trace_setters! {
     on_response_body_done => response_body_done: BodyDoneInfo,
     /// The request is over, with its timings.
     on_request_done => request_done: RequestDoneInfo,
+    /// An attempt failed in a way that is safe to repeat; the request is sent again.
+    on_retry => retry: RetryInfo,
 }
 
 impl ClientTraceBuilder {
@@ -468,6 +525,8 @@ pub(crate) struct Tracer {
     /// Up to three hook sets (client-wide, the request's own, metrics), in one allocation.
     hooks: [Option<Arc<TraceHooks>>; 3],
     pub(crate) marks: Marks,
+    /// Attempts after the first.
+    resends: AtomicU32,
 }
 
 impl Tracer {
@@ -495,6 +554,7 @@ impl Tracer {
             start: start(),
             hooks,
             marks: Marks::default(),
+            resends: AtomicU32::new(0),
         }))
     }
 
@@ -539,6 +599,7 @@ impl Tracer {
     /// request), so its timings describe the attempt that did. The dial phases stay: they
     /// belong to the request that started the dial, whichever connection served it.
     pub(crate) fn clear_attempt(&self) {
+        self.resends.fetch_add(1, Ordering::Relaxed);
         for which in [
             Mark::GotConn,
             Mark::Queued,
@@ -575,6 +636,7 @@ impl Tracer {
             total,
             got_conn,
             first_byte,
+            resend_count: self.resends.load(Ordering::Relaxed),
         }
     }
 }

@@ -7,7 +7,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -38,6 +39,30 @@ pub(crate) struct ConnFacts {
     pub(crate) extras: Option<Extensions>,
     /// Per-request IO events (HTTP/1 only: one request at a time).
     pub(crate) io: Arc<IoEvents>,
+    /// HTTP/2: the peer's current `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub(crate) streams: Option<StreamLimit>,
+}
+
+/// Reads an HTTP/2 connection's current stream limit (hyper's
+/// `Connection::current_max_send_streams`: the server's setting once its SETTINGS arrived,
+/// until then hyper's initial assumption of 100, as Go assumes). The connection future is
+/// shared with its driver task: the driver stores the limit after each poll, and a reader
+/// that finds the driver polling uses that stored value.
+pub(crate) struct StreamLimit {
+    read: Box<dyn Fn() -> Option<usize> + Send + Sync>,
+    last: Arc<AtomicUsize>,
+}
+
+impl StreamLimit {
+    fn current(&self) -> usize {
+        match (self.read)() {
+            Some(n) => {
+                self.last.store(n, Ordering::Relaxed);
+                n
+            }
+            None => self.last.load(Ordering::Relaxed),
+        }
+    }
 }
 
 pub(crate) enum Tx<B> {
@@ -67,6 +92,10 @@ impl<B: Send + 'static> Poolable for PoolClient<B> {
                 facts: self.facts.clone(),
             }),
         }
+    }
+
+    fn max_concurrent(&self) -> Option<usize> {
+        self.facts.streams.as_ref().map(StreamLimit::current)
     }
 }
 
@@ -388,11 +417,37 @@ where
             None => err,
         })
     };
+    let mut streams = None;
     let tx = if h2 {
         let (tx, conn) = cfg.h2.handshake(io).await.map_err(handshake_err)?;
+        let last = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
+        // Dropped by the driver as soon as it completes: hyper's dispatcher lives in it, and
+        // while it lives `SendRequest` does not see the connection closed.
+        let conn = Arc::new(Mutex::new(Some(Box::pin(conn))));
+        let (driven, stored) = (conn.clone(), last.clone());
         cfg.exec.execute(async move {
-            let _ = conn.await;
+            std::future::poll_fn(|cx| {
+                let mut slot = driven.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(conn) = slot.as_mut() else {
+                    return Poll::Ready(());
+                };
+                let polled = conn.as_mut().poll(cx);
+                stored.store(conn.current_max_send_streams(), Ordering::Relaxed);
+                if polled.is_ready() {
+                    slot.take();
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            })
+            .await;
             on_close();
+        });
+        streams = Some(StreamLimit {
+            read: Box::new(move || {
+                let slot = conn.try_lock().ok()?;
+                slot.as_ref().map(|conn| conn.current_max_send_streams())
+            }),
+            last,
         });
         Tx::H2(tx)
     } else {
@@ -420,6 +475,7 @@ where
             proxied,
             extras: (!extras.is_empty()).then_some(extras),
             io: events,
+            streams,
         }),
     })
 }

@@ -26,6 +26,9 @@ struct ErrorImpl {
     cause: Option<BoxError>,
     /// `host:port`, where known.
     target: Option<String>,
+    /// What the client knows beyond the phase and the cause: which connection, how it
+    /// ended, why the request was not sent again.
+    context: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +58,19 @@ impl Error {
                 kind,
                 cause: None,
                 target: None,
+                context: Vec::new(),
             }),
         }
     }
 
     pub(crate) fn with(mut self, cause: impl Into<BoxError>) -> Error {
         self.inner.cause = Some(cause.into());
+        self
+    }
+
+    /// Adds what the client knows about the failure to its `Display`.
+    pub(crate) fn context(mut self, what: impl Into<String>) -> Error {
+        self.inner.context.push(what.into());
         self
     }
 
@@ -82,7 +92,18 @@ impl Error {
                 Ok(ce) => Error::new(Kind::Connect(Some(ce.phase()))).with(*ce),
                 Err(other) => match other.downcast::<Error>() {
                     Ok(e) => *e,
-                    Err(other) => Error::new(Kind::Connect(None)).with(other),
+                    Err(other) => {
+                        // A dial shared by several requests: its error sits one level down.
+                        let below = other.source();
+                        let phase = below
+                            .and_then(|e| e.downcast_ref::<ConnectError>())
+                            .map(ConnectError::phase);
+                        let kind = match below.and_then(|e| e.downcast_ref::<Error>()) {
+                            Some(e) => e.inner.kind,
+                            None => Kind::Connect(phase),
+                        };
+                        Error::new(kind).with(other)
+                    }
                 },
             },
             None => Error::new(Kind::Connect(None)).with("dial abandoned before it finished"),
@@ -173,10 +194,15 @@ impl Error {
             Kind::Receive => "error receiving response",
             Kind::Canceled => "request canceled before it was sent",
         };
-        match &self.inner.target {
+        let mut out = match &self.inner.target {
             Some(t) => format!("{what} ({t})"),
             None => what.to_owned(),
+        };
+        for (i, c) in self.inner.context.iter().enumerate() {
+            out.push_str(if i == 0 { ": " } else { "; " });
+            out.push_str(c);
         }
+        out
     }
 }
 
@@ -186,6 +212,9 @@ impl fmt::Debug for Error {
         d.field("kind", &self.inner.kind);
         if let Some(t) = &self.inner.target {
             d.field("target", t);
+        }
+        if !self.inner.context.is_empty() {
+            d.field("context", &self.inner.context);
         }
         if let Some(c) = &self.inner.cause {
             d.field("cause", c);

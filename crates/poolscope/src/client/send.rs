@@ -18,52 +18,77 @@ use crate::inflight::{Entry, Phase, Registration};
 use crate::pool::{ConnectKey, Pooled, Returned, Step};
 use crate::trace::{
     BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, Got1xxInfo, GotConnInfo, Mark,
-    PutIdleConnInfo, RequestDoneInfo, Tracer, WroteInfo,
+    PutIdleConnInfo, RequestDoneInfo, RetryInfo, RetryReason, Tracer, WroteInfo,
 };
 
-/// Attempts per request: a failure on a reused connection may be retried, up to this.
-const MAX_ATTEMPTS: usize = 8;
+/// Attempts per request, retries included: each retry is on another connection (or another
+/// stream), and only after a failure that is safe to repeat (see [`Retryable`]).
+const MAX_ATTEMPTS: u32 = 10;
 
-/// A failed attempt, and whether it may be retried.
+/// A failed attempt, and whether it may be repeated.
 struct Failed<B> {
     error: Error,
     /// The request, if hyper gave it back unsent.
     unsent: Option<Request<ReqBody<B>>>,
-    /// The connection had served an earlier request.
-    reused: bool,
-    /// The failure looks like a connection the server had already closed.
-    stale: bool,
+    /// Why it may be repeated, if it may.
+    retry: Option<Retryable>,
 }
 
-/// What is needed to send a replayable, empty-bodied request again.
-struct Replay {
+/// A failure after which the request may be sent again.
+#[derive(Debug, Clone, Copy)]
+struct Retryable {
+    reason: RetryReason,
+    /// The server certainly did not process the request (HTTP/2 GOAWAY above the request's
+    /// stream, `REFUSED_STREAM`, never sent): safe for any method. Otherwise (a stale
+    /// connection) only for an idempotent request.
+    unprocessed: bool,
+    /// The connection the attempt failed on.
+    conn_id: crate::pool::ConnId,
+}
+
+/// What is needed to send a request again when hyper does not give it back: its head, and
+/// its body if that is empty or of a type we can clone before it is sent.
+struct Replay<B> {
     method: Method,
     uri: Uri,
     version: Version,
     headers: http::HeaderMap,
     extensions: http::Extensions,
+    /// `None`: an empty body.
+    body: Option<B>,
+    /// GET, HEAD, OPTIONS, TRACE, or an idempotency key (Go's `isReplayable`).
+    idempotent: bool,
 }
 
-impl Replay {
-    /// Go's rule: GET, HEAD, OPTIONS, TRACE, or an idempotency key; and a body we can resend
-    /// (here: an empty one).
-    fn of<B: http_body::Body>(req: &Request<B>) -> Option<Replay> {
+impl<B: RequestBody> Replay<B> {
+    fn of(req: &Request<B>) -> Option<Replay<B>> {
         let idempotent = matches!(
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         ) || req.headers().contains_key("idempotency-key")
             || req.headers().contains_key("x-idempotency-key");
-        (idempotent && req.body().is_end_stream()).then(|| Replay {
+        let body = if req.body().is_end_stream() {
+            None
+        } else {
+            Some(clone_body(req.body())?)
+        };
+        Some(Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
             extensions: req.extensions().clone(),
+            body,
+            idempotent,
         })
     }
 
-    fn build<B>(&self) -> Request<ReqBody<B>> {
-        let mut req = Request::new(ReqBody::empty(None));
+    fn build(&self) -> Request<ReqBody<B>> {
+        let body = match &self.body {
+            Some(b) => clone_body(b).map_or_else(|| ReqBody::empty(None), |b| ReqBody::new(b, None)),
+            None => ReqBody::empty(None),
+        };
+        let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
@@ -71,6 +96,57 @@ impl Replay {
         *req.extensions_mut() = self.extensions.clone();
         req
     }
+}
+
+/// A copy of a request body that has not been sent, when its type is one whose clone is the
+/// same body again: `Full<Bytes>`, `Empty<Bytes>`, `Bytes`, `String`. Other bodies cannot be
+/// replayed (a stream may have been partly consumed by hyper), so a request with one is
+/// never sent twice.
+fn clone_body<B: 'static>(body: &B) -> Option<B> {
+    use std::any::Any;
+    fn via<T: Clone + 'static, B: 'static>(body: &B) -> Option<B> {
+        let copy = (body as &dyn Any).downcast_ref::<T>()?.clone();
+        (Box::new(copy) as Box<dyn Any>)
+            .downcast::<B>()
+            .ok()
+            .map(|b| *b)
+    }
+    via::<http_body_util::Full<bytes::Bytes>, B>(body)
+        .or_else(|| via::<http_body_util::Empty<bytes::Bytes>, B>(body))
+        .or_else(|| via::<bytes::Bytes, B>(body))
+        .or_else(|| via::<String, B>(body))
+}
+
+/// How a failed HTTP/2 stream says the server treated it.
+fn h2_outcome(err: &hyper::Error) -> Option<(RetryReason, bool, String)> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            let reason = h2.reason()?;
+            if h2.is_go_away() && h2.is_remote() {
+                // With NO_ERROR, h2 fails only the streams above the GOAWAY's last stream id
+                // (and new ones) this way: streams the server did not process. With an error
+                // code, the streams it may have processed fail the same way when the
+                // connection closes, so only an idempotent request is sent again.
+                let unprocessed = reason == h2::Reason::NO_ERROR;
+                return Some((
+                    RetryReason::GoAway,
+                    unprocessed,
+                    format!("connection closed by the server with GOAWAY ({reason:?})"),
+                ));
+            }
+            if h2.is_reset() && h2.is_remote() && reason == h2::Reason::REFUSED_STREAM {
+                return Some((
+                    RetryReason::RefusedStream,
+                    true,
+                    "stream refused by the server (REFUSED_STREAM)".to_owned(),
+                ));
+            }
+            return None;
+        }
+        source = e.source();
+    }
+    None
 }
 
 fn is_stale(err: &hyper::Error) -> bool {
@@ -305,11 +381,10 @@ where
         let replay = Replay::of(&req);
         let uri = req.uri().clone();
         let mut req = req.map(|b| ReqBody::new(b, None));
-        let mut attempts = 0;
+        let mut attempt: u32 = 1;
         loop {
-            attempts += 1;
             if let Some(t) = &ctx.tracer {
-                if attempts > 1 {
+                if attempt > 1 {
                     t.clear_attempt();
                 }
                 t.get_conn(|| GetConnInfo {
@@ -318,23 +393,68 @@ where
                 });
             }
             let pooled = self.connection_for(key, ctx).await?;
-            let reused = pooled.info().reused;
-            match self.send_on(pooled, req, ctx).await {
+            let failed = match self.send_on(pooled, req, ctx).await {
                 Ok(resp) => return Ok(resp),
-                Err(failed) => {
-                    if !failed.reused || attempts >= MAX_ATTEMPTS {
-                        return Err(failed.error);
+                Err(failed) => failed,
+            };
+            let Some(retry) = failed.retry else {
+                return Err(failed.error);
+            };
+            let again = match (retry.reason, failed.unsent) {
+                (RetryReason::NotSent, Some(mut unsent)) => {
+                    if !self.shared.retry_canceled_requests {
+                        return Err(failed.error.context("not sent again: retry_canceled_requests is off"));
                     }
-                    req = match (failed.unsent, &replay) {
-                        (Some(mut unsent), _) if self.shared.retry_canceled_requests => {
-                            *unsent.uri_mut() = uri.clone();
-                            unsent
-                        }
-                        (None, Some(replay)) if failed.stale && reused => replay.build(),
-                        _ => return Err(failed.error),
-                    };
+                    *unsent.uri_mut() = uri.clone();
+                    unsent
                 }
+                (_, _) => match &replay {
+                    Some(r) if retry.unprocessed || r.idempotent => r.build(),
+                    Some(_) => {
+                        return Err(failed
+                            .error
+                            .context("not sent again: the server may have processed it and the method is not idempotent"))
+                    }
+                    None => {
+                        return Err(failed
+                            .error
+                            .context("not sent again: its body cannot be replayed"))
+                    }
+                },
+            };
+            if attempt >= MAX_ATTEMPTS {
+                return Err(failed
+                    .error
+                    .context(format!("gave up after {attempt} attempts")));
             }
+            attempt += 1;
+            self.report_retry(ctx, attempt, &retry, &failed.error);
+            req = again;
+        }
+    }
+
+    /// Tells every sink that the request is sent again.
+    fn report_retry(&self, ctx: &Ctx, attempt: u32, retry: &Retryable, error: &Error) {
+        if let Some(h) = &self.shared.history {
+            h.request(RequestEvent::Retry {
+                id: ctx.id,
+                attempt,
+                reason: retry.reason,
+                conn_id: retry.conn_id,
+            });
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &ctx.metrics {
+            m.retry(retry.reason);
+        }
+        if let Some(t) = &ctx.tracer {
+            t.retry(|| RetryInfo {
+                request_id: t.request_id,
+                attempt,
+                reason: retry.reason,
+                conn_id: retry.conn_id,
+                error: error.to_string(),
+            });
         }
     }
 
@@ -350,7 +470,10 @@ where
         if let Some(e) = entry {
             e.set_phase(Phase::WaitingForConnection);
         }
-        let mut checkout = if shared.dial.http2_only {
+        // An https origin may answer HTTP/2 through ALPN: requests that arrive while such a
+        // dial is in progress wait for it rather than dial too (a cold burst makes one
+        // connection). If it answers HTTP/1.1, they all dial then, and the key stops waiting.
+        let mut checkout = if shared.dial.http2_only || key.scheme() == "https" {
             shared.pool.checkout_shared(key.clone())
         } else {
             shared.pool.checkout(key.clone())
@@ -432,17 +555,25 @@ where
                 std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_entry(entry.clone());
         }
         let reused = pooled.info().reused;
+        let conn_id = pooled.id();
         let h2 = pooled.is_http2();
         let connect = req.method() == Method::CONNECT;
-        let fail = |error: Error, unsent, stale| Failed {
+        let fail = |error: Error, unsent, reason: Option<(RetryReason, bool)>| Failed {
             error,
             unsent,
-            reused,
-            stale,
+            retry: reason.map(|(reason, unprocessed)| Retryable {
+                reason,
+                unprocessed,
+                conn_id,
+            }),
         };
+        // A request hyper hands back unsent was never written: it may go again on another
+        // connection (on HTTP/1 only if this one was reused, as hyper-util: a fresh
+        // connection that cannot take a request says something about the origin).
+        let not_sent = (h2 || reused).then_some((RetryReason::NotSent, true));
         if !h2 {
             if req.version() == Version::HTTP_2 {
-                return Err(fail(Error::new(Kind::UnsupportedVersion), None, false));
+                return Err(fail(Error::new(Kind::UnsupportedVersion), None, None));
             }
             if self.shared.set_host && !req.headers().contains_key(HOST) {
                 if let Some(host) = &ctx.host {
@@ -495,14 +626,14 @@ where
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
                     pooled.facts.io.disarm();
                     pooled.discard();
-                    return Err(fail(Error::new(Kind::Canceled).with(e), Some(req), true));
+                    return Err(fail(Error::new(Kind::Canceled).with(e), Some(req), not_sent));
                 }
                 tx.try_send_request(req).await
             }
             Tx::H2(tx) => {
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
                     drop(pooled);
-                    return Err(fail(Error::new(Kind::Canceled).with(e), Some(req), true));
+                    return Err(fail(Error::new(Kind::Canceled).with(e), Some(req), not_sent));
                 }
                 tx.try_send_request(req).await
             }
@@ -556,9 +687,25 @@ where
             Err(mut e) => {
                 let unsent = e.take_message();
                 let err = e.into_error();
-                let stale = is_stale(&err);
+                let served = pooled.served();
+                let mut detail = None;
+                let retry = if unsent.is_some() {
+                    not_sent
+                } else if h2 {
+                    h2_outcome(&err).map(|(reason, unprocessed, what)| {
+                        detail = Some(format!("{what} after {served} streams on connection {conn_id}"));
+                        (reason, unprocessed)
+                    })
+                } else {
+                    (reused && is_stale(&err)).then_some((RetryReason::StaleConnection, false))
+                };
                 if h2 {
-                    drop(pooled);
+                    if retry.is_some_and(|(r, _)| r == RetryReason::GoAway) {
+                        // GOAWAY: the connection takes no new streams; those on it go on.
+                        pooled.retire(crate::stats::CloseReason::GoAway);
+                    } else {
+                        drop(pooled);
+                    }
                 } else {
                     pooled.facts.io.disarm();
                     pooled.discard();
@@ -570,7 +717,11 @@ where
                 } else {
                     Kind::Send
                 };
-                Err(fail(Error::new(kind).with(err), unsent, stale))
+                let mut error = Error::new(kind).with(err);
+                if let Some(d) = detail {
+                    error = error.context(d);
+                }
+                Err(fail(error, unsent, retry))
             }
         }
     }

@@ -50,6 +50,16 @@ pub trait Poolable: Send + Sized + 'static {
     /// connection that serves one request at a time (HTTP/1). Called with the pool lock held,
     /// under the same rules as [`is_open`](Poolable::is_open).
     fn share(&self) -> Option<Self>;
+
+    /// For a multiplexed connection, how many requests it may carry at once right now (for
+    /// HTTP/2, the peer's `SETTINGS_MAX_CONCURRENT_STREAMS`); `None` for no limit. The pool
+    /// leases a shared connection to at most this many requests and, when all of a key's
+    /// shared connections are full, dials another (within `max_conns_per_host`) or queues the
+    /// request until a lease comes back. Called with the pool lock held, under the same rules
+    /// as [`is_open`](Poolable::is_open). Default: `None`.
+    fn max_concurrent(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A connection's id, unique within one pool, given when its dial starts.
@@ -179,6 +189,11 @@ impl<T: Poolable> Pooled<T> {
         &self.info
     }
 
+    /// Requests the connection has carried, this one included.
+    pub(crate) fn served(&self) -> u64 {
+        self.meta.requests
+    }
+
     /// Gives the connection back to the pool and says where it went.
     pub fn release(mut self) -> Returned {
         self.give_back(None)
@@ -188,6 +203,12 @@ impl<T: Poolable> Pooled<T> {
     /// frees its slot for the next request waiting to dial.
     pub fn discard(mut self) {
         self.give_back(Some(CloseReason::NotReusable));
+    }
+
+    /// Closes the connection for `reason`. A shared (HTTP/2) connection takes no new requests
+    /// from now on and closes when its last lease comes back; the requests on it go on.
+    pub fn retire(mut self, reason: CloseReason) -> Returned {
+        self.give_back(Some(reason))
     }
 
     fn give_back(&mut self, close: Option<CloseReason>) -> Returned {

@@ -2,6 +2,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::stats::PoolSnapshot;
 
@@ -81,6 +82,40 @@ impl Error {
         self.inner.snapshot.as_ref()
     }
 
+    /// This dial error in a form every request that waited for the dial can hold: the
+    /// dialer's error behind an `Arc` (its chain stays reachable through `source`).
+    pub(crate) fn shared(self) -> Error {
+        let kind = self.inner.kind;
+        let cause = self
+            .inner
+            .cause
+            .map(|c| Box::new(SharedDialError(Arc::from(c))) as BoxError);
+        Error {
+            inner: Box::new(ErrorImpl {
+                kind,
+                cause,
+                snapshot: None,
+            }),
+        }
+    }
+
+    /// A copy of an error made by [`shared`](Error::shared).
+    pub(crate) fn clone_shared(&self) -> Error {
+        let cause = self
+            .inner
+            .cause
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<SharedDialError>())
+            .map(|c| Box::new(SharedDialError(c.0.clone())) as BoxError);
+        Error {
+            inner: Box::new(ErrorImpl {
+                kind: self.inner.kind,
+                cause,
+                snapshot: None,
+            }),
+        }
+    }
+
     /// Takes the dialer's own error out, if this error carries one.
     pub fn into_cause(self) -> Option<BoxError> {
         self.inner.cause
@@ -120,6 +155,27 @@ impl StdError for Error {
             .cause
             .as_ref()
             .map(|e| &**e as &(dyn StdError + 'static))
+    }
+}
+
+/// The error of a dial that several requests waited for (HTTP/2): each holds a reference.
+struct SharedDialError(Arc<dyn StdError + Send + Sync>);
+
+impl fmt::Debug for SharedDialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedDialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the dial this request waited for with others failed")
+    }
+}
+
+impl StdError for SharedDialError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
     }
 }
 

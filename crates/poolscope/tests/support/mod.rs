@@ -10,6 +10,7 @@ use poolscope::stats::{CloseReason, IdleOutReason, WaitOutcome};
 use poolscope::{PoolSnapshot, Stats};
 
 pub mod events;
+pub mod nginx;
 pub mod server;
 
 use bytes::Bytes;

@@ -12,8 +12,20 @@ use crate::pool::error::Error;
 use crate::pool::{ConnId, ConnectKey, Poolable};
 use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason, Limit};
 
+/// How a shared connection closed for `reason` leaves the idle set.
+fn idle_out_reason(reason: CloseReason) -> IdleOutReason {
+    match reason {
+        CloseReason::MaxLifetime => IdleOutReason::LifetimeExceeded,
+        CloseReason::IdleTimeout => IdleOutReason::Expired,
+        CloseReason::PoolClosed => IdleOutReason::PoolClosed,
+        CloseReason::CloseIdle => IdleOutReason::CloseIdle,
+        _ => IdleOutReason::Broken,
+    }
+}
+
 impl<T: Poolable> Locked<'_, T> {
-    /// Leases a shared connection of `key`, dropping closed ones that nobody uses.
+    /// Leases a shared connection of `key` that has room for another request, dropping
+    /// closed, expired and retired ones that nobody uses.
     pub(super) fn take_shared(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
         if self.cfg.reuse_off() {
             return None;
@@ -23,75 +35,134 @@ impl<T: Poolable> Locked<'_, T> {
             return None;
         }
         let now = self.now();
+        let cfg = self.cfg;
         let host = self.st.hosts.get_mut(key)?;
         let mut i = 0;
         let mut closed = Vec::new();
         let mut found = None;
         while i < host.shared.len() {
             let s = &mut host.shared[i];
-            if s.dead || !s.conn.is_open() || self.cfg.lifetime_over(s.meta.created, now) {
-                s.dead = true;
+            if s.dead.is_none() {
+                s.dead = if !s.conn.is_open() {
+                    Some(CloseReason::Broken)
+                } else if cfg.lifetime_over(s.meta.created, now) {
+                    Some(CloseReason::MaxLifetime)
+                } else if s.leases == 0 && cfg.idle_expired(s.idle_since, now) {
+                    Some(CloseReason::IdleTimeout)
+                } else {
+                    None
+                };
+            }
+            if let Some(reason) = s.dead {
                 if s.leases == 0 {
-                    closed.push(host.shared.swap_remove(i));
+                    closed.push((host.shared.swap_remove(i), reason));
                     continue;
                 }
-            } else if let Some(conn) = s.conn.share() {
-                found = Some((i, conn));
-                break;
+            } else if s.has_room() {
+                if let Some(conn) = s.conn.share() {
+                    found = Some((i, conn));
+                    break;
+                }
             }
             i += 1;
         }
-        for s in closed {
-            let reason = if self.cfg.lifetime_over(s.meta.created, now) {
-                (IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime)
-            } else {
-                (IdleOutReason::Broken, CloseReason::Broken)
-            };
-            self.idle_out(key, s.meta.id, now - s.idle_since, reason.0);
-            self.close(key, s.conn, s.meta, reason.1);
+        for (s, reason) in closed {
+            self.idle_out(key, s.meta.id, now - s.idle_since, idle_out_reason(reason));
+            self.close(key, s.conn, s.meta, reason);
         }
         let (i, conn) = found?;
-        let host = self.st.hosts.get_mut(key)?;
-        let s = &mut host.shared[i];
+        Some(self.lease_shared(key, i, conn))
+    }
+
+    /// Counts a new lease of `key`'s shared connection `i`, whose handle is `conn`.
+    fn lease_shared(&mut self, key: &ConnectKey, i: usize, conn: T) -> Lease<T> {
+        let now = self.now();
+        let s = match self.st.hosts.get_mut(key) {
+            Some(host) => &mut host.shared[i],
+            None => unreachable!("the caller found the connection"),
+        };
         let was_idle = s.leases == 0;
         let idle_time = if was_idle {
             now - s.idle_since
         } else {
             Duration::ZERO
         };
-        let reused = s.meta.requests > 0;
         s.leases += 1;
         s.meta.requests += 1;
         let meta = s.meta;
         if was_idle {
             self.idle_out(key, meta.id, idle_time, IdleOutReason::Reused);
         }
-        Some(Lease {
+        Lease {
             conn,
             meta,
             info: LeaseInfo {
                 conn_id: meta.id,
-                reused,
+                // A request that arrives while another is on the connection shares it too.
+                reused: meta.requests > 1,
                 was_idle,
                 idle_time,
                 waited: Duration::ZERO,
                 shared: true,
             },
-        })
+        }
+    }
+
+    /// A lease of shared connection `id` came back (or its limit rose): the requests waiting
+    /// for `key` get leases while it has room.
+    pub(super) fn lend_shared(&mut self, key: &ConnectKey, id: ConnId) {
+        loop {
+            let Some(host) = self.st.hosts.get(key) else {
+                return;
+            };
+            if host.idle_waiting == 0 || self.st.closed || self.cfg.reuse_off() {
+                return;
+            }
+            let Some(i) = host.shared.iter().position(|s| s.meta.id == id) else {
+                return;
+            };
+            if !host.shared[i].has_room() {
+                return;
+            }
+            let Some(r) = self.pop_idle_waiter(key) else {
+                return;
+            };
+            let Some(host) = self.st.hosts.get_mut(key) else {
+                return;
+            };
+            let Some(conn) = host.shared[i].conn.share() else {
+                host.idle_waitq.push_front(r);
+                return;
+            };
+            let lease = self.lease_shared(key, i, conn);
+            self.deliver(r, Ok(lease));
+        }
     }
 
     /// After a shared dial ended without serving everyone, requests that were waiting for it
     /// without dialing themselves get to dial: one if another shared dial may follow, all if
     /// the connection turned out not to be shareable.
     pub(super) fn kick_stranded(&mut self, key: &ConnectKey, all: bool) {
-        let Some(host) = self.st.hosts.get(key) else {
-            return;
-        };
-        if host.shared_dialing > 0 || self.st.closed {
+        if !self.no_shared_source(key) {
             return;
         }
-        let stranded: Vec<WaiterRef> = host
-            .idle_waitq
+        for r in self.stranded(key, if all { usize::MAX } else { 1 }) {
+            self.queue_for_dial(key, r);
+        }
+    }
+
+    /// No shared dial is in progress for `key` (and the pool is open): nothing will serve
+    /// the requests that wait without dialing unless they dial.
+    fn no_shared_source(&self, key: &ConnectKey) -> bool {
+        !self.st.closed && self.st.hosts.get(key).is_some_and(|h| h.shared_dialing == 0)
+    }
+
+    /// Up to `n` of `key`'s waiting requests that neither dial nor wait to dial, oldest first.
+    fn stranded(&self, key: &ConnectKey, n: usize) -> Vec<WaiterRef> {
+        let Some(host) = self.st.hosts.get(key) else {
+            return Vec::new();
+        };
+        host.idle_waitq
             .iter()
             .copied()
             .filter(|r| {
@@ -99,11 +170,8 @@ impl<T: Poolable> Locked<'_, T> {
                     w.id == r.id && w.in_idle_queue && !w.dialing && !w.in_dial_queue
                 })
             })
-            .take(if all { usize::MAX } else { 1 })
-            .collect();
-        for r in stranded {
-            self.queue_for_dial(key, r);
-        }
+            .take(n)
+            .collect()
     }
 
     // ----- dials ----------------------------------------------------------------------
@@ -136,10 +204,27 @@ impl<T: Poolable> Locked<'_, T> {
             Ok(conn) => conn,
             Err(err) => {
                 self.release_slot(key);
-                if owner_live {
-                    self.deliver(owner, Err(err));
+                let others = if shared_hint && self.no_shared_source(key) {
+                    self.stranded(key, usize::MAX)
+                } else {
+                    Vec::new()
+                };
+                if others.is_empty() {
+                    if owner_live {
+                        self.deliver(owner, Err(err));
+                    }
+                    self.kick_stranded(key, false);
+                } else {
+                    // Everyone who waited for this HTTP/2 dial fails with its error at once,
+                    // as Go's dial call does, instead of dialing one after another.
+                    let err = err.shared();
+                    if owner_live {
+                        self.deliver(owner, Err(err.clone_shared()));
+                    }
+                    for r in others {
+                        self.deliver(r, Err(err.clone_shared()));
+                    }
                 }
-                self.kick_stranded(key, false);
                 return;
             }
         };
@@ -182,6 +267,10 @@ impl<T: Poolable> Locked<'_, T> {
                         shared: false,
                     },
                 };
+                if shared_hint {
+                    // ALPN chose HTTP/1.1: requests to this key stop waiting for dials.
+                    self.host(key).h1_seen = true;
+                }
                 if owner_live {
                     self.deliver(owner, Ok(lease));
                 } else {
@@ -226,13 +315,30 @@ impl<T: Poolable> Locked<'_, T> {
             self.kick_stranded(key, false);
             return;
         }
+        let redundant = targets.is_empty()
+            && self
+                .st
+                .hosts
+                .get(key)
+                .is_some_and(|h| h.shared.iter().any(|s| s.has_room() && s.conn.is_open()));
+        if redundant {
+            // Go's `addConnIfNeeded`: a raced dial whose connection nobody needs is closed,
+            // not kept idle against the cap.
+            self.fx.drops.push(first);
+            self.close(key, conn, meta, CloseReason::Redundant);
+            self.kick_stranded(key, false);
+            return;
+        }
+        let max = conn.max_concurrent();
         let mut meta = meta;
         let mut first = Some(first);
         let mut leases = 0;
         let mut targets = targets.into_iter();
         let mut declined = None;
         for r in targets.by_ref() {
-            let Some(handle) = first.take().or_else(|| conn.share()) else {
+            let room = max.is_none_or(|max| leases < max);
+            let Some(handle) = room.then(|| first.take().or_else(|| conn.share())).flatten()
+            else {
                 declined = Some(r);
                 break;
             };
@@ -270,7 +376,7 @@ impl<T: Poolable> Locked<'_, T> {
             meta,
             leases,
             idle_since: now,
-            dead: false,
+            dead: None,
         });
         if leases == 0 {
             let idle = host.idle.len() + host.shared_idle();

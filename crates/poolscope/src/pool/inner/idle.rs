@@ -138,18 +138,30 @@ impl<T: Poolable> Locked<'_, T> {
         };
         let s = &mut host.shared[i];
         s.leases -= 1;
-        if close.is_some() || !s.conn.is_open() {
-            s.dead = true;
+        if s.dead.is_none() {
+            if let Some(reason) = close {
+                s.dead = Some(reason);
+            } else if !s.conn.is_open() {
+                s.dead = Some(CloseReason::Broken);
+            }
         }
+        let conn_id = s.meta.id;
+        // A stream came free: the oldest waiting request takes it.
+        self.lend_shared(key, conn_id);
+        let Some(host) = self.st.hosts.get_mut(key) else {
+            return Returned::Closed(CloseReason::PoolClosed);
+        };
+        let Some(i) = host.shared.iter().position(|s| s.meta.id == conn_id) else {
+            return Returned::Closed(CloseReason::PoolClosed);
+        };
+        let s = &mut host.shared[i];
         if s.leases > 0 {
             return Returned::Shared;
         }
         let reason = if closed {
             Some(CloseReason::PoolClosed)
-        } else if let Some(reason) = close {
+        } else if let Some(reason) = s.dead {
             Some(reason)
-        } else if s.dead {
-            Some(CloseReason::Broken)
         } else if self.cfg.lifetime_over(s.meta.created, now) {
             Some(CloseReason::MaxLifetime)
         } else if self.cfg.reuse_off() {
@@ -167,7 +179,6 @@ impl<T: Poolable> Locked<'_, T> {
         }
         s.idle_since = now;
         let created = s.meta.created;
-        let conn_id = s.meta.id;
         let idle = host.idle.len() + host.shared_idle();
         self.fx.push(|| {
             Event::IdleConnIn(IdleConnIn {

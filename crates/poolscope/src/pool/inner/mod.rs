@@ -105,6 +105,9 @@ struct Host<T> {
     /// Of `connecting`, dials expected to produce a shared connection: new requests that
     /// expect HTTP/2 wait for them instead of dialing.
     shared_dialing: usize,
+    /// A dial expected to be shared produced an HTTP/1 connection (ALPN chose http/1.1):
+    /// requests to this key no longer wait for each other's dials.
+    h1_seen: bool,
     /// Requests waiting for a connection; every waiting request is here.
     idle_waitq: VecDeque<WaiterRef>,
     /// Requests waiting for permission to dial (`max_conns_per_host` reached).
@@ -125,8 +128,20 @@ struct SharedConn<T> {
     leases: usize,
     /// When `leases` last dropped to zero (valid while `leases == 0`).
     idle_since: Instant,
-    /// Found closed while leased: no new leases; it leaves when the last one returns.
-    dead: bool,
+    /// Retired while leased (found closed, past its lifetime, the server sent GOAWAY): no new
+    /// leases; it closes for this reason when the last one returns.
+    dead: Option<CloseReason>,
+}
+
+impl<T: Poolable> SharedConn<T> {
+    /// It can take another request now: alive and below its concurrency limit.
+    fn has_room(&self) -> bool {
+        self.dead.is_none()
+            && self
+                .conn
+                .max_concurrent()
+                .is_none_or(|max| self.leases < max)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +237,7 @@ impl<T> Host<T> {
             total: 0,
             connecting: 0,
             shared_dialing: 0,
+            h1_seen: false,
         }
     }
 
@@ -432,6 +448,13 @@ impl<'a, T: Poolable> Locked<'a, T> {
             return Ok(Start::Ready(lease));
         }
         let now = self.now();
+        // An origin that answered HTTP/1 to a dial that hoped for HTTP/2 is not waited for.
+        let wants_shared = wants_shared
+            && !self
+                .st
+                .hosts
+                .get(key)
+                .is_some_and(|h: &Box<Host<T>>| h.h1_seen);
         let id = self.st.next_waiter;
         self.st.next_waiter += 1;
         let idx = self.st.waiters.insert(Waiter {
