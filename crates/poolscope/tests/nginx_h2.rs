@@ -117,7 +117,7 @@ struct Outcome {
 impl Outcome {
     fn print(&self, what: &str) {
         eprintln!(
-            "{what}: {} ok, {} failed, {} unfinished after {LOAD_TIMEOUT:?}{}",
+            "{what}: {} ok, {} failed, {} unfinished within {LOAD_TIMEOUT:?}{}",
             self.ok.len(),
             self.failures.len(),
             self.unfinished.len(),
@@ -219,7 +219,10 @@ async fn harness_serves_tls_and_counts_connections_and_requests() {
             .filter(|l| l.uri == "/")
             .collect();
         eprintln!("harness, HTTP/1.1: client opened {opened}, nginx accepted {accepts}; {log:?}");
-        assert_eq!(accepts, opened, "nginx's accepts vs the client's connections");
+        assert_eq!(
+            accepts, opened,
+            "nginx's accepts vs the client's connections"
+        );
         assert_eq!(log.len(), 3, "{log:?}");
         assert!(
             log.iter()
@@ -248,7 +251,11 @@ async fn harness_serves_tls_and_counts_connections_and_requests() {
             .await
             .unwrap();
         settle(&c).await;
-        assert_eq!(opened.load(Ordering::SeqCst), 1, "one request, one connection");
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            1,
+            "one request, one connection"
+        );
         assert_eq!(nginx.accepts().await, 1, "nginx's accepts");
         let log = nginx.access_log();
         assert!(
@@ -313,7 +320,10 @@ async fn gets_survive_goaway_every_50_streams() {
         );
         assert_eq!(outcome.failures.len(), 0, "failed requests");
         assert_eq!(outcome.unfinished.len(), 0, "unfinished requests");
-        assert_eq!(opened, accepts, "client's connections opened vs nginx's accepts");
+        assert_eq!(
+            opened, accepts,
+            "client's connections opened vs nginx's accepts"
+        );
         assert_eq!(good, TOTAL, "access-log lines GET / 200 HTTP/2.0");
         assert_eq!(log.len(), TOTAL, "access-log lines for /");
     })
@@ -402,7 +412,10 @@ async fn posts_survive_goaway_and_reach_nginx_exactly_once() {
         );
         assert_eq!(outcome.failures.len(), 0, "failed requests");
         assert_eq!(outcome.unfinished.len(), 0, "unfinished requests");
-        assert!(twice.is_empty(), "POSTs nginx handled more than once: {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "POSTs nginx handled more than once: {twice:?}"
+        );
         assert!(missing.is_empty(), "POSTs nginx never handled: {missing:?}");
         assert!(other.is_empty(), "unexpected access-log lines: {other:?}");
     })

@@ -625,19 +625,38 @@ async fn with_no_idle_connection_allowed_nothing_is_reused() {
     rec2.assert_balanced();
 }
 
+/// Rule 8 (HTTP/2 dials): a failed shared dial fails every request that waited for it at
+/// once, with the dial's error (Go's dial call), instead of letting them dial one by one.
 #[tokio::test(start_paused = true)]
-async fn a_failed_http2_dial_lets_the_next_waiter_dial() {
+async fn a_failed_http2_dial_fails_everyone_waiting_for_it() {
     let (pool, rec) = pool_with(Config::default());
     let mut a = pool.checkout_shared(key("a"));
     let mut b = pool.checkout_shared(key("a"));
+    let mut c = pool.checkout_shared(key("a"));
     let pa = expect_dial(&mut a);
     expect_pending(&mut b);
+    expect_pending(&mut c);
     pa.finish(Err("tls handshake failed".into()));
-    assert!(expect_err(&mut a).is_dial());
-    let pb = expect_dial(&mut b);
-    pb.finish(Ok(TestConn::h2()));
-    drop(expect_ready(&mut b));
-    drop((a, b));
+    for w in [&mut a, &mut b, &mut c] {
+        let e = expect_err(w);
+        assert!(e.is_dial());
+        let mut chain = Vec::new();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            chain.push(s.to_string());
+            src = s.source();
+        }
+        assert!(
+            chain.iter().any(|s| s == "tls handshake failed"),
+            "the dial's own error is in the chain: {chain:?}"
+        );
+    }
+    // The next request dials anew.
+    let mut d = pool.checkout_shared(key("a"));
+    let pd = expect_dial(&mut d);
+    pd.finish(Ok(TestConn::h2()));
+    drop(expect_ready(&mut d));
+    drop((a, b, c, d));
     drop(pool);
     rec.assert_balanced();
 }

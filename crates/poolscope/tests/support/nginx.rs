@@ -104,7 +104,8 @@ fn certificates() -> (rustls::pki_types::CertificateDer<'static>, String, String
     let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
         .expect("leaf params");
     leaf.is_ca = IsCa::ExplicitNoCa;
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_cert = leaf
         .signed_by(&leaf_key, &ca_cert, &ca_key)
@@ -336,7 +337,10 @@ impl Nginx {
         drop(client);
         let body = String::from_utf8_lossy(&body);
         let this_call = opened.load(Ordering::SeqCst);
-        assert_eq!(this_call, 1, "the status client opened {this_call} connections");
+        assert_eq!(
+            this_call, 1,
+            "the status client opened {this_call} connections"
+        );
         *own_conns += this_call;
         let reported = parse_accepts(&body)
             .unwrap_or_else(|| panic!("unexpected stub_status output:\n{body}"));
