@@ -775,3 +775,144 @@ async fn waiters_count_in_events_is_the_live_queue_length() {
     );
     drop(c);
 }
+
+/// Rule 12 (stream limits): a shared connection is leased to at most its peer's
+/// concurrent-stream limit; beyond it a request dials another connection (no cap).
+#[tokio::test(start_paused = true)]
+async fn a_full_http2_connection_makes_the_next_request_dial() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout_shared(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::h2_limited(2)));
+    let first = expect_ready(&mut a);
+    let mut b = pool.checkout_shared(key("a"));
+    let second = expect_ready(&mut b);
+    assert_eq!(second.id(), first.id(), "room for two streams");
+    let mut c = pool.checkout_shared(key("a"));
+    let pc = expect_dial(&mut c);
+    pc.finish(Ok(TestConn::h2_limited(2)));
+    let third = expect_ready(&mut c);
+    assert_ne!(third.id(), first.id(), "the first connection is full");
+    drop((first, second, third));
+    drop((a, b, c));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// Rule 12: at the per-host cap, a request that finds every shared connection full waits,
+/// and the next stream that comes free is its (a returned lease serves the oldest waiter).
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_a_request_waits_for_a_stream_and_gets_the_one_freed() {
+    let (pool, rec) = pool_with(cap(1));
+    let mut a = pool.checkout_shared(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::h2_limited(1)));
+    let first = expect_ready(&mut a);
+    let mut b = pool.checkout_shared(key("a"));
+    expect_pending(&mut b);
+    assert_eq!(pool.snapshot().hosts[0].conns_per_host_waiters, 1);
+    assert_eq!(first.release(), Returned::Shared);
+    let second = expect_ready(&mut b);
+    assert_eq!(second.id().get(), 1);
+    assert!(second.info().reused);
+    drop(second);
+    drop((a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// Rule 12: when the peer lowers its limit (SETTINGS), no new stream is leased beyond it.
+#[tokio::test(start_paused = true)]
+async fn a_lowered_stream_limit_is_respected_at_once() {
+    let (pool, rec) = pool_with(cap(1));
+    let conn = TestConn::h2_limited(100);
+    let limit = conn.max_streams.clone().unwrap();
+    let mut a = pool.checkout_shared(key("a"));
+    expect_dial(&mut a).finish(Ok(conn));
+    let first = expect_ready(&mut a);
+    limit.store(1, std::sync::atomic::Ordering::Release);
+    let mut b = pool.checkout_shared(key("a"));
+    expect_pending(&mut b);
+    drop(first);
+    drop(expect_ready(&mut b));
+    drop((a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// Rule 13 (GOAWAY): a retired shared connection takes no new requests; the ones on it go
+/// on, and it closes for its reason when the last comes back.
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_got_goaway_takes_no_new_requests() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout_shared(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::h2()));
+    let first = expect_ready(&mut a);
+    let mut b = pool.checkout_shared(key("a"));
+    let second = expect_ready(&mut b);
+    assert_eq!(first.retire(CloseReason::GoAway), Returned::Shared);
+    let mut c = pool.checkout_shared(key("a"));
+    let pc = expect_dial(&mut c);
+    pc.finish(Ok(TestConn::h2()));
+    let third = expect_ready(&mut c);
+    assert_ne!(third.id(), second.id());
+    assert_eq!(second.release(), Returned::Closed(CloseReason::GoAway));
+    assert!(rec
+        .all()
+        .contains(&Ev::Closed(H.into(), 1, CloseReason::GoAway)));
+    drop(third);
+    drop((a, b, c));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// Rule 8 (raced dials): an HTTP/2 connection from a dial nobody needs any more, while the
+/// key has a shared connection with room, is closed (Go's `addConnIfNeeded`).
+#[tokio::test(start_paused = true)]
+async fn a_raced_http2_dial_nobody_needs_is_closed() {
+    let (pool, rec) = pool_with(Config::default());
+    // Two requests that did not know the origin speaks HTTP/2 dial at once.
+    let mut a = pool.checkout(key("a"));
+    let mut b = pool.checkout(key("a"));
+    let (pa, pb) = (expect_dial(&mut a), expect_dial(&mut b));
+    pa.finish(Ok(TestConn::h2()));
+    let first = expect_ready(&mut a);
+    // `b` is served by the shared connection at once; its own dial ends later.
+    let second = expect_ready(&mut b);
+    assert_eq!(second.id(), first.id());
+    pb.finish(Ok(TestConn::h2()));
+    assert!(rec
+        .all()
+        .contains(&Ev::Closed(H.into(), 2, CloseReason::Redundant)));
+    assert_eq!(pool.snapshot().hosts[0].total, 1);
+    drop((first, second));
+    drop((a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// Rule 8 (ALPN): requests that waited for a dial hoping for HTTP/2 all dial when it brings
+/// HTTP/1.1, and later requests to the key no longer wait for each other's dials.
+#[tokio::test(start_paused = true)]
+async fn an_origin_that_answers_http1_is_not_waited_for_again() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout_shared(key("a"));
+    let mut b = pool.checkout_shared(key("a"));
+    let mut c = pool.checkout_shared(key("a"));
+    let pa = expect_dial(&mut a);
+    expect_pending(&mut b);
+    expect_pending(&mut c);
+    pa.finish(Ok(TestConn::new()));
+    let first = expect_ready(&mut a);
+    let (pb, pc) = (expect_dial(&mut b), expect_dial(&mut c));
+    let mut d = pool.checkout_shared(key("a"));
+    let pd = expect_dial(&mut d);
+    let mut e = pool.checkout_shared(key("a"));
+    let pe = expect_dial(&mut e);
+    for (p, w) in [(pb, &mut b), (pc, &mut c), (pd, &mut d), (pe, &mut e)] {
+        p.finish(Ok(TestConn::new()));
+        drop(expect_ready(w));
+    }
+    drop(first);
+    drop((a, b, c, d, e));
+    drop(pool);
+    rec.assert_balanced();
+}

@@ -52,6 +52,8 @@ pub struct TestConn {
     pub open: Arc<AtomicBool>,
     pub shareable: bool,
     pub shares_left: Option<Arc<AtomicUsize>>,
+    /// The peer's concurrent-stream limit, which the test may change (SETTINGS).
+    pub max_streams: Option<Arc<AtomicUsize>>,
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(1);
@@ -63,6 +65,7 @@ impl TestConn {
             open: Arc::new(AtomicBool::new(true)),
             shareable: false,
             shares_left: None,
+            max_streams: None,
         }
     }
 
@@ -70,6 +73,14 @@ impl TestConn {
         TestConn {
             shareable: true,
             ..TestConn::new()
+        }
+    }
+
+    /// A multiplexed connection whose peer allows `n` concurrent streams.
+    pub fn h2_limited(n: usize) -> TestConn {
+        TestConn {
+            max_streams: Some(Arc::new(AtomicUsize::new(n))),
+            ..TestConn::h2()
         }
     }
 
@@ -89,6 +100,10 @@ impl poolscope::pool::Poolable for TestConn {
                 .ok()?;
         }
         self.shareable.then(|| self.clone())
+    }
+
+    fn max_concurrent(&self) -> Option<usize> {
+        self.max_streams.as_ref().map(|m| m.load(Ordering::Acquire))
     }
 }
 

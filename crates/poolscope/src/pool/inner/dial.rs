@@ -71,17 +71,19 @@ impl<T: Poolable> Locked<'_, T> {
             self.close(key, s.conn, s.meta, reason);
         }
         let (i, conn) = found?;
-        Some(self.lease_shared(key, i, conn))
+        Some(self.lease_shared(key, i, conn, true))
     }
 
-    /// Counts a new lease of `key`'s shared connection `i`, whose handle is `conn`.
-    fn lease_shared(&mut self, key: &ConnectKey, i: usize, conn: T) -> Lease<T> {
+    /// Counts a new lease of `key`'s shared connection `i`, whose handle is `conn`. With
+    /// `from_idle`, a connection nobody uses leaves the idle set (else it never entered it:
+    /// its last lease is coming back and passes straight on).
+    fn lease_shared(&mut self, key: &ConnectKey, i: usize, conn: T, from_idle: bool) -> Lease<T> {
         let now = self.now();
         let s = match self.st.hosts.get_mut(key) {
             Some(host) => &mut host.shared[i],
             None => unreachable!("the caller found the connection"),
         };
-        let was_idle = s.leases == 0;
+        let was_idle = from_idle && s.leases == 0;
         let idle_time = if was_idle {
             now - s.idle_since
         } else {
@@ -134,7 +136,7 @@ impl<T: Poolable> Locked<'_, T> {
                 host.idle_waitq.push_front(r);
                 return;
             };
-            let lease = self.lease_shared(key, i, conn);
+            let lease = self.lease_shared(key, i, conn, false);
             self.deliver(r, Ok(lease));
         }
     }
