@@ -51,6 +51,17 @@ pub struct Recording {
     pub failed: AtomicU64,
     pub opened: AtomicU64,
     pub reused: AtomicU64,
+    /// Connections handed to requests: one per attempt (a retried request has several).
+    pub attempts: AtomicU64,
+    /// TCP connects that succeeded (what a server counts as accepts), and attempts that
+    /// failed or were abandoned (happy eyeballs, connect timeout).
+    pub tcp_connects: AtomicU64,
+    pub tcp_failed: AtomicU64,
+    /// Dials that connected but never became a pooled connection (TLS or HTTP handshake
+    /// failed).
+    pub handshakes_failed: AtomicU64,
+    pub closed: Mutex<BTreeMap<String, u64>>,
+    pub retries: Mutex<BTreeMap<String, u64>>,
     pub limit_hits: AtomicU64,
     pub latency_us: Mutex<Option<Histogram<u64>>>,
     pub queue_us: Mutex<Option<Histogram<u64>>>,
@@ -63,6 +74,11 @@ pub struct Recording {
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 h, 3 significant digits: bounds are constants, so this cannot fail.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+fn bump(counts: &Mutex<BTreeMap<String, u64>>, what: &str) {
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    *counts.entry(what.to_owned()).or_default() += 1;
 }
 
 fn record(h: &Mutex<Option<Histogram<u64>>>, d: Duration) {
@@ -109,21 +125,38 @@ impl Recording {
             self.clone(),
             self.clone(),
         );
+        let (r6, r7, r8, r9) = (self.clone(), self.clone(), self.clone(), self.clone());
         let stats = Stats::builder()
             .on_conn_opened(move |_| {
                 r1.opened.fetch_add(1, Ordering::Relaxed);
             })
+            .on_conn_closed(move |e| bump(&r6.closed, e.reason.as_str()))
             .on_max_conns_per_host_hit(move |s| r2.hit("max_conns_per_host", s))
             .on_max_idle_conns_per_host_hit(move |s| r3.hit("max_idle_per_host", s))
             .on_max_idle_conns_hit(move |s| r4.hit("max_idle", s))
             .build();
         let trace = ClientTrace::builder()
             .on_got_conn(move |i| {
+                r5.attempts.fetch_add(1, Ordering::Relaxed);
                 if i.reused {
                     r5.reused.fetch_add(1, Ordering::Relaxed);
                 }
                 record(&r5.queue_us, i.queued_for);
             })
+            .on_connect_done(move |i| {
+                let n = if i.error.is_none() {
+                    &r7.tcp_connects
+                } else {
+                    &r7.tcp_failed
+                };
+                n.fetch_add(1, Ordering::Relaxed);
+            })
+            .on_tls_handshake_done(move |i| {
+                if i.error.is_some() {
+                    r8.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .on_retry(move |i| bump(&r9.retries, i.reason.as_str()))
             .build();
         (stats, trace)
     }
@@ -133,6 +166,7 @@ impl Recording {
         let failed = self.failed.load(Ordering::Relaxed);
         let elapsed = self.elapsed().as_secs_f64();
         let reused = self.reused.load(Ordering::Relaxed);
+        let attempts = self.attempts.load(Ordering::Relaxed);
         LoadReport {
             url,
             concurrency,
@@ -157,9 +191,23 @@ impl Recording {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             connections_opened: self.opened.load(Ordering::Relaxed),
+            tcp_connects: self.tcp_connects.load(Ordering::Relaxed),
+            tcp_connects_failed: self.tcp_failed.load(Ordering::Relaxed),
+            handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
+            connections_closed: self
+                .closed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            retries: self
+                .retries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             connections_reused: reused,
-            reuse_ratio: if ok + failed > 0 {
-                reused as f64 / (ok + failed) as f64
+            attempts,
+            reuse_ratio: if attempts > 0 {
+                reused as f64 / attempts as f64
             } else {
                 0.0
             },

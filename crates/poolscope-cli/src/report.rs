@@ -54,7 +54,21 @@ pub struct LoadReport {
     pub status_counts: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
     pub connections_opened: u64,
+    /// TCP connects that succeeded: a server's accept count for this run.
+    pub tcp_connects: u64,
+    /// TCP connect attempts that failed or were abandoned.
+    pub tcp_connects_failed: u64,
+    /// Dials that connected but failed their TLS or HTTP handshake.
+    pub handshakes_failed: u64,
+    /// Connections closed during the run, by reason.
+    pub connections_closed: BTreeMap<String, u64>,
+    /// Requests sent again, by reason (stale_connection, not_sent, goaway, refused_stream).
+    pub retries: BTreeMap<String, u64>,
+    /// Attempts that got a connection on a reused one.
     pub connections_reused: u64,
+    /// Attempts that got a connection: requests plus their retries.
+    pub attempts: u64,
+    /// `connections_reused / attempts`.
     pub reuse_ratio: f64,
     pub limit_hits: u64,
     pub first_limit_hit: Option<FirstHit>,
@@ -122,11 +136,29 @@ impl fmt::Display for LoadReport {
         }
         writeln!(
             f,
-            "  connections    {} opened, {} requests on a reused connection ({:.1}% reuse)",
+            "  connections    {} opened, {} of {} attempts on a reused connection ({:.1}% reuse)",
             self.connections_opened,
             self.connections_reused,
+            self.attempts,
             self.reuse_ratio * 100.0
         )?;
+        writeln!(
+            f,
+            "  dials          {} TCP connects ({} attempts failed or abandoned), {} handshakes failed",
+            self.tcp_connects, self.tcp_connects_failed, self.handshakes_failed
+        )?;
+        let counts = |m: &BTreeMap<String, u64>| {
+            if m.is_empty() {
+                "-".to_owned()
+            } else {
+                m.iter()
+                    .map(|(k, n)| format!("{k}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        writeln!(f, "  closed         {}", counts(&self.connections_closed))?;
+        writeln!(f, "  retries        {}", counts(&self.retries))?;
         writeln!(f, "  limit hits     {}", self.limit_hits)?;
         if let Some(hit) = &self.first_limit_hit {
             writeln!(

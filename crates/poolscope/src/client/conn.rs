@@ -5,9 +5,9 @@
 //! Also the dial: run the connector with the requesting tracer in scope, handshake, and spawn
 //! the connection's driver task.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};

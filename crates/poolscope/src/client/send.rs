@@ -85,7 +85,9 @@ impl<B: RequestBody> Replay<B> {
 
     fn build(&self) -> Request<ReqBody<B>> {
         let body = match &self.body {
-            Some(b) => clone_body(b).map_or_else(|| ReqBody::empty(None), |b| ReqBody::new(b, None)),
+            Some(b) => {
+                clone_body(b).map_or_else(|| ReqBody::empty(None), |b| ReqBody::new(b, None))
+            }
             None => ReqBody::empty(None),
         };
         let mut req = Request::new(body);
@@ -626,14 +628,22 @@ where
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
                     pooled.facts.io.disarm();
                     pooled.discard();
-                    return Err(fail(Error::new(Kind::Canceled).with(e), Some(req), not_sent));
+                    return Err(fail(
+                        Error::new(Kind::Canceled).with(e),
+                        Some(req),
+                        not_sent,
+                    ));
                 }
                 tx.try_send_request(req).await
             }
             Tx::H2(tx) => {
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
                     drop(pooled);
-                    return Err(fail(Error::new(Kind::Canceled).with(e), Some(req), not_sent));
+                    return Err(fail(
+                        Error::new(Kind::Canceled).with(e),
+                        Some(req),
+                        not_sent,
+                    ));
                 }
                 tx.try_send_request(req).await
             }
@@ -693,7 +703,9 @@ where
                     not_sent
                 } else if h2 {
                     h2_outcome(&err).map(|(reason, unprocessed, what)| {
-                        detail = Some(format!("{what} after {served} streams on connection {conn_id}"));
+                        detail = Some(format!(
+                            "{what} after {served} streams on connection {conn_id}"
+                        ));
                         (reason, unprocessed)
                     })
                 } else {

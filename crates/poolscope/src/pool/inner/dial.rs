@@ -156,7 +156,12 @@ impl<T: Poolable> Locked<'_, T> {
     /// No shared dial is in progress for `key` (and the pool is open): nothing will serve
     /// the requests that wait without dialing unless they dial.
     fn no_shared_source(&self, key: &ConnectKey) -> bool {
-        !self.st.closed && self.st.hosts.get(key).is_some_and(|h| h.shared_dialing == 0)
+        !self.st.closed
+            && self
+                .st
+                .hosts
+                .get(key)
+                .is_some_and(|h| h.shared_dialing == 0)
     }
 
     /// Up to `n` of `key`'s waiting requests that neither dial nor wait to dial, oldest first.
@@ -339,7 +344,9 @@ impl<T: Poolable> Locked<'_, T> {
         let mut declined = None;
         for r in targets.by_ref() {
             let room = max.is_none_or(|max| leases < max);
-            let Some(handle) = room.then(|| first.take().or_else(|| conn.share())).flatten()
+            let Some(handle) = room
+                .then(|| first.take().or_else(|| conn.share()))
+                .flatten()
             else {
                 declined = Some(r);
                 break;

@@ -449,12 +449,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
         }
         let now = self.now();
         // An origin that answered HTTP/1 to a dial that hoped for HTTP/2 is not waited for.
-        let wants_shared = wants_shared
-            && !self
-                .st
-                .hosts
-                .get(key)
-                .is_some_and(|h: &Box<Host<T>>| h.h1_seen);
+        let wants_shared = wants_shared && !self.st.hosts.get(key).is_some_and(|h| h.h1_seen);
         let id = self.st.next_waiter;
         self.st.next_waiter += 1;
         let idx = self.st.waiters.insert(Waiter {
