@@ -24,10 +24,35 @@
 //!    `request_done` (with [`RequestTimings`](crate::trace::RequestTimings)) fire. A body
 //!    dropped early closes its HTTP/1 connection.
 //!
-//! A request that fails on a reused connection the server had already closed is retried:
-//! always when it was never written (`retry_canceled_requests`), and when it may have been
-//! written only if it is replayable — GET, HEAD, OPTIONS or TRACE, or with an
-//! `Idempotency-Key` header — and its body is empty. A POST is never sent twice.
+//! # Retries
+//!
+//! A request is sent again, on another connection or stream, only after a failure that says
+//! the server did not process it, or could not have if the request is idempotent (the table
+//! with the reasons: `docs/http2.md`):
+//!
+//! | failure | retried | why it is safe |
+//! |---|---|---|
+//! | hyper gave the request back unsent (the connection closed first; HTTP/1 only on a reused connection) | any method, with `retry_canceled_requests` (default on) | nothing was written |
+//! | HTTP/2 stream reset with `REFUSED_STREAM` | any method whose body can be replayed | RFC 9113 §8.7: the server did no processing |
+//! | HTTP/2 stream failed by `GOAWAY(NO_ERROR)` (above its last stream id, or opened after it) | any method whose body can be replayed | RFC 9113 §6.8: the server did not process streams above the last stream id |
+//! | HTTP/2 stream failed by `GOAWAY` with an error code | idempotent requests whose body can be replayed | streams at or below the last stream id fail the same way, and may have been processed |
+//! | a reused HTTP/1 connection the server had closed while idle (reset, EOF before a response) | idempotent requests whose body can be replayed | the request may have reached the server, so only one that may be repeated |
+//! | anything else (a stream reset with another code, a timeout, a malformed response) | never | the server may have acted on it |
+//!
+//! Idempotent: GET, HEAD, OPTIONS, TRACE, or a request with an `Idempotency-Key` header
+//! (Go's `isReplayable`). A body can be replayed when it is empty, or a `Full<Bytes>`,
+//! `Bytes` or `String` not yet sent (it is cloned before the first attempt); a streaming body
+//! is never sent twice. A request makes at most 10 attempts. Each retry fires
+//! `ClientTrace::on_retry` with its [`RetryReason`](crate::trace::RetryReason), is counted in
+//! `RequestTimings::resend_count`, in the history (`request_retry`) and in the metric
+//! `http_client_request_retries_total{reason}`. A request that fails in the end says why
+//! it was not sent again in its error's `Display`.
+//!
+//! An HTTP/2 connection is leased to at most the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+//! requests (hyper assumes 100 until the server's SETTINGS arrive, as Go does); beyond that a
+//! request dials another connection within `pool_max_conns_per_host`, or waits for a stream to
+//! come free. A connection that failed a stream with GOAWAY takes no new requests and closes
+//! when its last one ends (`CloseReason::GoAway`).
 
 mod body;
 mod builder;

@@ -31,10 +31,17 @@
 //! 7. **Late dials.** A dial that finishes after its requester left serves the oldest waiter,
 //!    or goes idle.
 //! 8. **HTTP/2.** A connection whose [`Poolable::share`] returns handles is shared: it stays
-//!    in the pool while in use and serves every waiter of its key at once. Requests that
-//!    expect HTTP/2 ([`Pool::checkout_shared`]) and arrive while such a dial is in progress
-//!    wait for it instead of dialing. Shared connections are not subject to the idle caps,
-//!    only to rule 11.
+//!    in the pool while in use and serves every waiter of its key at once, up to its
+//!    [`Poolable::max_concurrent`] (rule 12). Requests that expect a shared connection
+//!    ([`Pool::checkout_shared`]: HTTP/2 prior knowledge, or https where ALPN may choose h2)
+//!    and arrive while such a dial is in progress wait for it instead of dialing, so a cold
+//!    burst makes one connection. If that dial brings a connection that cannot be shared
+//!    (ALPN chose HTTP/1.1), every request that waited for it dials, and requests to the key
+//!    stop waiting for each other's dials. If it fails, every request that waited for it fails
+//!    with its error at once (Go's dial call). A shared connection from a raced dial that
+//!    nobody needs, while the key has a shared connection with room, is closed
+//!    (`CloseReason::Redundant`, Go's `addConnIfNeeded`). Shared connections are not subject
+//!    to the idle caps, only to rule 11.
 //! 9. **Timeouts.** Idle timeout (default 90 s), optional max lifetime, and an optional
 //!    pool-wait timeout whose error carries a [`PoolSnapshot`](crate::stats::PoolSnapshot).
 //!    A background reaper sleeps until the next expiry while something is idle, a full
@@ -46,6 +53,18 @@
 //!     `pool_max_idle_per_host(0)` does: every request dials its own connection, a returned
 //!     connection closes even when requests wait (their slots pass on by rule 5), and HTTP/2
 //!     connections are not shared.
+//!
+//! 12. **Stream limits.** A shared connection is leased to at most
+//!     [`Poolable::max_concurrent`] requests at once (HTTP/2: the peer's
+//!     `SETTINGS_MAX_CONCURRENT_STREAMS`, read at each decision, so a lowered limit holds at
+//!     once). When every shared connection of a key is full, a request dials another within
+//!     `max_conns_per_host`, or waits in the key's queues (`ConnsPerHostWaitIn` at the cap);
+//!     a lease that comes back passes straight to the oldest waiting request while the
+//!     connection has room. This is Go's default (`StrictMaxConcurrentStreams` false).
+//! 13. **Retiring.** [`Pooled::retire`] on a shared connection (the server sent GOAWAY) stops
+//!     new leases at once; the requests on it go on, and it closes for the given reason when
+//!     the last one comes back. Closed, expired (idle timeout, max lifetime) and retired
+//!     shared connections nobody uses are dropped at checkout.
 //!
 //! Every rule's event is a [`Stats`] hook, called after the pool lock is released.
 //!
