@@ -702,12 +702,19 @@ where
                 let retry = if unsent.is_some() {
                     not_sent
                 } else if h2 {
-                    h2_outcome(&err).map(|(reason, unprocessed, what)| {
-                        detail = Some(format!(
-                            "{what} after {served} streams on connection {conn_id}"
-                        ));
-                        (reason, unprocessed)
-                    })
+                    h2_outcome(&err)
+                        .map(|(reason, unprocessed, what)| {
+                            detail = Some(format!(
+                                "{what} after {served} streams on connection {conn_id}"
+                            ));
+                            (reason, unprocessed)
+                        })
+                        // The connection broke under a stream of a reused connection: as
+                        // for HTTP/1, an idempotent request may go again.
+                        .or_else(|| {
+                            (reused && is_stale(&err))
+                                .then_some((RetryReason::StaleConnection, false))
+                        })
                 } else {
                     (reused && is_stale(&err)).then_some((RetryReason::StaleConnection, false))
                 };
