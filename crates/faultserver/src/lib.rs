@@ -11,6 +11,10 @@
 //! what the server saw: connections accepted and open, requests by method, and the ids
 //! (header `x-request-id`) of requests received, to prove a request was never received twice.
 //!
+//! [`h2frames`] is a second server, HTTP/2 written frame by frame: a test scripts what it
+//! does with each stream (answer, refuse with `REFUSED_STREAM`, reset after reading the body)
+//! and when it sends GOAWAY with which last-stream-id.
+//!
 //! It only ever binds 127.0.0.1.
 
 #![deny(missing_docs)]
@@ -25,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 mod h2;
+pub mod h2frames;
 
 /// What the server does wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
