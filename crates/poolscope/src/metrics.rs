@@ -74,7 +74,7 @@ const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
 ];
 
-const CLOSE_REASONS: [CloseReason; 10] = [
+const CLOSE_REASONS: [CloseReason; 11] = [
     CloseReason::IdleTimeout,
     CloseReason::MaxLifetime,
     CloseReason::MaxIdleConns,
@@ -85,6 +85,7 @@ const CLOSE_REASONS: [CloseReason; 10] = [
     CloseReason::PoolClosed,
     CloseReason::GoAway,
     CloseReason::Redundant,
+    CloseReason::Poisoned,
 ];
 
 const RETRY_REASONS: [RetryReason; 4] = [

@@ -285,6 +285,8 @@ pub enum CloseReason {
     /// A dial raced another for an HTTP/2 origin and its connection was not needed (Go's
     /// `addConnIfNeeded`): closed unused.
     Redundant,
+    /// Poisoned by its user (`ConnectionInfo::poison`): closed instead of reused.
+    Poisoned,
     /// The pool was closed.
     PoolClosed,
 }
@@ -302,6 +304,7 @@ impl CloseReason {
             CloseReason::CloseIdle => "close_idle",
             CloseReason::GoAway => "goaway",
             CloseReason::Redundant => "redundant",
+            CloseReason::Poisoned => "poisoned",
             CloseReason::PoolClosed => "pool_closed",
         }
     }

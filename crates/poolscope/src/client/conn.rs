@@ -37,10 +37,13 @@ pub(crate) struct ConnFacts {
     /// What the connector attached (`Connected::extra`, poolscope's own `ConnInfo` taken out),
     /// copied into every response's extensions as hyper-util does; `None` when nothing.
     pub(crate) extras: Option<Extensions>,
-    /// Per-request IO events (HTTP/1 only: one request at a time).
-    pub(crate) io: Arc<IoEvents>,
+    /// Per-request IO events (HTTP/1 on poolscope's own `Stream` only: one request at a
+    /// time).
+    pub(crate) io: Option<Arc<IoEvents>>,
     /// HTTP/2: the peer's current `SETTINGS_MAX_CONCURRENT_STREAMS`.
     pub(crate) streams: Option<StreamLimit>,
+    /// `ConnectionInfo::poison` was called: no request may get it any more.
+    pub(crate) poisoned: AtomicBool,
 }
 
 /// Reads an HTTP/2 connection's current stream limit (hyper's
@@ -78,6 +81,9 @@ pub(crate) struct PoolClient<B> {
 
 impl<B: Send + 'static> Poolable for PoolClient<B> {
     fn is_open(&self) -> bool {
+        if self.facts.poisoned.load(Ordering::Acquire) {
+            return false;
+        }
         match &self.tx {
             Tx::H1(tx) => !tx.is_closed(),
             Tx::H2(tx) => !tx.is_closed(),
@@ -264,12 +270,6 @@ impl IoEvents {
     }
 }
 
-/// Wraps a connection's IO to report [`IoEvents`].
-pub(crate) struct TracedIo<I> {
-    io: I,
-    events: Arc<IoEvents>,
-}
-
 impl IoEvents {
     fn awaiting_first_byte(&self) -> bool {
         matches!(
@@ -277,83 +277,67 @@ impl IoEvents {
             WROTE_HEADERS | WROTE_REQUEST
         )
     }
-}
 
-impl<I: Read + Unpin> Read for TracedIo<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+    /// A read through `io`, reporting the first byte of an armed request.
+    pub(crate) fn poll_read<I: Read + Unpin>(
+        &self,
+        io: &mut I,
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if !this.events.awaiting_first_byte() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
+        if !self.awaiting_first_byte() {
+            return Pin::new(io).poll_read(cx, buf);
         }
         // Only the first read of a traced request goes through a copy, to learn whether it
         // brought bytes (an EOF is not a first byte).
         let mut tmp = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
         let room = buf.remaining().min(tmp.len());
         let mut rb = hyper::rt::ReadBuf::uninit(&mut tmp[..room]);
-        match Pin::new(&mut this.io).poll_read(cx, rb.unfilled()) {
+        match Pin::new(io).poll_read(cx, rb.unfilled()) {
             Poll::Ready(Ok(())) => {
                 let filled = rb.filled();
                 if !filled.is_empty() {
                     buf.put_slice(filled);
-                    this.events.on_read();
+                    self.on_read();
                 }
                 Poll::Ready(Ok(()))
             }
             other => other,
         }
     }
+
+    /// What a write of `n` bytes means for the armed request.
+    pub(crate) fn wrote(&self, res: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = res {
+            if *n > 0 {
+                self.on_write();
+            }
+        }
+    }
+
+    /// What a flush means for the armed request.
+    pub(crate) fn flushed(&self, res: &Poll<std::io::Result<()>>) {
+        if let Poll::Ready(Ok(())) = res {
+            self.on_flushed();
+        }
+    }
 }
 
-impl<I: Write + Unpin> Write for TracedIo<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            if n > 0 {
-                this.events.on_write();
-            }
+/// `io` as poolscope's own [`Stream`](crate::connect::Stream), if that is its type: then the
+/// IO events are stamped inside it, and `hyper::upgrade::Upgraded::downcast::<Stream>` still
+/// works after an upgrade.
+fn as_stream<T: 'static>(io: T) -> Result<crate::connect::Stream, T> {
+    let mut slot = Some(io);
+    if let Some(stream) =
+        (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<crate::connect::Stream>>()
+    {
+        if let Some(stream) = stream.take() {
+            return Ok(stream);
         }
-        res
     }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.io).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = res {
-            this.events.on_flushed();
-        }
-        res
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            if n > 0 {
-                this.events.on_write();
-            }
-        }
-        res
+    match slot {
+        Some(io) => Err(io),
+        None => unreachable!("only taken when it is a Stream"),
     }
 }
 
@@ -405,11 +389,6 @@ where
     };
     let h2 = cfg.http2_only || connected.is_negotiated_h2();
     let proxied = connected.is_proxied();
-    let events = Arc::new(IoEvents::new());
-    let io = TracedIo {
-        io,
-        events: events.clone(),
-    };
     let handshake_err = |e: hyper::Error| -> BoxError {
         let err = Error::new(super::error::Kind::Connect(None)).with(e);
         Box::new(match &target {
@@ -417,9 +396,58 @@ where
             None => err,
         })
     };
-    let mut streams = None;
-    let tx = if h2 {
-        let (tx, conn) = cfg.h2.handshake(io).await.map_err(handshake_err)?;
+    // The IO goes to hyper as the connector made it, so that after an upgrade
+    // `Upgraded::downcast` finds the connector's type. Only poolscope's own `Stream` stamps
+    // the write and first-byte moments of HTTP/1 requests; on other connectors they are
+    // taken when the body ends and when the response head arrives (as for HTTP/2).
+    let (handshaken, events) = if h2 {
+        (handshake(io, true, &cfg, on_close).await, None)
+    } else {
+        match as_stream(io) {
+            Ok(mut stream) => {
+                let events = Arc::new(IoEvents::new());
+                stream.set_events(events.clone());
+                (handshake(stream, false, &cfg, on_close).await, Some(events))
+            }
+            Err(io) => (handshake(io, false, &cfg, on_close).await, None),
+        }
+    };
+    let (tx, streams) = handshaken.map_err(handshake_err)?;
+    Ok(PoolClient {
+        tx,
+        facts: Arc::new(ConnFacts {
+            version: if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            },
+            remote_addr,
+            local_addr,
+            tls,
+            proxied,
+            extras: (!extras.is_empty()).then_some(extras),
+            io: events,
+            streams,
+            poisoned: AtomicBool::new(false),
+        }),
+    })
+}
+
+/// Performs the HTTP/1 or HTTP/2 handshake on `io` and spawns the connection's driver task;
+/// for HTTP/1, waits until the connection can take a request (a connection that fails first
+/// reports the connection task's own error, as hyper-util does since its PR 184).
+async fn handshake<I, B>(
+    io: I,
+    h2: bool,
+    cfg: &DialConfig,
+    on_close: impl FnOnce() + Send + 'static,
+) -> Result<(Tx<B>, Option<StreamLimit>), hyper::Error>
+where
+    I: Read + Write + Unpin + Send + 'static,
+    B: crate::connect::RequestBody,
+{
+    if h2 {
+        let (tx, conn) = cfg.h2.handshake(io).await?;
         let last = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
         // Dropped by the driver as soon as it completes: hyper's dispatcher lives in it, and
         // while it lives `SendRequest` does not see the connection closed.
@@ -442,40 +470,29 @@ where
             .await;
             on_close();
         });
-        streams = Some(StreamLimit {
+        let streams = StreamLimit {
             read: Box::new(move || {
                 let slot = conn.try_lock().ok()?;
                 slot.as_ref().map(|conn| conn.current_max_send_streams())
             }),
             last,
-        });
-        Tx::H2(tx)
-    } else {
-        let (tx, conn) = cfg.h1.handshake(io).await.map_err(handshake_err)?;
-        cfg.exec.execute(async move {
-            // With upgrades, a 101 or a successful CONNECT hands the IO to
-            // `hyper::upgrade::on(response)`; the connection is then gone from the pool.
-            let _ = conn.with_upgrades().await;
-            // The connection is gone: if it sits idle in the pool, it leaves now.
-            on_close();
-        });
-        Tx::H1(tx)
-    };
-    Ok(PoolClient {
-        tx,
-        facts: Arc::new(ConnFacts {
-            version: if h2 {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            },
-            remote_addr,
-            local_addr,
-            tls,
-            proxied,
-            extras: (!extras.is_empty()).then_some(extras),
-            io: events,
-            streams,
-        }),
-    })
+        };
+        return Ok((Tx::H2(tx), Some(streams)));
+    }
+    let (mut tx, conn) = cfg.h1.handshake(io).await?;
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<hyper::Error>();
+    cfg.exec.execute(async move {
+        // With upgrades, a 101 or a successful CONNECT hands the IO to
+        // `hyper::upgrade::on(response)`; the connection is then gone from the pool.
+        if let Err(e) = conn.with_upgrades().await {
+            let _ = failed_tx.send(e);
+        }
+        // The connection is gone: if it sits idle in the pool, it leaves now.
+        on_close();
+    });
+    match tx.ready().await {
+        Ok(()) => Ok((Tx::H1(tx), None)),
+        Err(e) if e.is_closed() => Err(failed_rx.await.unwrap_or(e)),
+        Err(e) => Err(e),
+    }
 }

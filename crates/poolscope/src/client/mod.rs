@@ -56,7 +56,8 @@
 
 mod body;
 mod builder;
-mod conn;
+mod capture;
+pub(crate) mod conn;
 mod error;
 mod exec;
 mod origin;
@@ -72,6 +73,7 @@ use http::{Request, Response, Uri};
 
 pub use body::ResponseBody;
 pub use builder::Builder;
+pub use capture::{capture_connection, CaptureConnection, ConnectionInfo};
 pub use error::Error;
 pub use exec::BoxSendFuture;
 

@@ -527,10 +527,17 @@ where
                     }
                     let uri = dial_uri(permit.key())?;
                     let (weak, key) = (shared.pool.downgrade(), permit.key().clone());
+                    let mut cfg = shared.dial.clone();
+                    // The key's other connections learned the server's stream limit: assume
+                    // it for this one too until its own SETTINGS arrive (instead of 100), so
+                    // a server with a low limit does not refuse the excess of every new one.
+                    if let Some(n) = permit.concurrency_hint().filter(|&n| n < 100) {
+                        cfg.h2.initial_max_send_streams(n.max(1));
+                    }
                     let dial = conn::dial::<C, B>(
                         self.connector.clone(),
                         uri,
-                        shared.dial.clone(),
+                        cfg,
                         tracer.clone(),
                         move || weak.evict_closed(&key),
                     );
@@ -555,6 +562,9 @@ where
         if entry.is_some() {
             *req.body_mut() =
                 std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_entry(entry.clone());
+        }
+        if let Some(capture) = req.extensions().get::<super::capture::CaptureExtension>() {
+            capture.set(super::ConnectionInfo::new(*pooled.info(), pooled.facts.clone()));
         }
         let reused = pooled.info().reused;
         let conn_id = pooled.id();
@@ -594,17 +604,23 @@ where
             // HTTP/2 sends the authority as `:authority`.
             drop_userinfo(req.uri_mut());
         }
+        // The connection's IO stamps the write and first-byte moments (HTTP/1 on
+        // poolscope's own streams); elsewhere they are the body's end and the response head.
+        let io = if h2 { None } else { pooled.facts.io.clone() };
         if let Some(t) = tracer {
-            let end = if h2 {
-                t.wrote_headers(|| WroteInfo {
-                    request_id: t.request_id,
-                    elapsed: t.elapsed(),
-                    error: None,
-                });
-                BodyEnd::H2(t.clone())
-            } else {
-                pooled.facts.io.arm(t);
-                BodyEnd::Io(pooled.facts.io.clone())
+            let end = match &io {
+                Some(io) => {
+                    io.arm(t);
+                    BodyEnd::Io(io.clone())
+                }
+                None => {
+                    t.wrote_headers(|| WroteInfo {
+                        request_id: t.request_id,
+                        elapsed: t.elapsed(),
+                        error: None,
+                    });
+                    BodyEnd::H2(t.clone())
+                }
             };
             *req.body_mut() = std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_end(end);
             if t.wants_1xx() {
@@ -626,7 +642,7 @@ where
         let result = match &mut pooled.tx {
             Tx::H1(tx) => {
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
-                    pooled.facts.io.disarm();
+                    disarm(&pooled);
                     pooled.discard();
                     return Err(fail(
                         Error::new(Kind::Canceled).with(e),
@@ -648,14 +664,12 @@ where
                 tx.try_send_request(req).await
             }
         };
-        if !h2 {
-            if let Some(t) = tracer {
-                collect_io_marks(t, &pooled.facts.io);
-            }
+        if let (Some(t), Some(io)) = (tracer, &io) {
+            collect_io_marks(t, io);
         }
         match result {
             Ok(resp) => {
-                if h2 {
+                if io.is_none() {
                     if let Some(t) = tracer {
                         let at = t.elapsed();
                         t.mark(Mark::FirstByte, at);
@@ -688,9 +702,14 @@ where
                     history: self.shared.history.clone().map(|h| (h, ctx.id)),
                 };
                 let mut resp = resp;
-                // What the connector attached (e.g. hyper-util's `HttpInfo`), as hyper-util.
-                if let Some(extras) = done.pooled.as_ref().and_then(|p| p.facts.extras.as_ref()) {
-                    resp.extensions_mut().extend(extras.clone());
+                if let Some(p) = done.pooled.as_ref() {
+                    // What the connector attached (e.g. hyper-util's `HttpInfo`), as
+                    // hyper-util does, and which connection it was.
+                    if let Some(extras) = &p.facts.extras {
+                        resp.extensions_mut().extend(extras.clone());
+                    }
+                    resp.extensions_mut()
+                        .insert(super::ConnectionInfo::new(*p.info(), p.facts.clone()));
                 }
                 Ok(resp.map(|body| ResponseBody::new(body, Box::new(done), entry)))
             }
@@ -726,7 +745,7 @@ where
                         drop(pooled);
                     }
                 } else {
-                    pooled.facts.io.disarm();
+                    disarm(&pooled);
                     pooled.discard();
                 }
                 let kind = if unsent.is_some() {
@@ -798,6 +817,13 @@ struct Ctx {
 impl Ctx {
     fn entry(&self) -> Option<&Arc<Entry>> {
         self.registration.as_ref().map(|r| &r.entry)
+    }
+}
+
+/// Ends the IO events of the request on an HTTP/1 connection.
+fn disarm<B: Send + 'static>(pooled: &Pooled<PoolClient<B>>) {
+    if let Some(io) = &pooled.facts.io {
+        io.disarm();
     }
 }
 
@@ -884,11 +910,16 @@ impl<B: Send + 'static> Completion for Done<B> {
             return events(None, error);
         };
         let conn_id = pooled.id();
+        if pooled.facts.poisoned.load(std::sync::atomic::Ordering::Acquire) {
+            disarm(&pooled);
+            let returned = pooled.retire(crate::stats::CloseReason::Poisoned);
+            return events(Some((conn_id, returned)), error);
+        }
         if pooled.is_http2() {
             let returned = pooled.release();
             return events(Some((conn_id, returned)), error);
         }
-        pooled.facts.io.disarm();
+        disarm(&pooled);
         if error.is_none() && self.keep_alive {
             release_when_ready(pooled, &self.exec, move |returned| {
                 events(Some((conn_id, returned)), None)

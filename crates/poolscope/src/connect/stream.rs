@@ -1,6 +1,7 @@
 //! `Stream`: the connection a poolscope connector returns (TCP, or TLS over TCP).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -10,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::ConnInfo;
+use crate::client::conn::IoEvents;
 
 /// A connection made by [`HttpConnector`](super::HttpConnector) or
 /// [`HttpsConnector`](super::HttpsConnector): plain TCP or TLS over TCP. It implements
@@ -18,6 +20,9 @@ use super::ConnInfo;
 pub struct Stream {
     inner: Inner,
     info: ConnInfo,
+    /// Set by the client on an HTTP/1 connection: the write and first-byte moments of the
+    /// request on it.
+    events: Option<Arc<IoEvents>>,
 }
 
 enum Inner {
@@ -30,6 +35,7 @@ impl Stream {
         Stream {
             inner: Inner::Tcp(TokioIo::new(stream)),
             info,
+            events: None,
         }
     }
 
@@ -37,7 +43,12 @@ impl Stream {
         Stream {
             inner: Inner::Tls(Box::new(TokioIo::new(stream))),
             info,
+            events: None,
         }
+    }
+
+    pub(crate) fn set_events(&mut self, events: Arc<IoEvents>) {
+        self.events = Some(events);
     }
 
     /// What the connector knows about this connection.
@@ -68,15 +79,29 @@ impl Connection for Stream {
     }
 }
 
+impl Read for Inner {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
 impl Read for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Inner::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        let this = self.get_mut();
+        match &this.events {
+            Some(events) => events.poll_read(&mut this.inner, cx, buf),
+            None => Pin::new(&mut this.inner).poll_read(cx, buf),
         }
     }
 }
@@ -87,17 +112,27 @@ impl Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        let res = match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Inner::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        };
+        if let Some(events) = &this.events {
+            events.wrote(&res);
         }
+        res
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        let res = match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
             Inner::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        };
+        if let Some(events) = &this.events {
+            events.flushed(&res);
         }
+        res
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -119,9 +154,14 @@ impl Write for Stream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        let res = match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Inner::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        };
+        if let Some(events) = &this.events {
+            events.wrote(&res);
         }
+        res
     }
 }

@@ -141,7 +141,7 @@ impl<T: Poolable> Checkout<T> {
         let out = match polled {
             inner::Poll::Done(Ok(lease)) => Ok(lease),
             inner::Poll::Done(Err(e)) => Err(e),
-            inner::Poll::Dial(id, shared_hint) => {
+            inner::Poll::Dial(id, shared_hint, concurrency_hint) => {
                 let started = locked.now();
                 locked.finish(&parts.shared);
                 let permit = Connecting {
@@ -150,6 +150,7 @@ impl<T: Poolable> Checkout<T> {
                     id,
                     owner: wref,
                     shared_hint,
+                    concurrency_hint,
                     started,
                 };
                 self.state = State::Waiting(wref, parts);
@@ -233,6 +234,7 @@ pub struct Connecting<T: Poolable> {
     id: ConnId,
     owner: WaiterRef,
     shared_hint: bool,
+    concurrency_hint: Option<usize>,
     started: Instant,
 }
 
@@ -245,6 +247,15 @@ impl<T: Poolable> Connecting<T> {
     /// The key to dial.
     pub fn key(&self) -> &ConnectKey {
         &self.key
+    }
+
+    /// The smallest [`max_concurrent`](Poolable::max_concurrent) among the key's live shared
+    /// connections when this dial was granted, if any has one: a dialer of a multiplexed
+    /// protocol may start the new connection with it (HTTP/2: as the stream limit assumed
+    /// until the server's SETTINGS arrive), so that a server with a low limit does not have
+    /// every new connection overcommitted.
+    pub fn concurrency_hint(&self) -> Option<usize> {
+        self.concurrency_hint
     }
 
     /// Hands the dial's result to the pool: a connection serves the request that started the

@@ -198,7 +198,9 @@ pub(super) enum Start<T> {
 /// What a waiting checkout finds when polled.
 pub(super) enum Poll<T> {
     Done(Result<Lease<T>, Error>),
-    Dial(ConnId, bool),
+    /// Dial connection `ConnId`; whether it is expected to be shared; the concurrency hint
+    /// (see `Connecting::concurrency_hint`).
+    Dial(ConnId, bool, Option<usize>),
     Pending,
 }
 
@@ -605,7 +607,18 @@ impl<'a, T: Poolable> Locked<'a, T> {
             return Poll::Done(result);
         }
         if let Some(id) = w.grant.take() {
-            return Poll::Dial(id, w.wants_shared);
+            let wants_shared = w.wants_shared;
+            let key = w.key.clone();
+            // What the key's live shared connections allow at once: a new connection to the
+            // same server most likely gets the same limit.
+            let hint = self.st.hosts.get(&key).and_then(|h| {
+                h.shared
+                    .iter()
+                    .filter(|s| s.dead.is_none())
+                    .filter_map(|s| s.conn.max_concurrent())
+                    .min()
+            });
+            return Poll::Dial(id, wants_shared, hint);
         }
         match &mut w.waker {
             Some(old) if old.will_wake(waker) => {}
