@@ -325,3 +325,37 @@ async fn every_response_says_which_connection_carried_it() {
     let local = a.local_addr().expect("a local address");
     assert!(local.ip().is_loopback() && local.port() != 0);
 }
+
+#[test]
+fn the_response_future_is_send_and_sync_as_hyper_utils() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<poolscope::ResponseFuture>();
+    send_sync::<poolscope::Error>();
+}
+
+#[tokio::test]
+async fn an_error_on_a_connection_says_which_connection() {
+    // A server that reads the request and closes without answering.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = sock.read(&mut buf).await;
+    });
+    let client = support::client(|_| {});
+    let err = client
+        .get(format!("http://{addr}/").parse().unwrap())
+        .await
+        .expect_err("no response");
+    let conn = err.connect_info().expect("the request had a connection");
+    assert_eq!(conn.remote_addr(), Some(addr));
+    assert!(!conn.is_reused());
+    server.await.unwrap();
+    // A failure before any connection has none.
+    let refused = client
+        .get("http://127.0.0.1:1/".parse().unwrap())
+        .await
+        .expect_err("refused");
+    assert!(refused.is_connect() && refused.connect_info().is_none());
+}

@@ -29,6 +29,8 @@ struct ErrorImpl {
     /// What the client knows beyond the phase and the cause: which connection, how it
     /// ended, why the request was not sent again.
     context: Vec<String>,
+    /// The connection the request failed on, if it had one.
+    conn: Option<super::ConnectionInfo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,7 @@ impl Error {
                 cause: None,
                 target: None,
                 context: Vec::new(),
+                conn: None,
             }),
         }
     }
@@ -66,6 +69,18 @@ impl Error {
     pub(crate) fn with(mut self, cause: impl Into<BoxError>) -> Error {
         self.inner.cause = Some(cause.into());
         self
+    }
+
+    /// Records the connection the request failed on.
+    pub(crate) fn on_connection(mut self, conn: super::ConnectionInfo) -> Error {
+        self.inner.conn = Some(conn);
+        self
+    }
+
+    /// The connection the request was on when it failed (hyper-util's `connect_info`):
+    /// `None` when it failed before it had one (invalid URI, dial, pool timeout).
+    pub fn connect_info(&self) -> Option<&super::ConnectionInfo> {
+        self.inner.conn.as_ref()
     }
 
     /// Adds what the client knows about the failure to its `Display`.

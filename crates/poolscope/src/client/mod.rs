@@ -170,7 +170,9 @@ where
         }
         let this = self.clone();
         ResponseFuture {
-            inner: Box::pin(async move { this.send(req, id, registration).await }),
+            inner: std::sync::Mutex::new(Box::pin(async move {
+                this.send(req, id, registration).await
+            })),
         }
     }
 }
@@ -235,14 +237,17 @@ impl<C, B> std::fmt::Debug for Client<C, B> {
 /// closed.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>,
+    /// In a `Mutex` only so that the future is `Sync`, as hyper-util's is: it is never
+    /// locked (`poll` has `&mut` access and uses `get_mut`), so it costs no synchronisation.
+    inner: std::sync::Mutex<Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>>,
 }
 
 impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().inner.get_mut();
+        inner.unwrap_or_else(|e| e.into_inner()).as_mut().poll(cx)
     }
 }
 

@@ -570,8 +570,9 @@ where
         let conn_id = pooled.id();
         let h2 = pooled.is_http2();
         let connect = req.method() == Method::CONNECT;
+        let conn_info = super::ConnectionInfo::new(*pooled.info(), pooled.facts.clone());
         let fail = |error: Error, unsent, reason: Option<(RetryReason, bool)>| Failed {
-            error,
+            error: error.on_connection(conn_info.clone()),
             unsent,
             retry: reason.map(|(reason, unprocessed)| Retryable {
                 reason,
