@@ -641,6 +641,23 @@ impl Tracer {
     }
 }
 
+/// An error and its causes on one line (`what: why: root cause`), for the `error` strings of
+/// events and the history: each level's `Display` shows only itself.
+pub(crate) fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        // A cause that already repeats what was said adds nothing.
+        if !text.ends_with(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}
+
 tokio::task_local! {
     /// The tracer of the request whose dial is running on this task: connectors report DNS,
     /// connect and TLS events to it.

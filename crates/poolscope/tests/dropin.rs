@@ -89,7 +89,11 @@ async fn a_poisoned_connection_is_closed_and_the_next_request_dials_anew() {
     let mut req = get(server.url("/"));
     let captured = capture_connection(&mut req);
     let resp = client.request(req).await.unwrap();
-    assert!(resp.extensions().get::<ConnectionInfo>().unwrap().is_reused());
+    assert!(resp
+        .extensions()
+        .get::<ConnectionInfo>()
+        .unwrap()
+        .is_reused());
     captured.connection_metadata().as_ref().unwrap().poison();
     support::body(resp).await;
     support::eventually("the poisoned connection closed", || {
@@ -111,7 +115,11 @@ async fn poisoning_from_the_response_works_as_from_the_capture() {
     resp.extensions().get::<ConnectionInfo>().unwrap().poison();
     support::body(resp).await;
     let resp = client.get(server.url("/")).await.unwrap();
-    assert!(!resp.extensions().get::<ConnectionInfo>().unwrap().is_reused());
+    assert!(!resp
+        .extensions()
+        .get::<ConnectionInfo>()
+        .unwrap()
+        .is_reused());
     support::body(resp).await;
     assert_eq!(server.counters.connections(), 2);
 }
@@ -204,11 +212,17 @@ fn chain(err: &dyn std::error::Error) -> Vec<String> {
 #[tokio::test]
 async fn a_connection_failure_is_the_requests_cause_not_a_cancellation() {
     let client = mock_client(Some("mock connection failure"));
-    let err = tokio::time::timeout(Duration::from_secs(5), client.get("http://mocked/".parse().unwrap()))
-        .await
-        .expect("fails, does not hang")
-        .expect_err("the connection fails");
-    assert!(!err.is_canceled(), "a network failure is not a cancellation: {err:?}");
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get("http://mocked/".parse().unwrap()),
+    )
+    .await
+    .expect("fails, does not hang")
+    .expect_err("the connection fails");
+    assert!(
+        !err.is_canceled(),
+        "a network failure is not a cancellation: {err:?}"
+    );
     let hyper_err = err
         .source()
         .and_then(|e| e.downcast_ref::<hyper::Error>())
@@ -223,10 +237,13 @@ async fn a_connection_failure_is_the_requests_cause_not_a_cancellation() {
 #[tokio::test]
 async fn a_connection_that_ends_at_once_is_an_incomplete_message() {
     let client = mock_client(None);
-    let err = tokio::time::timeout(Duration::from_secs(5), client.get("http://mocked/".parse().unwrap()))
-        .await
-        .expect("fails, does not hang")
-        .expect_err("no response");
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get("http://mocked/".parse().unwrap()),
+    )
+    .await
+    .expect("fails, does not hang")
+    .expect_err("no response");
     let hyper_err = err
         .source()
         .and_then(|e| e.downcast_ref::<hyper::Error>())
@@ -274,7 +291,11 @@ async fn an_upgrade_gives_back_poolscopes_stream() {
     let (addr, server) = upgrade_server().await;
     let client = support::client(|b| {
         // A trace, so that the connection's IO events are on.
-        b.trace(poolscope::ClientTrace::builder().on_wrote_request(|_| {}).build());
+        b.trace(
+            poolscope::ClientTrace::builder()
+                .on_wrote_request(|_| {})
+                .build(),
+        );
     });
     let mut req = get(format!("http://{addr}/up").parse().unwrap());
     req.headers_mut()

@@ -155,7 +155,7 @@ impl Builder {
         self
     }
 
-    /// The timer hyper uses for HTTP/1 header-read timeouts and HTTP/2 keep-alive.
+    /// The timer hyper uses for HTTP/2 keep-alive pings (hyper's HTTP/1 client has no timer).
     pub fn timer<M>(&mut self, timer: M) -> &mut Self
     where
         M: Timer + Send + Sync + 'static,
@@ -247,7 +247,13 @@ impl Builder {
         B: http_body::Body + Send + 'static,
         B::Data: Send,
     {
-        self.build(HttpConnector::new())
+        let mut connector = HttpConnector::new();
+        // As hyper-util: with reuse on, TCP keepalive probes idle sockets after the pool's
+        // idle timeout.
+        if self.pool.max_idle_per_host != Some(0) {
+            connector.set_keepalive(self.pool.idle_timeout);
+        }
+        self.build(connector)
     }
 
     /// Build a client with `connector`: any `tower_service::Service<Uri>` whose connections

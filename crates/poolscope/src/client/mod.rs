@@ -239,8 +239,11 @@ impl<C, B> std::fmt::Debug for Client<C, B> {
 pub struct ResponseFuture {
     /// In a `Mutex` only so that the future is `Sync`, as hyper-util's is: it is never
     /// locked (`poll` has `&mut` access and uses `get_mut`), so it costs no synchronisation.
-    inner: std::sync::Mutex<Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>>,
+    inner: std::sync::Mutex<BoxResponseFuture>,
 }
+
+type BoxResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>;
 
 impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Error>;

@@ -287,7 +287,7 @@ where
                 if let Some(h) = &self.shared.history {
                     h.request(RequestEvent::Failed {
                         id: request_id,
-                        error: e.to_string(),
+                        error: crate::trace::error_text(&e),
                     });
                 }
                 return Err(e);
@@ -337,7 +337,7 @@ where
                 if let Some(h) = &self.shared.history {
                     h.request(RequestEvent::Failed {
                         id: request_id,
-                        error: e.to_string(),
+                        error: crate::trace::error_text(&e),
                     });
                 }
                 if let Some(t) = &ctx.tracer {
@@ -345,7 +345,7 @@ where
                         request_id: t.request_id,
                         status: None,
                         timings: t.timings(),
-                        error: Some(e.to_string()),
+                        error: Some(crate::trace::error_text(&e)),
                     });
                 }
                 Err(e)
@@ -455,7 +455,7 @@ where
                 attempt,
                 reason: retry.reason,
                 conn_id: retry.conn_id,
-                error: error.to_string(),
+                error: crate::trace::error_text(error),
             });
         }
     }
@@ -564,7 +564,10 @@ where
                 std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_entry(entry.clone());
         }
         if let Some(capture) = req.extensions().get::<super::capture::CaptureExtension>() {
-            capture.set(super::ConnectionInfo::new(*pooled.info(), pooled.facts.clone()));
+            capture.set(super::ConnectionInfo::new(
+                *pooled.info(),
+                pooled.facts.clone(),
+            ));
         }
         let reused = pooled.info().reused;
         let conn_id = pooled.id();
@@ -911,7 +914,11 @@ impl<B: Send + 'static> Completion for Done<B> {
             return events(None, error);
         };
         let conn_id = pooled.id();
-        if pooled.facts.poisoned.load(std::sync::atomic::Ordering::Acquire) {
+        if pooled
+            .facts
+            .poisoned
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             disarm(&pooled);
             let returned = pooled.retire(crate::stats::CloseReason::Poisoned);
             return events(Some((conn_id, returned)), error);

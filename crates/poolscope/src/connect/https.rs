@@ -177,7 +177,7 @@ async fn handshake(
             request_id: t.request_id,
             key: t.key.clone(),
             tls: result.as_ref().ok().map(|(_, i)| i.clone()),
-            error: result.as_ref().err().map(ToString::to_string),
+            error: result.as_ref().err().map(|e| crate::trace::error_text(e)),
             took: end - start,
         })
     });

@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 
 use ::http::Uri;
 
+pub use self::dns::HickoryResolver;
 pub use self::http::HttpConnector;
 pub use self::https::HttpsConnector;
 pub use self::stream::Stream;
@@ -111,11 +112,9 @@ impl ConnectError {
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} error: {}", self.phase.as_str(), self.msg)?;
-        if let Some(cause) = &self.cause {
-            write!(f, ": {cause}")?;
-        }
-        Ok(())
+        // Only this level: the cause is the `source`, and printing it here too would show it
+        // twice to anyone who walks the chain.
+        write!(f, "{} error: {}", self.phase.as_str(), self.msg)
     }
 }
 
