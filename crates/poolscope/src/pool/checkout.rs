@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -45,25 +46,48 @@ pub struct Checkout<T: Poolable> {
     timeout: Option<WaitTimeout>,
 }
 
-/// The pool-wait timeout of a waiting checkout: a timer inside a tokio runtime; outside one
-/// (a pool polled by hand) only a deadline, checked whenever the checkout is polled.
+/// The pool-wait timeout of a waiting checkout: a deadline, armed as a tokio timer when the
+/// checkout is first polled inside a runtime with a time driver. Outside one (a pool polled by
+/// hand), or in a runtime built without `enable_time`, the deadline is checked whenever the
+/// checkout is polled.
 enum WaitTimeout {
-    Timer(Pin<Box<Sleep>>),
+    Timer(Pin<Box<Sleep>>, tokio::time::Instant),
     Deadline(tokio::time::Instant),
 }
 
 impl WaitTimeout {
-    fn new(deadline: tokio::time::Instant) -> WaitTimeout {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            WaitTimeout::Timer(Box::pin(tokio::time::sleep_until(deadline)))
-        } else {
-            WaitTimeout::Deadline(deadline)
+    /// Whether the deadline passed; arms the timer (which wakes the task then) if it can.
+    /// Creating or polling a tokio timer panics where timers are unavailable (no time driver,
+    /// or its runtime shut down): that is caught, remembered in `no_timers` (so the panic
+    /// message is printed once per pool), and the deadline is used instead.
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>, no_timers: &AtomicBool) -> bool {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        if let WaitTimeout::Deadline(at) = *self {
+            if tokio::time::Instant::now() >= at {
+                return true;
+            }
+            if no_timers.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
+                return false;
+            }
+            match catch_unwind(|| Box::pin(tokio::time::sleep_until(at))) {
+                Ok(sleep) => *self = WaitTimeout::Timer(sleep, at),
+                Err(_) => {
+                    no_timers.store(true, Ordering::Relaxed);
+                    return false;
+                }
+            }
         }
-    }
-
-    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> bool {
         match self {
-            WaitTimeout::Timer(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            WaitTimeout::Timer(sleep, at) => {
+                let at = *at;
+                match catch_unwind(AssertUnwindSafe(|| sleep.as_mut().poll(cx))) {
+                    Ok(polled) => polled.is_ready(),
+                    Err(_) => {
+                        *self = WaitTimeout::Deadline(at);
+                        tokio::time::Instant::now() >= at
+                    }
+                }
+            }
             WaitTimeout::Deadline(at) => tokio::time::Instant::now() >= *at,
         }
     }
@@ -89,14 +113,24 @@ impl<T: Poolable> Checkout<T> {
         let mut locked = shared.lock();
         let start = locked.checkout(&key, wants_shared);
         let deadline = shared.config.wait_timeout.map(|t| locked.now() + t);
-        locked.finish(&shared);
-        let parts = Parts { shared, key };
+        // The checkout owns its waiter (or lease) before any user code runs: if a hook
+        // panics in `finish`, unwinding drops it, which cancels the waiter (or returns the
+        // lease) instead of leaving a ghost that holds a slot or swallows a connection.
+        let parts = Parts {
+            shared: shared.clone(),
+            key,
+        };
         let (state, timeout) = match start {
             Ok(Start::Ready(lease)) => (State::Ready(lease, parts), None),
-            Ok(Start::Wait(r)) => (State::Waiting(r, parts), deadline.map(WaitTimeout::new)),
+            Ok(Start::Wait(r)) => (
+                State::Waiting(r, parts),
+                deadline.map(WaitTimeout::Deadline),
+            ),
             Err(e) => (State::Failed(e, parts.key), None),
         };
-        Checkout { state, timeout }
+        let checkout = Checkout { state, timeout };
+        locked.finish(&shared);
+        checkout
     }
 
     /// The key this checkout waits on; `None` once it has produced its connection or error
@@ -126,24 +160,37 @@ impl<T: Poolable> Checkout<T> {
 
     /// Polls for the next step; see [`step`](Checkout::step).
     pub fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step<T>, Error>> {
-        let (wref, parts) = match std::mem::replace(&mut self.state, State::Done) {
-            State::Ready(lease, parts) => {
-                return Poll::Ready(Ok(Step::Ready(Pooled::new(lease, parts.key, parts.shared))))
-            }
-            State::Failed(e, _) => return Poll::Ready(Err(e)),
-            State::Done => return Poll::Ready(Err(Error::new(Kind::PolledAfterCompletion))),
-            State::Waiting(r, parts) => (r, parts),
+        // The state stays `Waiting` (owning the waiter, which its `Drop` cancels) until the
+        // waiter is gone from the pool and every call into user code is over.
+        if !matches!(self.state, State::Waiting(..)) {
+            return Poll::Ready(match std::mem::replace(&mut self.state, State::Done) {
+                State::Ready(lease, parts) => {
+                    Ok(Step::Ready(Pooled::new(lease, parts.key, parts.shared)))
+                }
+                State::Failed(e, _) => Err(e),
+                State::Done | State::Waiting(..) => Err(Error::new(Kind::PolledAfterCompletion)),
+            });
+        }
+        let State::Waiting(wref, parts) = &self.state else {
+            unreachable!("checked above")
         };
+        let wref = *wref;
         // Poll the timer before taking the lock; a delivered result still wins below.
-        let timed_out = self.timeout.as_mut().is_some_and(|t| t.poll_elapsed(cx));
+        let timed_out = self
+            .timeout
+            .as_mut()
+            .is_some_and(|t| t.poll_elapsed(cx, &parts.shared.no_timers));
         let mut locked = parts.shared.lock();
-        let polled = locked.poll_waiter(wref, cx.waker());
-        let out = match polled {
-            inner::Poll::Done(Ok(lease)) => Ok(lease),
-            inner::Poll::Done(Err(e)) => Err(e),
-            inner::Poll::Dial(id, shared_hint, concurrency_hint) => {
-                let started = locked.now();
+        let lease = match locked.poll_waiter(wref, cx.waker()) {
+            inner::Poll::Done(Ok(lease)) => lease,
+            inner::Poll::Done(Err(e)) => {
                 locked.finish(&parts.shared);
+                self.state = State::Done;
+                return Poll::Ready(Err(e));
+            }
+            inner::Poll::Dial(id, shared_hint, concurrency_hint) => {
+                // Owned before `finish` runs user code: dropped by an unwind, the permit ends
+                // the dial as abandoned and its slot passes on.
                 let permit = Connecting {
                     shared: Some(parts.shared.clone()),
                     key: parts.key.clone(),
@@ -151,24 +198,40 @@ impl<T: Poolable> Checkout<T> {
                     owner: wref,
                     shared_hint,
                     concurrency_hint,
-                    started,
+                    started: locked.now(),
                 };
-                self.state = State::Waiting(wref, parts);
+                locked.finish(&parts.shared);
                 return Poll::Ready(Ok(Step::Dial(permit)));
             }
             inner::Poll::Pending if timed_out => {
-                let snapshot = locked.snapshot();
+                // The timed-out key's row only: a full snapshot would walk every key under
+                // the lock, for each waiter of a storm of timeouts.
+                let snapshot = locked.snapshot_of(&parts.key);
                 locked.cancel_waiter(wref, WaitOutcome::TimedOut);
-                Err(Error::new(Kind::WaitTimeout).with_snapshot(snapshot))
+                locked.finish(&parts.shared);
+                self.state = State::Done;
+                return Poll::Ready(Err(Error::new(Kind::WaitTimeout).with_snapshot(snapshot)));
             }
             inner::Poll::Pending => {
                 locked.finish(&parts.shared);
-                self.state = State::Waiting(wref, parts);
                 return Poll::Pending;
             }
         };
+        // The waiter is gone with its result: the lease goes back to the pool if `finish`
+        // panics.
+        let mut guard = PutBack {
+            lease: Some(lease),
+            parts,
+        };
         locked.finish(&parts.shared);
-        Poll::Ready(out.map(|lease| Step::Ready(Pooled::new(lease, parts.key, parts.shared))))
+        let lease = guard.lease.take();
+        drop(guard);
+        let (Some(lease), State::Waiting(_, parts)) =
+            (lease, std::mem::replace(&mut self.state, State::Done))
+        else {
+            unreachable!("the lease and the state were set above")
+        };
+        Poll::Ready(Ok(Step::Ready(Pooled::new(lease, parts.key, parts.shared))))
     }
 
     /// Drives the checkout to a connection, running each dial it is allowed with `dial` on a
@@ -190,6 +253,22 @@ impl<T: Poolable> Checkout<T> {
                     tokio::spawn(async move { permit.finish(fut.await) });
                 }
             }
+        }
+    }
+}
+
+/// A lease between its waiter and its `Pooled`: given back if it is dropped there (an unwind).
+struct PutBack<'a, T: Poolable> {
+    lease: Option<Lease<T>>,
+    parts: &'a Parts<T>,
+}
+
+impl<T: Poolable> Drop for PutBack<'_, T> {
+    fn drop(&mut self) {
+        if let Some(mut lease) = self.lease.take() {
+            // Delivered but never used: not a request served.
+            lease.meta.requests -= 1;
+            self.parts.shared.put(&self.parts.key, lease, None);
         }
     }
 }

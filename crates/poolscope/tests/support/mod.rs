@@ -54,6 +54,8 @@ pub struct TestConn {
     pub shares_left: Option<Arc<AtomicUsize>>,
     /// The peer's concurrent-stream limit, which the test may change (SETTINGS).
     pub max_streams: Option<Arc<AtomicUsize>>,
+    /// While set, `is_open`, `share` and `max_concurrent` panic (user code that fails).
+    pub explode: Arc<AtomicBool>,
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(1);
@@ -66,6 +68,7 @@ impl TestConn {
             shareable: false,
             shares_left: None,
             max_streams: None,
+            explode: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -91,10 +94,12 @@ impl TestConn {
 
 impl poolscope::pool::Poolable for TestConn {
     fn is_open(&self) -> bool {
+        assert!(!self.explode.load(Ordering::Acquire), "is_open exploded");
         self.open.load(Ordering::Acquire)
     }
 
     fn share(&self) -> Option<Self> {
+        assert!(!self.explode.load(Ordering::Acquire), "share exploded");
         if let Some(left) = &self.shares_left {
             left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                 .ok()?;

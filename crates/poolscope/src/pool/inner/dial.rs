@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Locked, SharedConn, WaiterRef};
+use super::{Guarded, Locked, SharedConn, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo};
 use crate::pool::error::Error;
 use crate::pool::{ConnId, ConnectKey, Poolable};
@@ -43,7 +43,7 @@ impl<T: Poolable> Locked<'_, T> {
         while i < host.shared.len() {
             let s = &mut host.shared[i];
             if s.dead.is_none() {
-                s.dead = if !s.conn.is_open() {
+                s.dead = if !s.conn.open() {
                     Some(CloseReason::Broken)
                 } else if cfg.lifetime_over(s.meta.created, now) {
                     Some(CloseReason::MaxLifetime)
@@ -59,7 +59,7 @@ impl<T: Poolable> Locked<'_, T> {
                     continue;
                 }
             } else if s.has_room() {
-                if let Some(conn) = s.conn.share() {
+                if let Some(conn) = s.conn.handle() {
                     found = Some((i, conn));
                     break;
                 }
@@ -132,7 +132,7 @@ impl<T: Poolable> Locked<'_, T> {
             let Some(host) = self.st.hosts.get_mut(key) else {
                 return;
             };
-            let Some(conn) = host.shared[i].conn.share() else {
+            let Some(conn) = host.shared[i].conn.handle() else {
                 host.idle_waitq.push_front(r);
                 return;
             };
@@ -240,7 +240,7 @@ impl<T: Poolable> Locked<'_, T> {
             created: now,
             requests: 0,
         };
-        let first_share = conn.share();
+        let first_share = conn.handle();
         let shared = first_share.is_some();
         self.fx.push(|| {
             Event::ConnOpened(ConnOpened {
@@ -327,7 +327,7 @@ impl<T: Poolable> Locked<'_, T> {
                 .st
                 .hosts
                 .get(key)
-                .is_some_and(|h| h.shared.iter().any(|s| s.has_room() && s.conn.is_open()));
+                .is_some_and(|h| h.shared.iter().any(|s| s.has_room() && s.conn.open()));
         if redundant {
             // Go's `addConnIfNeeded`: a raced dial whose connection nobody needs is closed,
             // not kept idle against the cap.
@@ -336,7 +336,7 @@ impl<T: Poolable> Locked<'_, T> {
             self.kick_stranded(key, false);
             return;
         }
-        let max = conn.max_concurrent();
+        let max = conn.limit();
         let mut meta = meta;
         let mut first = Some(first);
         let mut leases = 0;
@@ -345,7 +345,7 @@ impl<T: Poolable> Locked<'_, T> {
         for r in targets.by_ref() {
             let room = max.is_none_or(|max| leases < max);
             let Some(handle) = room
-                .then(|| first.take().or_else(|| conn.share()))
+                .then(|| first.take().or_else(|| conn.handle()))
                 .flatten()
             else {
                 declined = Some(r);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Idle, IdleList, Locked, State, WaiterRef};
+use super::{Guarded, Idle, IdleList, Locked, State, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo, Returned};
 use crate::pool::error::{Error, Kind};
 use crate::pool::{ConnId, ConnectKey, Poolable};
@@ -42,7 +42,7 @@ impl<T: Poolable> Locked<'_, T> {
             Some(CloseReason::PoolClosed)
         } else if close.is_some() {
             close
-        } else if !conn.is_open() {
+        } else if !conn.open() {
             Some(CloseReason::Broken)
         } else if self.cfg.lifetime_over(meta.created, now) {
             Some(CloseReason::MaxLifetime)
@@ -141,7 +141,7 @@ impl<T: Poolable> Locked<'_, T> {
         if s.dead.is_none() {
             if let Some(reason) = close {
                 s.dead = Some(reason);
-            } else if !s.conn.is_open() {
+            } else if !s.conn.open() {
                 s.dead = Some(CloseReason::Broken);
             }
         }
@@ -308,7 +308,7 @@ impl<T: Poolable> Locked<'_, T> {
             let mut doomed = Vec::new();
             let mut kept = IdleList::default();
             for idle in host.idle.drain() {
-                match verdict(&idle.meta, idle.since, now, idle.conn.is_open()) {
+                match verdict(&idle.meta, idle.since, now, idle.conn.open()) {
                     Some(r) => doomed.push((idle.conn, idle.meta, now - idle.since, r)),
                     None => kept.push_back(idle),
                 }
@@ -319,7 +319,7 @@ impl<T: Poolable> Locked<'_, T> {
             while i < host.shared.len() {
                 let s = &host.shared[i];
                 let v = (s.leases == 0)
-                    .then(|| verdict(&s.meta, s.idle_since, now, s.conn.is_open()))
+                    .then(|| verdict(&s.meta, s.idle_since, now, s.conn.open()))
                     .flatten();
                 match v {
                     Some(r) => {

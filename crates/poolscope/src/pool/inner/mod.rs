@@ -1,9 +1,26 @@
 //! The pool's state and every rule that changes it, all under one mutex.
 //!
-//! Each `Locked` method runs with the pool lock held (the guard lives in `Locked`). They never
-//! call foreign code: hooks, wakers and connection drops are collected in [`Effects`] and run by
-//! [`Locked::finish`] after the guard is released. `Poolable::is_open` / `share` are the only
-//! calls out, and the trait documents that they run under the lock.
+//! Each `Locked` method runs with the pool lock held (the guard lives in `Locked`). Hooks,
+//! wakers and connection drops are collected in [`Effects`] and run by [`Locked::finish`]
+//! after the guard is released. The only user code called under the lock is `Poolable`'s
+//! `is_open`, `share` and `max_concurrent`, always through [`Guarded`], which catches a panic
+//! so that the locked operation completes.
+//!
+//! # Panics in user code
+//!
+//! The rule: the pool's state is consistent before any user code runs, and a panic in user
+//! code never skips the pool's own work. Concretely:
+//! - `Poolable` calls under the lock are caught ([`Guarded`]): the call counts as "closed",
+//!   "not shareable" or "no room", and the operation completes.
+//! - [`Locked::finish`] releases the lock, then spawns/wakes the reaper and wakes waiters,
+//!   then runs hooks and drops connections, each caught; the first panic is raised again at
+//!   the end (not while the thread is already unwinding), so it reaches the task whose
+//!   operation ran the hook.
+//! - Whatever a panic unwinds through owns its part of the pool: a `Checkout` owns its
+//!   waiter before any hook runs (its `Drop` cancels it), a lease taken from a waiter is held
+//!   by a guard that gives it back, a dial permit ends as abandoned when dropped.
+//! - A tokio timer that cannot be created or polled (no time driver, runtime shut down) is
+//!   replaced by the deadline, checked when the checkout is polled.
 //!
 //! # Implementation details
 //!
@@ -56,6 +73,9 @@ pub(crate) struct Shared<T> {
     /// Has the reaper pass before its due time (see `State::reaper_due`). Its own `Arc`, so
     /// the reaper can wait on it while holding only a weak reference to the pool.
     pub(super) reaper_wake: Arc<tokio::sync::Notify>,
+    /// Creating a tokio timer failed here once (a runtime without its time driver): waiting
+    /// checkouts check their deadline when polled instead.
+    pub(super) no_timers: std::sync::atomic::AtomicBool,
 }
 
 pub(super) struct State<T> {
@@ -136,11 +156,7 @@ struct SharedConn<T> {
 impl<T: Poolable> SharedConn<T> {
     /// It can take another request now: alive and below its concurrency limit.
     fn has_room(&self) -> bool {
-        self.dead.is_none()
-            && self
-                .conn
-                .max_concurrent()
-                .is_none_or(|max| self.leases < max)
+        self.dead.is_none() && self.conn.limit().is_none_or(|max| self.leases < max)
     }
 }
 
@@ -309,6 +325,7 @@ impl<T: Poolable> Shared<T> {
             stats,
             handles: AtomicUsize::new(1),
             reaper_wake: Arc::new(tokio::sync::Notify::new()),
+            no_timers: std::sync::atomic::AtomicBool::new(false),
             close: |shared| {
                 let mut locked = shared.lock();
                 locked.close_pool();
@@ -317,10 +334,13 @@ impl<T: Poolable> Shared<T> {
         }
     }
 
-    /// Takes the pool lock. A poisoned lock is used as is: no invariant is left half-updated
-    /// by a panic in foreign code, because none runs under the lock.
+    /// Takes the pool lock. A poisoned lock is used as is: no foreign code runs under the lock
+    /// except `Poolable`'s methods, whose panics are caught (see [`Guarded`]), so no invariant
+    /// is left half-updated.
     pub(super) fn lock(&self) -> Locked<'_, T> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A panic kept by an operation that never reached `finish` is not this one's.
+        drop(caught::take());
         let record = self.stats.records();
         Locked {
             st,
@@ -376,25 +396,46 @@ impl<T> Effects<T> {
 }
 
 impl<'a, T: Poolable> Locked<'a, T> {
-    /// Releases the lock, then closes dropped connections, calls hooks and wakes waiters.
+    /// Releases the lock, then does what the locked operation left to do, the pool's own part
+    /// first: spawn or wake the reaper, wake waiters; then user code: call hooks, drop the
+    /// connections that left (their `Drop` may be the user's). A panic in any of it (or one
+    /// caught in a `Poolable` call under the lock) is raised again only after everything else
+    /// ran, so the pool is consistent and nothing is lost; never while the thread is already
+    /// unwinding.
     pub(super) fn finish(self, shared: &Arc<Shared<T>>) {
         let Locked { st, fx, stats, .. } = self;
         drop(st); // release the lock before running any foreign code
-        drop(fx.drops);
-        if fx.record {
-            for ev in &fx.events {
-                stats.dispatch(ev);
-            }
-            event_buffer::give_back(fx.events);
-        }
-        for w in fx.wakers {
-            w.wake();
-        }
-        if fx.spawn_reaper {
+        let Effects {
+            record,
+            events,
+            wakers,
+            drops,
+            spawn_reaper,
+            wake_reaper,
+            ..
+        } = fx;
+        if spawn_reaper {
             super::reaper::spawn(shared);
         }
-        if fx.wake_reaper {
+        if wake_reaper {
             shared.reaper_wake.notify_one();
+        }
+        for w in wakers {
+            caught::guard(|| w.wake(), ());
+        }
+        if record {
+            for ev in &events {
+                caught::guard(|| stats.dispatch(ev), ());
+            }
+            event_buffer::give_back(events);
+        }
+        for conn in drops {
+            caught::guard(|| drop(conn), ());
+        }
+        if let Some(panic) = caught::take() {
+            if !std::thread::panicking() {
+                std::panic::resume_unwind(panic);
+            }
         }
     }
 
@@ -507,7 +548,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
                 Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
             } else if self.cfg.lifetime_over(idle.meta.created, now) {
                 Some((IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime))
-            } else if !idle.conn.is_open() {
+            } else if !idle.conn.open() {
                 Some((IdleOutReason::Broken, CloseReason::Broken))
             } else {
                 None
@@ -615,7 +656,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
                 h.shared
                     .iter()
                     .filter(|s| s.dead.is_none())
-                    .filter_map(|s| s.conn.max_concurrent())
+                    .filter_map(|s| s.conn.limit())
                     .min()
             });
             return Poll::Dial(id, wants_shared, hint);
@@ -815,40 +856,47 @@ impl<'a, T: Poolable> Locked<'a, T> {
         }
     }
 
-    /// The pool as it is now, one line per key, sorted.
-    pub(super) fn snapshot(&self) -> PoolSnapshot {
+    /// The pool as it is now, only the row of `key` (the limits are the pool's).
+    pub(super) fn snapshot_of(&self, key: &ConnectKey) -> PoolSnapshot {
         let now = self.now();
-        let mut hosts: Vec<HostSnapshot> = self
+        let hosts = self
             .st
             .hosts
-            .iter()
+            .get_key_value(key)
             .filter(|(_, h)| !h.is_unused())
-            .map(|(key, h)| {
-                let idle = h.idle.len() + h.shared_idle();
-                let oldest_wait = h
-                    .idle_waitq
-                    .iter()
-                    .filter_map(|r| {
-                        self.st
-                            .waiters
-                            .get(r.idx)
-                            .filter(|w| w.id == r.id && w.in_idle_queue)
-                    })
-                    .map(|w| now - w.since)
-                    .next();
-                HostSnapshot {
-                    key: key.clone(),
-                    idle,
-                    active: h.total - h.connecting - idle,
-                    connecting: h.connecting,
-                    total: h.total,
-                    idle_conn_waiters: h.idle_waiting,
-                    conns_per_host_waiters: h.dial_waiting,
-                    oldest_wait,
-                }
-            })
+            .map(|(key, h)| self.host_snapshot(key, h, now))
+            .into_iter()
             .collect();
-        hosts.sort_by(|a, b| a.key.cmp(&b.key));
+        self.snapshot_with(hosts, now)
+    }
+
+    /// One key's row.
+    fn host_snapshot(&self, key: &ConnectKey, h: &Host<T>, now: Instant) -> HostSnapshot {
+        let idle = h.idle.len() + h.shared_idle();
+        let oldest_wait = h
+            .idle_waitq
+            .iter()
+            .filter_map(|r| {
+                self.st
+                    .waiters
+                    .get(r.idx)
+                    .filter(|w| w.id == r.id && w.in_idle_queue)
+            })
+            .map(|w| now - w.since)
+            .next();
+        HostSnapshot {
+            key: key.clone(),
+            idle,
+            active: h.total - h.connecting - idle,
+            connecting: h.connecting,
+            total: h.total,
+            idle_conn_waiters: h.idle_waiting,
+            conns_per_host_waiters: h.dial_waiting,
+            oldest_wait,
+        }
+    }
+
+    fn snapshot_with(&self, hosts: Vec<HostSnapshot>, now: Instant) -> PoolSnapshot {
         PoolSnapshot {
             taken_at: now.into_std(),
             limits: PoolLimits {
@@ -860,6 +908,78 @@ impl<'a, T: Poolable> Locked<'a, T> {
             },
             hosts,
         }
+    }
+
+    /// The pool as it is now, one line per key, sorted.
+    pub(super) fn snapshot(&self) -> PoolSnapshot {
+        let now = self.now();
+        let mut hosts: Vec<HostSnapshot> = self
+            .st
+            .hosts
+            .iter()
+            .filter(|(_, h)| !h.is_unused())
+            .map(|(key, h)| self.host_snapshot(key, h, now))
+            .collect();
+        hosts.sort_by(|a, b| a.key.cmp(&b.key));
+        self.snapshot_with(hosts, now)
+    }
+}
+
+/// The pool's calls into [`Poolable`] (user code, run under the lock): a panic in one is
+/// caught, the call counts as "closed" / "not shareable" / "no room", and the panic is raised
+/// again by [`Locked::finish`] once the lock is released and the state is consistent.
+pub(super) trait Guarded: Poolable {
+    fn open(&self) -> bool {
+        caught::guard(|| self.is_open(), false)
+    }
+
+    fn handle(&self) -> Option<Self> {
+        caught::guard(|| self.share(), None)
+    }
+
+    fn limit(&self) -> Option<usize> {
+        caught::guard(|| self.max_concurrent(), Some(0))
+    }
+}
+
+impl<T: Poolable> Guarded for T {}
+
+/// The first panic caught in user code during this thread's current locked operation.
+pub(super) mod caught {
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    type Payload = Box<dyn Any + Send>;
+
+    thread_local! {
+        static CAUGHT: RefCell<Option<Payload>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f`, or on a panic keeps the panic and returns `fallback`.
+    pub(in crate::pool) fn guard<R>(f: impl FnOnce() -> R, fallback: R) -> R {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(r) => r,
+            Err(p) => {
+                keep(p);
+                fallback
+            }
+        }
+    }
+
+    /// Keeps `p` unless an earlier panic is kept.
+    pub(in crate::pool) fn keep(p: Payload) {
+        let _ = CAUGHT.try_with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = Some(p);
+            }
+        });
+    }
+
+    /// Takes the kept panic, if any.
+    pub(in crate::pool) fn take() -> Option<Payload> {
+        CAUGHT.try_with(|c| c.borrow_mut().take()).ok().flatten()
     }
 }
 
