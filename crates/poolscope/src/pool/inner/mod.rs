@@ -12,10 +12,10 @@
 //! code never skips the pool's own work. Concretely:
 //! - `Poolable` calls under the lock are caught ([`Guarded`]): the call counts as "closed",
 //!   "not shareable" or "no room", and the operation completes.
-//! - [`Locked::finish`] releases the lock, then spawns/wakes the reaper and wakes waiters,
-//!   then runs hooks and drops connections, each caught; the first panic is raised again at
-//!   the end (not while the thread is already unwinding), so it reaches the task whose
-//!   operation ran the hook.
+//! - [`Locked::finish`] releases the lock, then spawns/wakes the reaper, drops connections,
+//!   runs hooks and wakes waiters, each piece of user code caught; the first panic is raised
+//!   again at the end (not while the thread is already unwinding), so it reaches the task
+//!   whose operation ran the hook.
 //! - Whatever a panic unwinds through owns its part of the pool: a `Checkout` owns its
 //!   waiter before any hook runs (its `Drop` cancels it), a lease taken from a waiter is held
 //!   by a guard that gives it back, a dial permit ends as abandoned when dropped.
@@ -396,11 +396,11 @@ impl<T> Effects<T> {
 }
 
 impl<'a, T: Poolable> Locked<'a, T> {
-    /// Releases the lock, then does what the locked operation left to do, the pool's own part
-    /// first: spawn or wake the reaper, wake waiters; then user code: call hooks, drop the
-    /// connections that left (their `Drop` may be the user's). A panic in any of it (or one
-    /// caught in a `Poolable` call under the lock) is raised again only after everything else
-    /// ran, so the pool is consistent and nothing is lost; never while the thread is already
+    /// Releases the lock, then does what the locked operation left to do: spawn or wake the
+    /// reaper, drop the connections that left (their `Drop` may be the user's), call hooks,
+    /// wake waiters. Each piece of user code is caught: a panic in any of it (or one caught in
+    /// a `Poolable` call under the lock) is raised again only after everything else ran, so
+    /// the pool is consistent and no wake-up is lost; never while the thread is already
     /// unwinding.
     pub(super) fn finish(self, shared: &Arc<Shared<T>>) {
         let Locked { st, fx, stats, .. } = self;
@@ -420,17 +420,20 @@ impl<'a, T: Poolable> Locked<'a, T> {
         if wake_reaper {
             shared.reaper_wake.notify_one();
         }
-        for w in wakers {
-            caught::guard(|| w.wake(), ());
+        for conn in drops {
+            caught::guard(|| drop(conn), ());
         }
+        // Hooks before wake-ups, so that a request woken by this operation finds its events
+        // (a connection opened, a wait ended) already reported; each hook is caught, so a
+        // panicking one skips no wake-up.
         if record {
             for ev in &events {
                 caught::guard(|| stats.dispatch(ev), ());
             }
             event_buffer::give_back(events);
         }
-        for conn in drops {
-            caught::guard(|| drop(conn), ());
+        for w in wakers {
+            caught::guard(|| w.wake(), ());
         }
         if let Some(panic) = caught::take() {
             if !std::thread::panicking() {
