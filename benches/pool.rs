@@ -6,6 +6,12 @@
 //!   visited round-robin. The target is < 200 ns and flat across key counts.
 //! - `hooks=counting`: the same with every Stats hook registered (counting into atomics).
 //! - `contended/threads=2`: two threads hammering the same key (two idle connections).
+//! - `scale`: per-operation cost at scale, flat when the engine does no O(n) work under its
+//!   lock: `waiters=N` (a connection's slot passing to the oldest of N requests waiting to
+//!   dial, then its dial finishing), `evict_closed/idle=N` (a server closing N idle
+//!   connections of one key at once: one `evict_closed` per connection task that ends),
+//!   `wait_timeout/keys=N` (a request timing out while N other keys are busy: its error's
+//!   snapshot).
 //! - `floor`: the primitives a checkout + return cannot avoid (two clock readings, two
 //!   lock/unlock pairs, reference counts), measured on the machine at hand, so the pool's
 //!   figure can be read against what the machine charges for them.
@@ -143,6 +149,153 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
+/// A connection whose peer the benchmark can close.
+struct Closable(Arc<std::sync::atomic::AtomicBool>);
+
+impl Poolable for Closable {
+    fn is_open(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn share(&self) -> Option<Self> {
+        None
+    }
+}
+
+fn poll<T: Poolable>(c: &mut poolscope::pool::Checkout<T>) -> Poll<Step<T>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match c.poll_step(&mut cx) {
+        Poll::Ready(Ok(step)) => Poll::Ready(step),
+        Poll::Ready(Err(e)) => panic!("checkout failed: {e}"),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+fn scale(c: &mut Criterion) {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut g = c.benchmark_group("scale");
+    let key = ConnectKey::new("http", "busy.example", 80);
+    // A slot passing on: cap 1 and no reuse, so each returned connection closes and its slot
+    // goes to the oldest of `n` requests waiting to dial, whose dial then finishes.
+    for n in [1usize, 100, 10_000] {
+        let pool = Pool::<Conn>::new(Config {
+            max_conns_per_host: Some(1),
+            max_idle_per_host: Some(0),
+            ..Config::default()
+        });
+        let mut first = pool.checkout(key.clone());
+        let Poll::Ready(Step::Dial(p)) = poll(&mut first) else {
+            panic!("expected a dial")
+        };
+        p.finish(Ok(Conn));
+        let Poll::Ready(Step::Ready(conn)) = poll(&mut first) else {
+            panic!("expected the connection")
+        };
+        let mut held = Some(conn);
+        let mut queue = std::collections::VecDeque::new();
+        for _ in 0..n {
+            let mut w = pool.checkout(key.clone());
+            assert!(poll(&mut w).is_pending());
+            queue.push_back(w);
+        }
+        g.bench_with_input(BenchmarkId::new("waiters", n), &n, |b, _| {
+            b.iter(|| {
+                // Closes (no reuse): the slot passes to the oldest waiter, which dials.
+                drop(held.take());
+                let Some(mut next) = queue.pop_front() else {
+                    panic!("a waiter")
+                };
+                let Poll::Ready(Step::Dial(p)) = poll(&mut next) else {
+                    panic!("the oldest waiter got the slot")
+                };
+                p.finish(Ok(Conn));
+                let Poll::Ready(Step::Ready(conn)) = poll(&mut next) else {
+                    panic!("expected its connection")
+                };
+                held = Some(conn);
+                // Keep `n` waiting.
+                let mut w = pool.checkout(key.clone());
+                assert!(poll(&mut w).is_pending());
+                queue.push_back(w);
+            })
+        });
+    }
+    // A server closing every idle connection of a key at once.
+    for n in [1usize, 100, 10_000] {
+        g.bench_with_input(BenchmarkId::new("evict_closed/idle", n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0u64;
+                while done < iters {
+                    let pool = Pool::<Closable>::new(Config::default());
+                    let flags: Vec<_> = (0..n)
+                        .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(true)))
+                        .collect();
+                    let mut held = Vec::new();
+                    for f in &flags {
+                        let mut c = pool.checkout(key.clone());
+                        let Poll::Ready(Step::Dial(p)) = poll(&mut c) else {
+                            panic!("expected a dial")
+                        };
+                        p.finish(Ok(Closable(f.clone())));
+                        let Poll::Ready(Step::Ready(conn)) = poll(&mut c) else {
+                            panic!("expected the connection")
+                        };
+                        held.push(conn);
+                    }
+                    drop(held); // all idle
+                    for f in &flags {
+                        f.store(false, Ordering::Relaxed);
+                    }
+                    let weak = pool.downgrade();
+                    let calls = (iters - done).min(n as u64);
+                    let start = Instant::now();
+                    for _ in 0..calls {
+                        weak.evict_closed(&key);
+                    }
+                    total += start.elapsed();
+                    done += calls;
+                }
+                total
+            })
+        });
+    }
+    // A request timing out while `n` other keys hold a connection each.
+    for n in [1usize, 100, 10_000] {
+        let pool = Pool::<Conn>::new(Config {
+            max_conns_per_host: Some(1),
+            wait_timeout: Some(Duration::ZERO),
+            ..Config::default()
+        });
+        let mut held = Vec::new();
+        for i in 0..n {
+            let k = ConnectKey::new("http", &format!("host-{i}.example"), 80);
+            let mut c = pool.checkout(k);
+            let Poll::Ready(Step::Dial(p)) = poll(&mut c) else {
+                panic!("expected a dial")
+            };
+            p.finish(Ok(Conn));
+            let Poll::Ready(Step::Ready(conn)) = poll(&mut c) else {
+                panic!("expected the connection")
+            };
+            held.push(conn);
+        }
+        let hot = ConnectKey::new("http", "host-0.example", 80);
+        g.bench_with_input(BenchmarkId::new("wait_timeout/keys", n), &n, |b, _| {
+            b.iter(|| {
+                let mut c = pool.checkout(hot.clone());
+                let mut cx = Context::from_waker(Waker::noop());
+                match c.poll_step(&mut cx) {
+                    Poll::Ready(Err(e)) => black_box(e),
+                    _ => panic!("expected a timeout"),
+                };
+            })
+        });
+        drop(held);
+    }
+    g.finish();
+}
+
 fn floor(c: &mut Criterion) {
     let rt = runtime();
     let _guard = rt.enter();
@@ -176,6 +329,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = uncontended, contended, floor
+    targets = uncontended, contended, scale, floor
 }
 criterion_main!(benches);

@@ -595,8 +595,9 @@ async fn with_no_idle_connection_allowed_nothing_is_reused() {
     expect_dial(&mut a).finish(Ok(TestConn::new()));
     let ca = expect_ready(&mut a);
     let mut b = pool.checkout(key("a"));
-    expect_pending(&mut b); // the cap: b waits
-                            // Even with b waiting, the returned connection closes; its slot lets b dial.
+    // The cap: b waits.
+    expect_pending(&mut b);
+    // Even with b waiting, the returned connection closes; its slot lets b dial.
     assert_eq!(ca.release(), Returned::Closed(CloseReason::MaxIdlePerHost));
     expect_dial(&mut b).finish(Ok(TestConn::new()));
     let cb = expect_ready(&mut b);
@@ -913,6 +914,107 @@ async fn an_origin_that_answers_http1_is_not_waited_for_again() {
     }
     drop(first);
     drop((a, b, c, d, e));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// Go's `MaxIdleConns = 0`: no limit (it does not turn keep-alive off).
+#[tokio::test(start_paused = true)]
+async fn a_max_idle_of_zero_means_no_limit() {
+    let (pool, rec) = pool_with(Config {
+        max_idle: Some(0),
+        ..Config::default()
+    });
+    assert_eq!(pool.config().max_idle, None);
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    assert_eq!(expect_ready(&mut a).release(), Returned::Idle);
+    drop(a);
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// Go's `CloseIdleConnections`: connections in use when it is called close as they come
+/// back, until the next request starts.
+#[tokio::test(start_paused = true)]
+async fn close_idle_connections_also_closes_those_that_come_back_until_the_next_checkout() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    let held = expect_ready(&mut a);
+    pool.close_idle_connections();
+    assert_eq!(held.release(), Returned::Closed(CloseReason::CloseIdle));
+    // A new request: pooling resumes.
+    let mut b = pool.checkout(key("a"));
+    expect_dial(&mut b).finish(Ok(TestConn::new()));
+    assert_eq!(expect_ready(&mut b).release(), Returned::Idle);
+    drop((a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// A lease delivered to a checkout that is dropped unused is not a request served: the
+/// connection's next request is not "reused".
+#[tokio::test(start_paused = true)]
+async fn an_unused_http2_lease_does_not_count_as_a_request() {
+    let (pool, rec) = pool_with(Config::default());
+    let mut a = pool.checkout_shared(key("a"));
+    let permit = expect_dial(&mut a);
+    drop(a); // its owner left: the connection goes idle with no request served
+    permit.finish(Ok(TestConn::h2()));
+    // A checkout leased it at once, and is dropped before it is polled.
+    drop(pool.checkout_shared(key("a")));
+    let mut c = pool.checkout_shared(key("a"));
+    let conn = expect_ready(&mut c);
+    assert!(!conn.info().reused, "no request was served on it before");
+    drop(conn);
+    drop(c);
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// A shared connection past its max lifetime while in use closes as `MaxLifetime`, not as
+/// broken, when its last request ends.
+#[tokio::test(start_paused = true)]
+async fn a_shared_connection_past_its_lifetime_closes_as_such() {
+    let (pool, rec) = pool_with(Config {
+        max_lifetime: Some(Duration::from_secs(10)),
+        ..Config::default()
+    });
+    let mut a = pool.checkout_shared(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::h2()));
+    let held = expect_ready(&mut a);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let mut b = pool.checkout_shared(key("a"));
+    let pb = expect_dial(&mut b); // the old one is retired: b dials
+    assert_eq!(held.release(), Returned::Closed(CloseReason::MaxLifetime));
+    pb.finish(Ok(TestConn::h2()));
+    drop(expect_ready(&mut b));
+    drop((a, b));
+    drop(pool);
+    rec.assert_balanced();
+}
+
+/// The idle timeout applies to an idle HTTP/2 connection at checkout too, without a reaper
+/// (here: no runtime, so none runs).
+#[test]
+fn an_expired_idle_http2_connection_is_not_leased() {
+    let (pool, rec) = pool_with(Config {
+        idle_timeout: Some(Duration::from_millis(20)),
+        ..Config::default()
+    });
+    let mut a = pool.checkout_shared(key("a"));
+    expect_dial(&mut a).finish(Ok(TestConn::h2()));
+    drop(expect_ready(&mut a));
+    std::thread::sleep(Duration::from_millis(40));
+    let mut b = pool.checkout_shared(key("a"));
+    let pb = expect_dial(&mut b);
+    assert!(rec
+        .all()
+        .contains(&Ev::Closed(H.into(), 1, CloseReason::IdleTimeout)));
+    pb.finish(Ok(TestConn::h2()));
+    drop(expect_ready(&mut b));
+    drop((a, b));
     drop(pool);
     rec.assert_balanced();
 }

@@ -265,10 +265,9 @@ struct PutBack<'a, T: Poolable> {
 
 impl<T: Poolable> Drop for PutBack<'_, T> {
     fn drop(&mut self) {
-        if let Some(mut lease) = self.lease.take() {
+        if let Some(lease) = self.lease.take() {
             // Delivered but never used: not a request served.
-            lease.meta.requests -= 1;
-            self.parts.shared.put(&self.parts.key, lease, None);
+            self.parts.shared.put_unused(&self.parts.key, lease);
         }
     }
 }
@@ -281,10 +280,9 @@ impl<T: Poolable> Drop for Checkout<T> {
                 locked.cancel_waiter(wref, WaitOutcome::Cancelled);
                 locked.finish(&parts.shared);
             }
-            State::Ready(mut lease, parts) => {
+            State::Ready(lease, parts) => {
                 // Leased at checkout but never handed out: not a request served.
-                lease.meta.requests -= 1;
-                parts.shared.put(&parts.key, lease, None);
+                parts.shared.put_unused(&parts.key, lease);
             }
             State::Failed(..) | State::Done => {}
         }

@@ -148,7 +148,7 @@ use inner::Shared;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Idle connections kept across all keys; the least recently used is closed beyond it.
-    /// Default: `None`.
+    /// Default: `None`. `Some(0)` means no limit, as Go's `MaxIdleConns = 0` does.
     pub max_idle: Option<usize>,
     /// Idle connections kept per key; a returned connection beyond it is closed. `Some(0)`
     /// turns reuse off (rule 11). Default: `None` (hyper-util: `usize::MAX`; Go: 2).
@@ -215,8 +215,13 @@ impl<T: Poolable> Pool<T> {
 
     /// A pool with `config` that reports to `stats`.
     pub fn with_stats(config: Config, stats: Stats) -> Pool<T> {
+        // Zero caps mean "no limit", as in Go (`MaxConnsPerHost = 0`, `MaxIdleConns = 0`):
+        // a cap of zero connections could serve nothing, and zero idle connections across
+        // the pool would turn keep-alive off everywhere. (`max_idle_per_host = Some(0)` keeps
+        // hyper-util's meaning: no reuse, rule 11.)
         let config = Config {
             max_conns_per_host: config.max_conns_per_host.filter(|&n| n > 0),
+            max_idle: config.max_idle.filter(|&n| n > 0),
             ..config
         };
         Pool {
@@ -242,10 +247,13 @@ impl<T: Poolable> Pool<T> {
         self.shared.lock().snapshot()
     }
 
-    /// Closes every idle connection now (in-use ones are unaffected).
+    /// Closes every idle connection now, and, as Go's `CloseIdleConnections` does, the
+    /// connections in use as they come back, until the next checkout starts (a drain before
+    /// shutdown or rotation). Requests in flight are unaffected.
     pub fn close_idle_connections(&self) {
         let mut locked = self.shared.lock();
         locked.close_idle(IdleOutReason::CloseIdle, CloseReason::CloseIdle);
+        locked.close_returning();
         locked.finish(&self.shared);
     }
 }

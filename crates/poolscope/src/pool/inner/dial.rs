@@ -145,7 +145,9 @@ impl<T: Poolable> Locked<'_, T> {
     /// without dialing themselves get to dial: one if another shared dial may follow, all if
     /// the connection turned out not to be shareable.
     pub(super) fn kick_stranded(&mut self, key: &ConnectKey, all: bool) {
-        if !self.no_shared_source(key) {
+        if self.st.hosts.get(key).is_none_or(|h| h.stranded_live == 0)
+            || !self.no_shared_source(key)
+        {
             return;
         }
         for r in self.stranded(key, if all { usize::MAX } else { 1 }) {
@@ -164,21 +166,27 @@ impl<T: Poolable> Locked<'_, T> {
                 .is_some_and(|h| h.shared_dialing == 0)
     }
 
-    /// Up to `n` of `key`'s waiting requests that neither dial nor wait to dial, oldest first.
-    fn stranded(&self, key: &ConnectKey, n: usize) -> Vec<WaiterRef> {
-        let Some(host) = self.st.hosts.get(key) else {
+    /// Up to `n` of `key`'s waiting requests that neither dial nor wait to dial, oldest first,
+    /// taken out of the stranded queue: the caller makes each dial, queue, or fail. O(n)
+    /// amortized, whatever the number of other waiters.
+    fn stranded(&mut self, key: &ConnectKey, n: usize) -> Vec<WaiterRef> {
+        let super::State { hosts, waiters, .. } = &mut *self.st;
+        let Some(host) = hosts.get_mut(key) else {
             return Vec::new();
         };
-        host.idle_waitq
-            .iter()
-            .copied()
-            .filter(|r| {
-                self.st.waiters.get(r.idx).is_some_and(|w| {
-                    w.id == r.id && w.in_idle_queue && !w.dialing && !w.in_dial_queue
-                })
-            })
-            .take(n)
-            .collect()
+        let mut out = Vec::new();
+        while out.len() < n && host.stranded_live > out.len() {
+            let Some(r) = host.stranded.pop_front() else {
+                break;
+            };
+            if waiters
+                .get(r.idx)
+                .is_some_and(|w| w.id == r.id && w.stranded)
+            {
+                out.push(r);
+            }
+        }
+        out
     }
 
     // ----- dials ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Guarded, Idle, IdleList, Locked, State, WaiterRef};
+use super::{Guarded, Host, Idle, Locked, State, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo, Returned};
 use crate::pool::error::{Error, Kind};
 use crate::pool::{ConnId, ConnectKey, Poolable};
@@ -83,6 +83,11 @@ impl<T: Poolable> Locked<'_, T> {
             self.deliver(w, Ok(Lease { conn, meta, info }));
             return Returned::HandedOver;
         }
+        // Go's order: a waiting request gets it first; only going idle is refused.
+        if self.closing_idle() {
+            self.close(key, conn, meta, CloseReason::CloseIdle);
+            return Returned::Closed(CloseReason::CloseIdle);
+        }
         let cap = self.cfg.max_idle_per_host;
         let seq = self.st.next_seq;
         let host = self.host(key);
@@ -120,6 +125,28 @@ impl<T: Poolable> Locked<'_, T> {
         Returned::Idle
     }
 
+    /// Returns a lease that was delivered but never used (its checkout was dropped first):
+    /// it does not count as a request the connection served.
+    pub(in crate::pool) fn put_unused(
+        &mut self,
+        key: &ConnectKey,
+        mut lease: Lease<T>,
+    ) -> Returned {
+        lease.meta.requests = lease.meta.requests.saturating_sub(1);
+        if lease.info.shared {
+            let id = lease.meta.id;
+            if let Some(s) = self
+                .st
+                .hosts
+                .get_mut(key)
+                .and_then(|h| h.shared.iter_mut().find(|s| s.meta.id == id))
+            {
+                s.meta.requests = s.meta.requests.saturating_sub(1);
+            }
+        }
+        self.put(key, lease, None)
+    }
+
     /// A lease of a shared connection ends; the connection goes idle with its last lease.
     pub(super) fn put_shared(
         &mut self,
@@ -130,6 +157,7 @@ impl<T: Poolable> Locked<'_, T> {
         let now = self.now();
         self.fx.drops.push(lease.conn);
         let closed = self.st.closed;
+        let closing_idle = self.st.closing_idle;
         let Some(host) = self.st.hosts.get_mut(key) else {
             return Returned::Closed(CloseReason::PoolClosed);
         };
@@ -164,6 +192,8 @@ impl<T: Poolable> Locked<'_, T> {
             Some(reason)
         } else if self.cfg.lifetime_over(s.meta.created, now) {
             Some(CloseReason::MaxLifetime)
+        } else if closing_idle {
+            Some(CloseReason::CloseIdle)
         } else if self.cfg.reuse_off() {
             Some(CloseReason::MaxIdlePerHost)
         } else {
@@ -274,7 +304,21 @@ impl<T: Poolable> Locked<'_, T> {
     }
 
     /// Drops `key`'s idle connections that are no longer open.
+    ///
+    /// Called once per connection whose task ended. With many idle connections the check
+    /// runs once the calls reach half their number (`Host::closed_hint`): O(1) amortized per
+    /// call when a server closes them all at once; until then a dead one found at checkout
+    /// is dropped there, and a waiting request never depends on it (a key with waiters has
+    /// no idle connection).
     pub(in crate::pool) fn evict_closed(&mut self, key: &ConnectKey) {
+        if !self
+            .st
+            .hosts
+            .get_mut(key)
+            .is_some_and(|h| h.due_for_closed_check())
+        {
+            return;
+        }
         self.sweep(Some(key), |_, _, _, open| {
             (!open).then_some((IdleOutReason::Broken, CloseReason::Broken))
         });
@@ -285,36 +329,29 @@ impl<T: Poolable> Locked<'_, T> {
         self.sweep(None, |_, _, _, _| Some((out, reason)));
     }
 
-    /// Closes the idle connections that `verdict(meta, idle_since, now)` condemns.
     /// Closes the idle connections (of `only`, or of every key) that
-    /// `verdict(meta, idle_since, now, open)` condemns.
+    /// `verdict(meta, idle_since, now, open)` condemns. Visits each idle connection once and
+    /// moves none that stays (no list is rebuilt, no key cloned unless something closes).
     pub(super) fn sweep(
         &mut self,
         only: Option<&ConnectKey>,
         verdict: impl Fn(&ConnMeta, Instant, Instant, bool) -> Option<(IdleOutReason, CloseReason)>,
     ) {
         let now = self.now();
-        let keys: Vec<ConnectKey> = match only {
-            Some(k) => vec![k.clone()],
-            None => self.st.hosts.keys().cloned().collect(),
-        };
-        for key in keys {
-            let State {
-                hosts, idle_total, ..
-            } = &mut *self.st;
-            let Some(host) = hosts.get_mut(&key) else {
-                continue;
-            };
-            let mut doomed = Vec::new();
-            let mut kept = IdleList::default();
-            for idle in host.idle.drain() {
-                match verdict(&idle.meta, idle.since, now, idle.conn.open()) {
-                    Some(r) => doomed.push((idle.conn, idle.meta, now - idle.since, r)),
-                    None => kept.push_back(idle),
-                }
-            }
-            host.idle = kept;
-            *idle_total -= doomed.len();
+        let mut doomed = Vec::new();
+        let State {
+            hosts, idle_total, ..
+        } = &mut *self.st;
+        let mut visit = |key: &ConnectKey, host: &mut Host<T>| {
+            let before = doomed.len();
+            host.idle.retain(
+                |idle| match verdict(&idle.meta, idle.since, now, idle.conn.open()) {
+                    Some(r) => Err(r),
+                    None => Ok(()),
+                },
+                |idle, r| doomed.push((key.clone(), idle.conn, idle.meta, now - idle.since, r)),
+            );
+            *idle_total -= doomed.len() - before;
             let mut i = 0;
             while i < host.shared.len() {
                 let s = &host.shared[i];
@@ -324,15 +361,27 @@ impl<T: Poolable> Locked<'_, T> {
                 match v {
                     Some(r) => {
                         let s = host.shared.swap_remove(i);
-                        doomed.push((s.conn, s.meta, now - s.idle_since, r));
+                        doomed.push((key.clone(), s.conn, s.meta, now - s.idle_since, r));
                     }
                     None => i += 1,
                 }
             }
-            for (conn, meta, idle_time, (out, reason)) in doomed {
-                self.idle_out(&key, meta.id, idle_time, out);
-                self.close(&key, conn, meta, reason);
+        };
+        match only {
+            Some(key) => {
+                if let Some(host) = hosts.get_mut(key) {
+                    visit(key, host);
+                }
             }
+            None => {
+                for (key, host) in hosts.iter_mut() {
+                    visit(key, host);
+                }
+            }
+        }
+        for (key, conn, meta, idle_time, (out, reason)) in doomed {
+            self.idle_out(&key, meta.id, idle_time, out);
+            self.close(&key, conn, meta, reason);
         }
     }
 

@@ -72,10 +72,28 @@ impl<T> IdleList<T> {
         self.older.iter().chain(self.newest.as_ref())
     }
 
-    /// Takes every entry, oldest first, leaving the list empty.
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = Idle<T>> {
-        let newest = self.newest.take();
-        std::mem::take(&mut self.older).into_iter().chain(newest)
+    /// Keeps the entries `keep` says `Ok` to, in order; hands each other one to `removed`
+    /// with `keep`'s `Err` value. Entries that stay are not moved.
+    pub(super) fn retain<R>(
+        &mut self,
+        mut keep: impl FnMut(&Idle<T>) -> Result<(), R>,
+        mut removed: impl FnMut(Idle<T>, R),
+    ) {
+        if self.older.iter().any(|i| keep(i).is_err()) {
+            let older = std::mem::take(&mut self.older);
+            for idle in older {
+                match keep(&idle) {
+                    Ok(()) => self.older.push_back(idle),
+                    Err(r) => removed(idle, r),
+                }
+            }
+        }
+        if let Some(r) = self.newest.as_ref().and_then(|i| keep(i).err()) {
+            if let Some(idle) = self.newest.take() {
+                removed(idle, r);
+            }
+            self.newest = self.older.pop_back();
+        }
     }
 }
 
@@ -127,13 +145,22 @@ mod tests {
     }
 
     #[test]
-    fn drain_takes_everything_in_order() {
+    fn retain_removes_what_it_is_told_and_keeps_the_order() {
         let mut l = IdleList::default();
-        for s in [7, 8, 9] {
+        for s in [7, 8, 9, 10] {
             l.push_back(idle(s));
         }
-        let drained: Vec<u64> = l.drain().map(|i| i.seq).collect();
-        assert_eq!(drained, [7, 8, 9]);
+        let mut gone = Vec::new();
+        l.retain(
+            |i| if i.seq % 2 == 0 { Err(i.seq) } else { Ok(()) },
+            |i, r| gone.push((i.seq, r)),
+        );
+        assert_eq!(seqs(&l), [7, 9]);
+        assert_eq!(gone, [(8, 8), (10, 10)]);
+        // The newest removed: the next one becomes the newest.
+        assert_eq!(l.pop_back().map(|i| i.seq), Some(9));
+        l.retain(|_| Err(()), |_, _| {});
         assert_eq!(l.len(), 0);
+        assert!(l.front().is_none());
     }
 }

@@ -101,6 +101,9 @@ pub(super) struct State<T> {
     reaper_due: Option<Instant>,
     /// Set once, when the last handle is dropped; nothing is pooled after.
     closed: bool,
+    /// `close_idle_connections` was called and no checkout started since: connections that
+    /// come back are closed (Go's `closeIdle`).
+    closing_idle: bool,
 }
 
 /// One key's connections and queues.
@@ -128,6 +131,16 @@ struct Host<T> {
     /// A dial expected to be shared produced an HTTP/1 connection (ALPN chose http/1.1):
     /// requests to this key no longer wait for each other's dials.
     h1_seen: bool,
+    /// Requests that wait for a shared dial in progress without dialing themselves, oldest
+    /// first (dead or no longer stranded references are skipped lazily), so that the ones to
+    /// kick when that dial does not serve them are found without scanning every waiter.
+    stranded: VecDeque<WaiterRef>,
+    /// Live entries of `stranded`.
+    stranded_live: usize,
+    /// `evict_closed` calls since the key's idle connections were last checked: they are
+    /// checked once these reach half their number, so that a server closing all of them at
+    /// once costs O(1) amortized per connection rather than a scan each.
+    closed_hint: usize,
     /// Requests waiting for a connection; every waiting request is here.
     idle_waitq: VecDeque<WaiterRef>,
     /// Requests waiting for permission to dial (`max_conns_per_host` reached).
@@ -175,6 +188,8 @@ struct Waiter<T> {
     in_dial_queue: bool,
     /// A dial for this request is granted or in progress.
     dialing: bool,
+    /// It waits for a shared dial in progress without dialing (it is in `Host::stranded`).
+    stranded: bool,
     /// Permission to dial, granted but not yet picked up by the checkout.
     grant: Option<ConnId>,
     /// What was delivered; the checkout takes it.
@@ -188,6 +203,7 @@ struct Leaving {
     since: Instant,
     in_idle: bool,
     in_dial: bool,
+    stranded: bool,
 }
 
 impl<T> Waiter<T> {
@@ -198,9 +214,11 @@ impl<T> Waiter<T> {
             since: self.since,
             in_idle: self.in_idle_queue,
             in_dial: self.in_dial_queue,
+            stranded: self.stranded,
         };
         self.in_idle_queue = false;
         self.in_dial_queue = false;
+        self.stranded = false;
         l
     }
 }
@@ -256,6 +274,9 @@ impl<T> Host<T> {
             connecting: 0,
             shared_dialing: 0,
             h1_seen: false,
+            stranded: VecDeque::new(),
+            stranded_live: 0,
+            closed_hint: 0,
         }
     }
 
@@ -270,6 +291,17 @@ impl<T> Host<T> {
 
     fn is_unused(&self) -> bool {
         self.total == 0 && self.idle_waiting == 0 && self.dial_waiting == 0
+    }
+
+    /// Whether `evict_closed` should check the idle connections now (see `closed_hint`).
+    fn due_for_closed_check(&mut self) -> bool {
+        self.closed_hint += 1;
+        let idle = self.idle.len() + self.shared.len();
+        if idle <= 8 || self.closed_hint * 2 >= idle {
+            self.closed_hint = 0;
+            return true;
+        }
+        false
     }
 }
 
@@ -306,6 +338,10 @@ fn in_dial_queue<T>(w: &Waiter<T>) -> bool {
     w.in_dial_queue
 }
 
+fn is_stranded<T>(w: &Waiter<T>) -> bool {
+    w.stranded
+}
+
 impl<T: Poolable> Shared<T> {
     pub(super) fn new(config: Config, stats: Stats) -> Shared<T> {
         Shared {
@@ -320,6 +356,7 @@ impl<T: Poolable> Shared<T> {
                 reaper_running: false,
                 reaper_due: None,
                 closed: false,
+                closing_idle: false,
             }),
             config,
             stats,
@@ -360,6 +397,14 @@ impl<T: Poolable> Shared<T> {
                 wake_reaper: false,
             },
         }
+    }
+
+    /// Returns a lease that was never used (see [`Locked::put_unused`]).
+    pub(crate) fn put_unused(self: &Arc<Self>, key: &ConnectKey, lease: Lease<T>) -> Returned {
+        let mut locked = self.lock();
+        let out = locked.put_unused(key, lease);
+        locked.finish(self);
+        out
     }
 
     /// Returns a leased connection (see [`Locked::put`]).
@@ -463,6 +508,16 @@ impl<'a, T: Poolable> Locked<'a, T> {
         }
     }
 
+    /// Connections that come back are closed until the next checkout starts.
+    pub(super) fn close_returning(&mut self) {
+        self.st.closing_idle = true;
+    }
+
+    /// `close_idle_connections` is draining the pool.
+    fn closing_idle(&self) -> bool {
+        self.st.closing_idle
+    }
+
     /// How many keys the pool tracks (tests: unused keys must not linger).
     #[cfg(test)]
     pub(super) fn tracked_keys(&self) -> usize {
@@ -487,6 +542,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
         if self.st.closed {
             return Err(Error::new(Kind::PoolClosed));
         }
+        // A request starts: connections that come back are pooled again (Go resets
+        // `closeIdle` in `queueForIdleConn`).
+        self.st.closing_idle = false;
         if let Some(lease) = self.take_shared(key) {
             return Ok(Start::Ready(lease));
         }
@@ -506,6 +564,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
             in_idle_queue: true,
             in_dial_queue: false,
             dialing: false,
+            stranded: false,
             grant: None,
             result: None,
             waker: None,
@@ -532,7 +591,14 @@ impl<'a, T: Poolable> Locked<'a, T> {
                 waiters: waiting,
             })
         });
-        if !expect_shared_dial {
+        if expect_shared_dial {
+            clean_queue(&mut host.stranded, host.stranded_live, waiters, is_stranded);
+            host.stranded.push_back(wref);
+            host.stranded_live += 1;
+            if let Some(w) = waiters.get_mut(wref.idx) {
+                w.stranded = true;
+            }
+        } else {
             self.queue_for_dial(key, wref);
         }
         Ok(Start::Wait(wref))
@@ -588,6 +654,10 @@ impl<'a, T: Poolable> Locked<'a, T> {
         let host = hosts
             .entry(key.clone())
             .or_insert_with(|| Box::new(Host::new()));
+        if let Some(w) = waiters.get_mut(wref.idx).filter(|w| w.stranded) {
+            w.stranded = false;
+            host.stranded_live -= 1;
+        }
         if cap.is_none_or(|cap| host.total < cap) {
             host.total += 1;
             self.grant(key, wref);
@@ -684,10 +754,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
         if w.grant.is_some() {
             self.drop_grant(&key, w.wants_shared);
         }
-        if let Some(Ok(mut lease)) = w.result {
+        if let Some(Ok(lease)) = w.result {
             // Delivered but never used: not a request served.
-            lease.meta.requests -= 1;
-            self.put(&key, lease, None);
+            self.put_unused(&key, lease);
         }
         self.forget_host_if_unused(&key);
     }
@@ -700,6 +769,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
             return;
         };
         let key = &l.key;
+        if l.stranded {
+            host.stranded_live -= 1;
+        }
         if l.in_idle {
             host.idle_waiting -= 1;
             let waiters = host.idle_waiting;
