@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use poolscope::pool::{Config, Pool, Returned};
@@ -1017,4 +1018,37 @@ fn an_expired_idle_http2_connection_is_not_leased() {
     drop((a, b));
     drop(pool);
     rec.assert_balanced();
+}
+
+/// Rule 9 (reaper): connections expiring at spread-out instants are reaped in batches, not
+/// one pass each (a pass visits every key): after a pass that closed something, the next is
+/// at least 1/16 of the idle timeout later.
+#[tokio::test(start_paused = true)]
+async fn the_reaper_batches_connections_that_expire_at_spread_out_instants() {
+    let instants = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let seen = instants.clone();
+    let stats = poolscope::Stats::builder()
+        .on_conn_closed(move |e| {
+            seen.lock().unwrap().insert(e.at);
+        })
+        .build();
+    let pool = Pool::with_stats(
+        Config {
+            idle_timeout: Some(Duration::from_millis(1600)),
+            ..Config::default()
+        },
+        stats,
+    );
+    // 100 connections of 100 keys going idle 10 ms apart: expiries spread over 1 s.
+    for i in 0..100 {
+        let mut c = pool.checkout(key(&format!("h{i}")));
+        expect_dial(&mut c).finish(Ok(TestConn::new()));
+        drop(expect_ready(&mut c));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(pool.snapshot().total_idle(), 0, "all reaped");
+    let passes = instants.lock().unwrap().len();
+    // 1 s of expiries at passes >= 100 ms apart: about 10 passes, far fewer than 100.
+    assert!(passes <= 13, "{passes} reaper passes closed connections");
 }
