@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use poolscope::trace::{GotConnInfo, RequestTimings};
 use poolscope::ClientTrace;
 use serde_json::json;
+use tokio::sync::oneshot;
 
 use crate::opts::{self, ConnOpts, RequestOpts};
 use crate::Failure;
@@ -63,13 +64,17 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let prepared = opts::prepare(&args.request)?;
     let connector = opts::connector(&args.conn)?;
     let got: Arc<Mutex<Option<GotConnInfo>>> = Default::default();
-    let timings: Arc<Mutex<Option<RequestTimings>>> = Default::default();
+    let (done_tx, done_rx) = oneshot::channel::<RequestTimings>();
     let trace = {
-        let (got, timings) = (got.clone(), timings.clone());
+        let got = got.clone();
+        // The hook is `Fn`: the first call takes the sender.
+        let done_tx = Mutex::new(Some(done_tx));
         ClientTrace::builder()
             .on_got_conn(move |i| *got.lock().unwrap_or_else(|e| e.into_inner()) = Some(i.clone()))
             .on_request_done(move |i| {
-                *timings.lock().unwrap_or_else(|e| e.into_inner()) = Some(i.timings)
+                if let Some(tx) = done_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(i.timings);
+                }
             })
             .build()
     };
@@ -84,16 +89,12 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Request(format!("error reading response body: {e}")))?
         .to_bytes();
-    // request_done fires when the connection is back in the pool; give that a moment.
-    for _ in 0..100 {
-        if timings.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let t = timings
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    // request_done fires when the connection is back in the pool, which may be just after
+    // the body ends: wait for it (bounded, in case it never comes).
+    let t = tokio::time::timeout(Duration::from_millis(200), done_rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
         .unwrap_or_default();
     let g = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(path) = &args.output {

@@ -264,12 +264,18 @@ impl Registry {
     }
 
     /// How many requests are registered.
-    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
+    }
+
+    /// Whether no request is registered.
+    pub fn is_empty(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
     }
 }
 
@@ -481,14 +487,19 @@ mod tests {
     #[test]
     fn report_is_oldest_first_and_entries_leave_on_drop() {
         let reg = Arc::new(Registry::new(false));
-        let a = reg.register(1, &Method::GET, &"http://h/a".parse().unwrap());
-        std::thread::sleep(Duration::from_millis(2));
-        let b = reg.register(2, &Method::POST, &"http://h/b".parse().unwrap());
+        // The older request has the larger id: only the age can put it first.
+        let older = reg.register(2, &Method::GET, &"http://h/a".parse().unwrap());
+        // Spin (no sleep) until the clock has moved on, so the two ages differ.
+        while Instant::now() <= older.entry.started {}
+        let newer = reg.register(1, &Method::POST, &"http://h/b".parse().unwrap());
+        assert!(newer.entry.started > older.entry.started);
         let r = reg.report();
-        assert_eq!(r.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2]);
-        drop(a);
+        assert_eq!(r.iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 1]);
+        drop(older);
         assert_eq!(reg.len(), 1);
-        drop(b);
+        assert!(!reg.is_empty());
+        drop(newer);
+        assert!(reg.is_empty());
         assert!(reg.report().is_empty());
     }
 

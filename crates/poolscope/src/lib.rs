@@ -15,19 +15,17 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod pool;
-pub mod stats;
-
-pub use stats::{PoolSnapshot, Stats};
-pub mod connect;
-pub mod trace;
-
-pub use trace::ClientTrace;
 pub mod client;
+pub mod connect;
 pub mod debug;
 pub mod history;
 pub mod inflight;
 #[cfg(feature = "metrics")]
 mod metrics;
+pub mod pool;
+pub mod stats;
+pub mod trace;
 
 pub use client::{Builder, Client, Error, ResponseBody, ResponseFuture};
+pub use stats::{PoolSnapshot, Stats};
+pub use trace::ClientTrace;

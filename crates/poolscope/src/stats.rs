@@ -359,7 +359,9 @@ impl fmt::Debug for Stats {
 }
 
 /// Builds a [`Stats`]; each `on_*` method registers one hook (a later call for the same hook
-/// replaces the earlier one). Hooks take `&Event` and must be `Send + Sync + 'static`.
+/// replaces the earlier one). A hook takes a reference to its own event type ([`WaitIn`],
+/// [`WaitOut`], [`IdleConnIn`], …; the `*_hit` hooks a [`PoolSnapshot`]) and must be
+/// `Send + Sync + 'static`.
 #[derive(Default)]
 pub struct StatsBuilder {
     hooks: Hooks,

@@ -2,16 +2,15 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{StatusCode, Version};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioExecutor;
 use poolscope::connect::HttpsConnector;
-use poolscope::{Client, ClientTrace, ResponseBody};
+use poolscope::{Client, ClientTrace};
 use support::events::TraceLog;
 use support::server::{tls_pair, Options, TestServer};
+use support::{body, eventually};
 
 /// Go's order of events for a request served by a connection already in the pool.
 const REUSED_CONNECTION_EVENTS: [&str; 8] = [
@@ -24,10 +23,6 @@ const REUSED_CONNECTION_EVENTS: [&str; 8] = [
     "response_body_done",
     "request_done",
 ];
-
-async fn body(resp: http::Response<ResponseBody>) -> Bytes {
-    resp.into_body().collect().await.unwrap().to_bytes()
-}
 
 #[tokio::test]
 async fn h2c_with_prior_knowledge_multiplexes_concurrent_requests_on_one_connection() {
@@ -107,7 +102,10 @@ async fn a_fresh_https_request_reports_events_in_gos_order_and_a_reused_one_skip
     let resp = c.get(url(&server, "/")).await.unwrap();
     assert_eq!(resp.version(), Version::HTTP_11);
     body(resp).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually("the first request_done", || {
+        log.done.lock().unwrap().len() == 1
+    })
+    .await;
     let names = log.take();
     // localhost resolves to 127.0.0.1 and ::1; only 127.0.0.1 listens, and happy eyeballs may
     // start the second attempt, so compare the sequence with connect attempts collapsed.
@@ -158,7 +156,10 @@ async fn a_fresh_https_request_reports_events_in_gos_order_and_a_reused_one_skip
 
     let resp = c.get(url(&server, "/")).await.unwrap();
     body(resp).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually("the second request_done", || {
+        log.done.lock().unwrap().len() == 2
+    })
+    .await;
     assert_eq!(log.take(), REUSED_CONNECTION_EVENTS);
     let done = log.done.lock().unwrap().clone();
     let first = &done[0].timings;
@@ -173,7 +174,7 @@ async fn a_fresh_https_request_reports_events_in_gos_order_and_a_reused_one_skip
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_for_another_name_fails_the_tls_phase() {
+async fn an_untrusted_certificate_fails_the_tls_phase() {
     let (server_cfg, _roots) = tls_pair();
     let server = TestServer::with(Options {
         tls: Some(server_cfg),
@@ -193,6 +194,17 @@ async fn a_certificate_for_another_name_fails_the_tls_phase() {
         Some(poolscope::connect::ConnectPhase::Tls)
     );
     assert!(err.to_string().starts_with("tls error"), "{err}");
+    // The name matches (a `localhost` certificate for `localhost`): the issuer is the fault.
+    let mut chain = Vec::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = cause {
+        chain.push(e.to_string());
+        cause = e.source();
+    }
+    assert!(
+        chain.iter().any(|m| m.contains("UnknownIssuer")),
+        "{chain:?}"
+    );
 }
 
 #[tokio::test]

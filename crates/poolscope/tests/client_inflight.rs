@@ -140,17 +140,37 @@ async fn the_report_round_trips_as_json_and_urls_are_redacted() {
 #[tokio::test]
 async fn tracking_off_reports_nothing() {
     let server = TestServer::start().await;
-    let c = client(|b| {
+    // A request registers when it is made (in `Client::request`), before its first poll: the
+    // report can be read at once, no wait needed.
+    let on = client(|b| {
+        b.track_in_flight(true);
+    });
+    let fut = on.get(server.url("/slow/100"));
+    assert_eq!(
+        on.in_flight().len(),
+        1,
+        "tracking on: the request is reported"
+    );
+    body(fut.await.unwrap()).await;
+    let off = client(|b| {
         b.track_in_flight(false);
     });
-    let task = tokio::spawn(c.get(server.url("/slow/100")));
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    assert!(c.in_flight().is_empty());
+    let fut = off.get(server.url("/slow/100"));
+    assert!(
+        off.in_flight().is_empty(),
+        "tracking off: nothing is reported"
+    );
+    let task = tokio::spawn(fut);
+    eventually("the request has its connection", || {
+        off.pool_snapshot().total_active() == 1
+    })
+    .await;
+    assert!(off.in_flight().is_empty(), "tracking off: not later either");
     body(task.await.unwrap().unwrap()).await;
 }
 
 #[tokio::test]
-async fn the_event_history_keeps_the_newest_events_and_explains_a_pool_timeout() {
+async fn the_event_history_explains_a_pool_timeout() {
     let server = TestServer::start().await;
     let c = client(|b| {
         b.event_history(64)
@@ -158,7 +178,10 @@ async fn the_event_history_keeps_the_newest_events_and_explains_a_pool_timeout()
             .pool_wait_timeout(Duration::from_millis(50));
     });
     let slow = tokio::spawn(c.get(server.url("/slow/300")));
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    eventually("the slow request has the only slot", || {
+        c.pool_snapshot().total_active() == 1
+    })
+    .await;
     let err = c.get(server.url("/")).await.expect_err("pool wait timeout");
     assert!(err.is_pool_timeout() && err.is_timeout());
     let snap = err.pool_snapshot().expect("snapshot in the error");

@@ -17,6 +17,7 @@ type Snap = Vec<(
     DebugValue,
 )>;
 use poolscope::Client;
+use support::closed_port;
 use support::server::TestServer;
 
 /// Runs `f` on a current-thread runtime with a local debugging recorder (everything the
@@ -158,12 +159,10 @@ fn limit_hits_waiting_requests_and_errors_are_counted_with_bounded_labels() {
             t.await.unwrap();
         }
         // A refused connection: an error type, no status.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let refused = l.local_addr().unwrap();
-        drop(l);
+        let refused = closed_port();
         let req = http::Request::builder()
             .method("PURGE")
-            .uri(format!("http://{refused}/x"))
+            .uri(format!("http://127.0.0.1:{refused}/x"))
             .body(Empty::new())
             .unwrap();
         assert!(c.request(req).await.is_err());

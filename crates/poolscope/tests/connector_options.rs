@@ -28,6 +28,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use poolscope::connect::{ConnectError, ConnectPhase, HttpConnector, Stream};
 use poolscope::Client;
+use support::closed_port;
 use support::server::TestServer;
 use tokio::net::TcpListener;
 use tower_service::Service;
@@ -395,10 +396,7 @@ async fn a_custom_resolvers_lookups_report_dns_events() {
 #[tokio::test]
 async fn an_explicit_uri_port_overrides_the_resolvers_port_and_otherwise_it_is_kept() {
     let (listener, port) = v4_listener().await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = closed_port();
     // The resolver's port is wrong; the URI names the right one.
     let http = HttpConnector::new_with_resolver(Fixed::new(vec![SocketAddr::from((
         Ipv4Addr::LOCALHOST,

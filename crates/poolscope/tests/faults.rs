@@ -1,9 +1,10 @@
 //! The fault matrix: each fault of the fault server × {HTTP/1.1, h2c where it applies} ×
 //! {no cap, `pool_max_conns_per_host(2)`}. Every request ends in a success or a typed error
-//! naming the phase (or the test's own timeout, never a hang); replayable requests survive
-//! stale connections and a POST is never received twice; afterwards the pool has no waiter
-//! and nothing active, counts exactly the sockets the server has open, every Stats pair
-//! balances, and the next request succeeds.
+//! naming the phase (or the test's own timeout, never a hang); each test checks the outcomes
+//! its fault must have (replayable requests survive stale connections, a reset is an error, a
+//! stall hits the caller's timeout, …) and a POST is never received twice; afterwards the pool
+//! has no waiter and nothing active, counts exactly the sockets the server has open, every
+//! Stats pair balances, and the next request succeeds.
 
 mod support;
 
@@ -16,7 +17,7 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioExecutor;
 use poolscope::Client;
-use support::Recorder;
+use support::{eventually_within, Recorder};
 
 type C = Client<poolscope::connect::HttpConnector, Full<Bytes>>;
 
@@ -25,6 +26,20 @@ struct Outcomes {
     ok: usize,
     errors: Vec<String>,
     timeouts: usize,
+}
+
+/// What one cell's requests came to: six GETs (two waves of three), then three POSTs.
+#[derive(Debug, Default)]
+struct Cell {
+    gets: Outcomes,
+    posts: Outcomes,
+}
+
+/// The faults' own time to settle: longer than `support::eventually`'s 2 s.
+const SETTLE: Duration = Duration::from_secs(3);
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    eventually_within(what, SETTLE, f).await;
 }
 
 /// The phases an error may name: the start of `Display`.
@@ -76,18 +91,8 @@ async fn one(c: &C, url: &str, method: Method, id: String, limit: Duration, out:
     }
 }
 
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..300 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-/// Runs one cell of the matrix; `stale` faults must leave every GET successful.
-async fn cell(proto: Proto, fault: Fault, cap: Option<usize>, stale: bool) {
+/// Runs one cell of the matrix; `check` asserts what the fault must do to its requests.
+async fn cell(proto: Proto, fault: Fault, cap: Option<usize>, check: fn(&str, &Cell)) {
     let label = format!("{fault:?} {proto:?} cap={cap:?}");
     let server = FaultServer::start(proto, fault).await;
     let rec = Recorder::default();
@@ -134,12 +139,13 @@ async fn cell(proto: Proto, fault: Fault, cap: Option<usize>, stale: bool) {
         .await;
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    if stale {
-        assert_eq!(
-            out.ok, 6,
-            "{label}: every GET survives a stale connection: {out:?}"
-        );
-    }
+    check(
+        &label,
+        &Cell {
+            gets: out,
+            posts: post,
+        },
+    );
     // A POST is never received twice.
     let ids = server.counters().ids();
     let posts: Vec<&String> = ids.iter().filter(|i| i.starts_with("post-")).collect();
@@ -185,57 +191,106 @@ async fn cell(proto: Proto, fault: Fault, cap: Option<usize>, stale: bool) {
     rec.assert_balanced();
 }
 
-async fn matrix(fault: Fault, h2: bool, stale: bool) {
+async fn matrix(fault: Fault, h2: bool, check: fn(&str, &Cell)) {
     for cap in [None, Some(2)] {
-        cell(Proto::Http1, fault, cap, stale).await;
+        cell(Proto::Http1, fault, cap, check).await;
         if h2 {
-            cell(Proto::H2c, fault, cap, stale).await;
+            cell(Proto::H2c, fault, cap, check).await;
         }
     }
 }
 
+/// A fault that only makes connections stale: every GET survives it.
+fn every_get_succeeds(label: &str, cell: &Cell) {
+    assert_eq!(
+        cell.gets.ok, 6,
+        "{label}: every GET survives a stale connection: {cell:?}"
+    );
+}
+
+/// Every request, GET or POST, ends in an error (no success, no caller's timeout) whose
+/// message starts with one of `prefixes`.
+fn every_request_fails_with(prefixes: &[&str], label: &str, cell: &Cell) {
+    for (what, o, n) in [("GET", &cell.gets, 6), ("POST", &cell.posts, 3)] {
+        assert_eq!(o.errors.len(), n, "{label}: every {what} fails: {cell:?}");
+        for e in &o.errors {
+            assert!(
+                prefixes.iter().any(|p| e.starts_with(p)),
+                "{label}: {what}: {e:?} does not start with one of {prefixes:?}"
+            );
+        }
+    }
+}
+
+/// Every request, GET or POST, succeeds.
+fn every_request_succeeds(label: &str, cell: &Cell) {
+    assert_eq!(
+        (cell.gets.ok, cell.posts.ok),
+        (6, 3),
+        "{label}: every request succeeds: {cell:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_idle_connection_closed_by_the_server_is_survived() {
-    matrix(Fault::CloseIdleAfter(Duration::from_millis(30)), true, true).await;
+    let fault = Fault::CloseIdleAfter(Duration::from_millis(30));
+    matrix(fault, true, every_get_succeeds).await;
 }
 
 #[tokio::test]
 async fn close_after_n_requests_is_survived() {
-    matrix(Fault::CloseAfter(2), true, true).await;
+    matrix(Fault::CloseAfter(2), true, every_get_succeeds).await;
 }
 
 #[tokio::test]
 async fn connection_close_on_every_response_is_survived() {
-    matrix(Fault::ConnectionClose, false, true).await;
+    matrix(Fault::ConnectionClose, false, every_get_succeeds).await;
 }
 
 #[tokio::test]
 async fn a_408_on_an_idle_connection_is_survived() {
-    matrix(Fault::Idle408(Duration::from_millis(30)), false, true).await;
+    let fault = Fault::Idle408(Duration::from_millis(30));
+    matrix(fault, false, every_get_succeeds).await;
 }
 
 #[tokio::test]
 async fn a_reset_mid_body_is_an_error_and_leaks_nothing() {
-    matrix(Fault::ResetMidBody, true, false).await;
+    matrix(Fault::ResetMidBody, true, |label, cell| {
+        // The head arrived, so the body fails; or the reset beat the head.
+        every_request_fails_with(&["body error", "error receiving response"], label, cell)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_stall_after_headers_is_bounded_by_the_caller_and_leaks_nothing() {
-    matrix(Fault::StallAfterHeaders, true, false).await;
+    matrix(Fault::StallAfterHeaders, true, |label, cell| {
+        for (what, o, n) in [("GET", &cell.gets, 6), ("POST", &cell.posts, 3)] {
+            assert_eq!(
+                o.timeouts, n,
+                "{label}: every {what} ends at the caller's timeout: {cell:?}"
+            );
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_server_that_never_responds_leaks_nothing() {
-    matrix(Fault::NeverRespond, true, false).await;
+    matrix(Fault::NeverRespond, true, |_, _| {}).await;
 }
 
 #[tokio::test]
 async fn a_slow_body_succeeds() {
-    matrix(Fault::SlowBody(Duration::from_millis(3)), true, true).await;
+    let fault = Fault::SlowBody(Duration::from_millis(3));
+    matrix(fault, true, every_request_succeeds).await;
 }
 
 #[tokio::test]
 async fn malformed_status_and_headers_are_receive_errors() {
-    matrix(Fault::MalformedStatus, false, false).await;
-    matrix(Fault::MalformedHeaders, false, false).await;
+    let receive_error = |label: &str, cell: &Cell| {
+        every_request_fails_with(&["error receiving response"], label, cell)
+    };
+    matrix(Fault::MalformedStatus, false, receive_error).await;
+    matrix(Fault::MalformedHeaders, false, receive_error).await;
 }

@@ -15,16 +15,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioExecutor;
 use poolscope::connect::{ConnectPhase, HttpConnector, HttpsConnector};
 use poolscope::Client;
-use support::Recorder;
+use support::{closed_port, Recorder};
 
 type C = Client<HttpConnector, Empty<Bytes>>;
-
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    port
-}
 
 #[tokio::test]
 async fn a_name_that_does_not_resolve_is_a_dns_error() {

@@ -10,8 +10,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioExecutor;
 use metrics_util::debugging::DebuggingRecorder;
+use poolscope::inflight::Phase;
 use poolscope::{Client, ClientTrace, Stats};
 use support::server::TestServer;
+use support::{closed_port, eventually};
 
 #[test]
 fn userinfo_never_reaches_events_reports_errors_or_metric_labels() {
@@ -59,18 +61,24 @@ fn userinfo_never_reaches_events_reports_errors_or_metric_labels() {
                 );
                 let fut = c.get(url.parse().unwrap());
                 let task = tokio::spawn(fut);
-                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+                eventually("the request in flight, awaiting its response", || {
+                    let r = c.in_flight();
+                    r.len() == 1 && r.iter().all(|e| e.phase == Phase::AwaitingResponse)
+                })
+                .await;
                 let report = c.in_flight();
                 seen.lock().unwrap().push(report.to_string());
                 seen.lock().unwrap().push(report.to_json());
                 let resp = task.await.unwrap().unwrap();
                 resp.into_body().collect().await.unwrap();
                 // An error too: a refused port with userinfo.
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                let refused = l.local_addr().unwrap();
-                drop(l);
+                let refused = closed_port();
                 let err = c
-                    .get(format!("http://admin:s3cret@{refused}/x").parse().unwrap())
+                    .get(
+                        format!("http://admin:s3cret@127.0.0.1:{refused}/x")
+                            .parse()
+                            .unwrap(),
+                    )
                     .await
                     .unwrap_err();
                 seen.lock().unwrap().push(format!("{err} {err:?}"));

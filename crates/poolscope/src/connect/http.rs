@@ -95,7 +95,10 @@ impl<R> std::fmt::Debug for HttpConnector<R> {
     }
 }
 
-/// The host and port of `uri`, for a connector that accepts `schemes`.
+/// The host of `uri` (an IPv6 literal without its brackets), its port (the scheme's default
+/// if none is given) and whether the scheme is `https`. Fails (`ConnectPhase::Uri`) on a
+/// scheme other than `http` and `https`, on `https` unless `https_ok` (the caller handles
+/// TLS, or `enforce_http` is off), and on a URI without a host.
 pub(crate) fn host_port(uri: &Uri, https_ok: bool) -> Result<(String, u16, bool), ConnectError> {
     let is_https = match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("http") => false,

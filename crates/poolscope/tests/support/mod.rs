@@ -1,9 +1,14 @@
-//! Test support for the pool engine: a fake connection and a Stats recorder.
+//! Test support. For client tests: `client()`, `body()`, `eventually()` (and
+//! `eventually_within()`), `closed_port()`, and the modules `events` (a trace recorder),
+//! `server` (a loopback hyper server) and `nginx` (a real nginx). For the pool engine: a fake
+//! connection (`TestConn`), checkout polling (`poll`, `expect_*`) and a Stats recorder
+//! (`Recorder`).
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use poolscope::pool::{Checkout, ConnectKey, Error, Step};
 use poolscope::stats::{CloseReason, IdleOutReason, WaitOutcome};
@@ -34,13 +39,27 @@ pub async fn body(resp: http::Response<ResponseBody>) -> Bytes {
 
 /// Waits until `f` holds, for at most 2 s.
 pub async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..200 {
+    eventually_within(what, Duration::from_secs(2), f).await;
+}
+
+/// Waits until `f` holds, checking every 10 ms for at most `limit`.
+pub async fn eventually_within(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let step = Duration::from_millis(10);
+    for _ in 0..limit.as_millis().div_ceil(step.as_millis()) {
         if f() {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(step).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// A loopback port where nothing listens (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    port
 }
 
 /// A fake connection: an id, an "open" flag the test can clear (the peer closed it), and
@@ -143,6 +162,8 @@ pub enum Ev {
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub events: Arc<Mutex<Vec<Ev>>>,
+    /// While set, the next hook call panics after recording its event (and clears it).
+    pub panic_next: Arc<AtomicBool>,
 }
 
 impl Recorder {
@@ -150,7 +171,13 @@ impl Recorder {
         macro_rules! rec {
             ($s:expr, |$e:ident| $body:expr) => {{
                 let ev = $s.events.clone();
-                move |$e: &_| ev.lock().unwrap().push($body)
+                let armed = $s.panic_next.clone();
+                move |$e: &_| {
+                    ev.lock().unwrap_or_else(|p| p.into_inner()).push($body);
+                    if armed.swap(false, Ordering::AcqRel) {
+                        panic!("a Stats hook panicked (armed by the test)");
+                    }
+                }
             }};
         }
         Stats::builder()

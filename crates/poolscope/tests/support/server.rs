@@ -1,17 +1,20 @@
 //! A loopback hyper server for client tests: HTTP/1.1 and h2c on one port (or h2 over TLS
 //! with an rcgen certificate), counting connections and requests. Paths choose behaviour:
 //!
-//! - `/` → 200 "hello"
-//! - `/slow/MS` → 200 after MS milliseconds
-//! - `/close` → 200 with `Connection: close`
+//! - `/` (and any other path) → 200 "hello"
+//! - `/slow/MS` → 200 "slow" after MS milliseconds
+//! - `/close` → 200 "bye" with `Connection: close`
 //! - `/bytes/N` → 200 with N bytes
-//! - `/early-hints` → 103 Early Hints, then 200 (HTTP/1)
+//! - `/status/N` → status N, empty body
+//! - `/authority` → 200 "AUTHORITY HOST": the request's `:authority` (or `-`) and `Host`
+//! - `/upgrade` → 101, then the connection echoes what it reads
+//! - `CONNECT` (any target) → 200 with `x-target` (the request target the server saw), then
+//!   the connection echoes
 //!
 //! With `drop_second_request`, the second request on each connection is read and the
 //! connection is closed without a response: a keep-alive connection the server gave up on.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -219,6 +222,3 @@ pub fn tls_pair() -> (Arc<rustls::ServerConfig>, rustls::RootCertStore) {
     roots.add(der).unwrap();
     (Arc::new(server), roots)
 }
-
-#[allow(unused)]
-fn _infallible(_: Infallible) {}

@@ -10,7 +10,7 @@ use super::{Guarded, Locked, SharedConn, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo};
 use crate::pool::error::Error;
 use crate::pool::{ConnId, ConnectKey, Poolable};
-use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason, Limit};
+use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason, Limit, WaitOutcome};
 
 /// How a shared connection closed for `reason` leaves the idle set.
 fn idle_out_reason(reason: CloseReason) -> IdleOutReason {
@@ -137,7 +137,7 @@ impl<T: Poolable> Locked<'_, T> {
                 return;
             };
             let lease = self.lease_shared(key, i, conn, false);
-            self.deliver(r, Ok(lease));
+            self.deliver(r, Ok(lease), WaitOutcome::Delivered);
         }
     }
 
@@ -166,29 +166,6 @@ impl<T: Poolable> Locked<'_, T> {
                 .is_some_and(|h| h.shared_dialing == 0)
     }
 
-    /// Up to `n` of `key`'s waiting requests that neither dial nor wait to dial, oldest first,
-    /// taken out of the stranded queue: the caller makes each dial, queue, or fail. O(n)
-    /// amortized, whatever the number of other waiters.
-    fn stranded(&mut self, key: &ConnectKey, n: usize) -> Vec<WaiterRef> {
-        let super::State { hosts, waiters, .. } = &mut *self.st;
-        let Some(host) = hosts.get_mut(key) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        while out.len() < n && host.stranded_live > out.len() {
-            let Some(r) = host.stranded.pop_front() else {
-                break;
-            };
-            if waiters
-                .get(r.idx)
-                .is_some_and(|w| w.id == r.id && w.stranded)
-            {
-                out.push(r);
-            }
-        }
-        out
-    }
-
     // ----- dials ----------------------------------------------------------------------
 
     /// A dial granted to `owner` ended. A connection goes to its owner if it still waits, else
@@ -208,13 +185,7 @@ impl<T: Poolable> Locked<'_, T> {
         if shared_hint {
             host.shared_dialing -= 1;
         }
-        let owner_live = match self.st.waiters.get_mut(owner.idx) {
-            Some(w) if w.id == owner.id => {
-                w.dialing = false;
-                w.result.is_none()
-            }
-            _ => false,
-        };
+        let owner_live = self.dial_ended_for(owner);
         let conn = match result {
             Ok(conn) => conn,
             Err(err) => {
@@ -226,7 +197,7 @@ impl<T: Poolable> Locked<'_, T> {
                 };
                 if others.is_empty() {
                     if owner_live {
-                        self.deliver(owner, Err(err));
+                        self.deliver(owner, Err(err), WaitOutcome::DialFailed);
                     }
                     self.kick_stranded(key, false);
                 } else {
@@ -234,10 +205,10 @@ impl<T: Poolable> Locked<'_, T> {
                     // as Go's dial call does, instead of dialing one after another.
                     let err = err.shared();
                     if owner_live {
-                        self.deliver(owner, Err(err.clone_shared()));
+                        self.deliver(owner, Err(err.clone_shared()), WaitOutcome::DialFailed);
                     }
                     for r in others {
-                        self.deliver(r, Err(err.clone_shared()));
+                        self.deliver(r, Err(err.clone_shared()), WaitOutcome::DialFailed);
                     }
                 }
                 return;
@@ -287,7 +258,7 @@ impl<T: Poolable> Locked<'_, T> {
                     self.host(key).h1_seen = true;
                 }
                 if owner_live {
-                    self.deliver(owner, Ok(lease));
+                    self.deliver(owner, Ok(lease), WaitOutcome::Delivered);
                 } else {
                     let mut lease = lease;
                     lease.meta.requests = 0;
@@ -379,6 +350,7 @@ impl<T: Poolable> Locked<'_, T> {
                         shared: true,
                     },
                 }),
+                WaitOutcome::Delivered,
             );
         }
         self.fx.drops.extend(first);

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Guarded, Host, Idle, Locked, State, WaiterRef};
+use super::{Guarded, Host, Idle, Locked, State};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo, Returned};
-use crate::pool::error::{Error, Kind};
 use crate::pool::{ConnId, ConnectKey, Poolable};
 use crate::stats::{
     CloseReason, ConnClosed, ConnReused, Event, IdleConnIn, IdleConnOut, IdleOutReason, Limit,
@@ -80,7 +79,7 @@ impl<T: Poolable> Locked<'_, T> {
                 waited: Duration::ZERO,
                 shared: false,
             };
-            self.deliver(w, Ok(Lease { conn, meta, info }));
+            self.deliver(w, Ok(Lease { conn, meta, info }), WaitOutcome::Delivered);
             return Returned::HandedOver;
         }
         // Go's order: a waiting request gets it first; only going idle is refused.
@@ -494,32 +493,6 @@ impl<T: Poolable> Locked<'_, T> {
         self.close_idle(IdleOutReason::PoolClosed, CloseReason::PoolClosed);
         self.st.closed = true;
         self.wake_reaper();
-        let refs: Vec<WaiterRef> = self
-            .st
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.result.is_none())
-            .map(|(idx, w)| WaiterRef { idx, id: w.id })
-            .collect();
-        for r in refs {
-            self.deliver_closed(r);
-        }
-    }
-
-    pub(super) fn deliver_closed(&mut self, r: WaiterRef) {
-        let Some(w) = self.st.waiters.get_mut(r.idx) else {
-            return;
-        };
-        let leaving = w.leave();
-        let grant = w.grant.take();
-        let wants_shared = w.wants_shared;
-        w.result = Some(Err(Error::new(Kind::PoolClosed)));
-        if let Some(waker) = w.waker.take() {
-            self.fx.wakers.push(waker);
-        }
-        self.leave_queues(&leaving, WaitOutcome::PoolClosed);
-        if grant.is_some() {
-            self.drop_grant(&leaving.key, wants_shared);
-        }
+        self.fail_all_waiters();
     }
 }

@@ -50,7 +50,11 @@ use idle_list::IdleList;
 mod dial;
 mod idle;
 mod idle_list;
+mod waiters;
+
 use tokio::time::Instant;
+use waiters::Waiter;
+pub(super) use waiters::WaiterRef;
 
 use super::conn::{ConnMeta, Lease, LeaseInfo, Returned};
 use super::error::{BoxError, Error, Kind};
@@ -58,7 +62,6 @@ use super::key::BuildKeyHasher;
 use super::{Config, ConnId, ConnectKey, Poolable};
 use crate::stats::{
     CloseReason, Event, HostSnapshot, IdleOutReason, Limit, PoolLimits, PoolSnapshot, Stats,
-    WaitIn, WaitOut, WaitOutcome,
 };
 
 /// The state shared by every handle of one pool.
@@ -173,56 +176,6 @@ impl<T: Poolable> SharedConn<T> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct WaiterRef {
-    idx: usize,
-    id: u64,
-}
-
-struct Waiter<T> {
-    id: u64,
-    key: ConnectKey,
-    since: Instant,
-    wants_shared: bool,
-    in_idle_queue: bool,
-    in_dial_queue: bool,
-    /// A dial for this request is granted or in progress.
-    dialing: bool,
-    /// It waits for a shared dial in progress without dialing (it is in `Host::stranded`).
-    stranded: bool,
-    /// Permission to dial, granted but not yet picked up by the checkout.
-    grant: Option<ConnId>,
-    /// What was delivered; the checkout takes it.
-    result: Option<Result<Lease<T>, Error>>,
-    waker: Option<Waker>,
-}
-
-/// Which queues a waiter is leaving, taken from it in one step.
-struct Leaving {
-    key: ConnectKey,
-    since: Instant,
-    in_idle: bool,
-    in_dial: bool,
-    stranded: bool,
-}
-
-impl<T> Waiter<T> {
-    /// Takes the waiter out of both queues' bookkeeping; the caller emits the events.
-    fn leave(&mut self) -> Leaving {
-        let l = Leaving {
-            key: self.key.clone(),
-            since: self.since,
-            in_idle: self.in_idle_queue,
-            in_dial: self.in_dial_queue,
-            stranded: self.stranded,
-        };
-        self.in_idle_queue = false;
-        self.in_dial_queue = false;
-        self.stranded = false;
-        l
-    }
-}
-
 /// What a checkout found when it started.
 pub(super) enum Start<T> {
     Ready(Lease<T>),
@@ -249,6 +202,12 @@ pub(super) struct Effects<T> {
     wakers: Vec<Waker>,
     /// Connections leaving the pool; dropping them closes them.
     drops: Vec<T>,
+    /// A waker replaced or left behind by a waiter (most operations drop at most one), and
+    /// any more: foreign code, dropped after the lock.
+    old_waker: Option<Waker>,
+    old_wakers: Vec<Waker>,
+    /// Errors left in removed waiters (a connector's error): dropped after the lock.
+    old_errors: Vec<Error>,
     spawn_reaper: bool,
     wake_reaper: bool,
 }
@@ -305,43 +264,6 @@ impl<T> Host<T> {
     }
 }
 
-/// Whether `r` still names a live waiter.
-fn live<T>(waiters: &Slab<Waiter<T>>, r: WaiterRef) -> bool {
-    waiters.get(r.idx).is_some_and(|w| w.id == r.id)
-}
-
-/// Drops dead references at the front, and compacts the queue when most of it is dead.
-fn clean_queue<T>(
-    q: &mut VecDeque<WaiterRef>,
-    live_count: usize,
-    waiters: &Slab<Waiter<T>>,
-    in_queue: fn(&Waiter<T>) -> bool,
-) {
-    let alive = |r: &WaiterRef| {
-        waiters
-            .get(r.idx)
-            .is_some_and(|w| w.id == r.id && in_queue(w))
-    };
-    while q.front().is_some_and(|r| !alive(r)) {
-        q.pop_front();
-    }
-    if q.len() > 2 * live_count + 16 {
-        q.retain(alive);
-    }
-}
-
-fn in_idle_queue<T>(w: &Waiter<T>) -> bool {
-    w.in_idle_queue
-}
-
-fn in_dial_queue<T>(w: &Waiter<T>) -> bool {
-    w.in_dial_queue
-}
-
-fn is_stranded<T>(w: &Waiter<T>) -> bool {
-    w.stranded
-}
-
 impl<T: Poolable> Shared<T> {
     pub(super) fn new(config: Config, stats: Stats) -> Shared<T> {
         Shared {
@@ -393,6 +315,9 @@ impl<T: Poolable> Shared<T> {
                 },
                 wakers: Vec::new(),
                 drops: Vec::new(),
+                old_waker: None,
+                old_wakers: Vec::new(),
+                old_errors: Vec::new(),
                 spawn_reaper: false,
                 wake_reaper: false,
             },
@@ -438,6 +363,16 @@ impl<T> Effects<T> {
             self.events.push(ev());
         }
     }
+
+    /// Keeps `waker` to drop after the lock (dropping a waker is foreign code).
+    fn drop_later(&mut self, waker: Option<Waker>) {
+        if let Some(w) = waker {
+            match self.old_waker {
+                None => self.old_waker = Some(w),
+                Some(_) => self.old_wakers.push(w),
+            }
+        }
+    }
 }
 
 impl<'a, T: Poolable> Locked<'a, T> {
@@ -448,6 +383,8 @@ impl<'a, T: Poolable> Locked<'a, T> {
     /// the pool is consistent and no wake-up is lost; never while the thread is already
     /// unwinding.
     pub(super) fn finish(self, shared: &Arc<Shared<T>>) {
+        #[cfg(debug_assertions)]
+        self.check_waiters();
         let Locked { st, fx, stats, .. } = self;
         drop(st); // release the lock before running any foreign code
         let Effects {
@@ -457,6 +394,9 @@ impl<'a, T: Poolable> Locked<'a, T> {
             drops,
             spawn_reaper,
             wake_reaper,
+            old_waker,
+            old_wakers,
+            old_errors,
             ..
         } = fx;
         if spawn_reaper {
@@ -468,6 +408,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
         for conn in drops {
             caught::guard(|| drop(conn), ());
         }
+        caught::guard(|| drop((old_waker, old_wakers, old_errors)), ());
         // Hooks before wake-ups, so that a request woken by this operation finds its events
         // (a connection opened, a wait ended) already reported; each hook is caught, so a
         // panicking one skips no wake-up.
@@ -524,6 +465,15 @@ impl<'a, T: Poolable> Locked<'a, T> {
         self.st.hosts.len()
     }
 
+    /// Drops `key`'s entry if nothing uses it; if the pool is then empty, the reaper passes
+    /// now, and exits.
+    fn forget_host_if_unused(&mut self, key: &ConnectKey) {
+        self.remove_host_if_unused(key);
+        if self.st.hosts.is_empty() {
+            self.wake_reaper();
+        }
+    }
+
     fn remove_host_if_unused(&mut self, key: &ConnectKey) {
         if self.st.hosts.get(key).is_some_and(|h| h.is_unused()) {
             self.st.hosts.remove(key);
@@ -554,50 +504,11 @@ impl<'a, T: Poolable> Locked<'a, T> {
         let now = self.now();
         // An origin that answered HTTP/1 to a dial that hoped for HTTP/2 is not waited for.
         let wants_shared = wants_shared && !self.st.hosts.get(key).is_some_and(|h| h.h1_seen);
-        let id = self.st.next_waiter;
-        self.st.next_waiter += 1;
-        let idx = self.st.waiters.insert(Waiter {
-            id,
-            key: key.clone(),
-            since: now,
-            wants_shared,
-            in_idle_queue: true,
-            in_dial_queue: false,
-            dialing: false,
-            stranded: false,
-            grant: None,
-            result: None,
-            waker: None,
-        });
-        let wref = WaiterRef { idx, id };
-        let State { hosts, waiters, .. } = &mut *self.st;
-        let host = hosts
-            .entry(key.clone())
-            .or_insert_with(|| Box::new(Host::new()));
-        clean_queue(
-            &mut host.idle_waitq,
-            host.idle_waiting,
-            waiters,
-            in_idle_queue,
-        );
-        host.idle_waitq.push_back(wref);
-        host.idle_waiting += 1;
-        let waiting = host.idle_waiting;
+        let wref = self.new_waiter(key, now, wants_shared);
+        let host = self.host(key);
         let expect_shared_dial = wants_shared && host.shared_dialing > 0 && !self.cfg.reuse_off();
-        self.fx.push(|| {
-            Event::IdleConnWaitIn(WaitIn {
-                key: key.clone(),
-                at: now.into_std(),
-                waiters: waiting,
-            })
-        });
         if expect_shared_dial {
-            clean_queue(&mut host.stranded, host.stranded_live, waiters, is_stranded);
-            host.stranded.push_back(wref);
-            host.stranded_live += 1;
-            if let Some(w) = waiters.get_mut(wref.idx) {
-                w.stranded = true;
-            }
+            self.strand(key, wref);
         } else {
             self.queue_for_dial(key, wref);
         }
@@ -646,279 +557,6 @@ impl<'a, T: Poolable> Locked<'a, T> {
         }
     }
 
-    /// Grants `w` permission to dial if the per-host cap allows, else queues it for a slot.
-    fn queue_for_dial(&mut self, key: &ConnectKey, wref: WaiterRef) {
-        let cap = self.cfg.max_conns_per_host;
-        let now = self.now();
-        let State { hosts, waiters, .. } = &mut *self.st;
-        let host = hosts
-            .entry(key.clone())
-            .or_insert_with(|| Box::new(Host::new()));
-        if let Some(w) = waiters.get_mut(wref.idx).filter(|w| w.stranded) {
-            w.stranded = false;
-            host.stranded_live -= 1;
-        }
-        if cap.is_none_or(|cap| host.total < cap) {
-            host.total += 1;
-            self.grant(key, wref);
-            return;
-        }
-        clean_queue(
-            &mut host.dial_waitq,
-            host.dial_waiting,
-            waiters,
-            in_dial_queue,
-        );
-        host.dial_waitq.push_back(wref);
-        host.dial_waiting += 1;
-        let waiting = host.dial_waiting;
-        if let Some(w) = waiters.get_mut(wref.idx) {
-            w.in_dial_queue = true;
-        }
-        self.fx.push(|| {
-            Event::ConnsPerHostWaitIn(WaitIn {
-                key: key.clone(),
-                at: now.into_std(),
-                waiters: waiting,
-            })
-        });
-        self.limit_hit(Limit::MaxConnsPerHost);
-    }
-
-    /// Gives a waiter a dial slot already counted in `total`.
-    fn grant(&mut self, key: &ConnectKey, wref: WaiterRef) {
-        let conn_id = ConnId(self.st.next_conn + 1);
-        self.st.next_conn += 1;
-        let Some(w) = self.st.waiters.get_mut(wref.idx) else {
-            return;
-        };
-        w.grant = Some(conn_id);
-        w.dialing = true;
-        let wants_shared = w.wants_shared;
-        if let Some(waker) = w.waker.take() {
-            self.fx.wakers.push(waker);
-        }
-        let host = self.host(key);
-        host.connecting += 1;
-        if wants_shared {
-            host.shared_dialing += 1;
-        }
-    }
-
-    /// What a waiting checkout finds: a result, a grant to pick up, or nothing yet (then its
-    /// waker is stored).
-    pub(super) fn poll_waiter(&mut self, wref: WaiterRef, waker: &Waker) -> Poll<T> {
-        let Some(w) = self
-            .st
-            .waiters
-            .get_mut(wref.idx)
-            .filter(|w| w.id == wref.id)
-        else {
-            return Poll::Done(Err(Error::new(Kind::PolledAfterCompletion)));
-        };
-        if let Some(result) = w.result.take() {
-            self.st.waiters.remove(wref.idx);
-            return Poll::Done(result);
-        }
-        if let Some(id) = w.grant.take() {
-            let wants_shared = w.wants_shared;
-            let key = w.key.clone();
-            // What the key's live shared connections allow at once: a new connection to the
-            // same server most likely gets the same limit.
-            let hint = self.st.hosts.get(&key).and_then(|h| {
-                h.shared
-                    .iter()
-                    .filter(|s| s.dead.is_none())
-                    .filter_map(|s| s.conn.limit())
-                    .min()
-            });
-            return Poll::Dial(id, wants_shared, hint);
-        }
-        match &mut w.waker {
-            Some(old) if old.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
-        }
-        Poll::Pending
-    }
-
-    /// Removes a waiter whose checkout is dropped or timed out. Anything already delivered to
-    /// it goes back to the pool; a grant it never used frees its slot.
-    pub(super) fn cancel_waiter(&mut self, wref: WaiterRef, outcome: WaitOutcome) {
-        if !live(&self.st.waiters, wref) {
-            return;
-        }
-        let mut w = self.st.waiters.remove(wref.idx);
-        let key = w.key.clone();
-        let leaving = w.leave();
-        self.leave_queues(&leaving, outcome);
-        if w.grant.is_some() {
-            self.drop_grant(&key, w.wants_shared);
-        }
-        if let Some(Ok(lease)) = w.result {
-            // Delivered but never used: not a request served.
-            self.put_unused(&key, lease);
-        }
-        self.forget_host_if_unused(&key);
-    }
-
-    /// Emits one `*_wait_out` for each queue a waiter left and updates the live counts.
-    fn leave_queues(&mut self, l: &Leaving, outcome: WaitOutcome) {
-        let now = self.now();
-        let waited = now - l.since;
-        let Some(host) = self.st.hosts.get_mut(&l.key) else {
-            return;
-        };
-        let key = &l.key;
-        if l.stranded {
-            host.stranded_live -= 1;
-        }
-        if l.in_idle {
-            host.idle_waiting -= 1;
-            let waiters = host.idle_waiting;
-            self.fx.push(|| {
-                Event::IdleConnWaitOut(WaitOut {
-                    key: key.clone(),
-                    at: now.into_std(),
-                    waiters,
-                    waited,
-                    outcome,
-                })
-            });
-        }
-        if l.in_dial {
-            let Some(host) = self.st.hosts.get_mut(&l.key) else {
-                return;
-            };
-            host.dial_waiting -= 1;
-            let waiters = host.dial_waiting;
-            self.fx.push(|| {
-                Event::ConnsPerHostWaitOut(WaitOut {
-                    key: key.clone(),
-                    at: now.into_std(),
-                    waiters,
-                    waited,
-                    outcome,
-                })
-            });
-        }
-    }
-
-    /// A grant that will never be used: the dial slot is released.
-    fn drop_grant(&mut self, key: &ConnectKey, wants_shared: bool) {
-        let host = self.host(key);
-        host.connecting -= 1;
-        if wants_shared {
-            host.shared_dialing -= 1;
-        }
-        self.release_slot(key);
-        self.kick_stranded(key, false);
-    }
-
-    /// Stores `result` in a live waiter, takes it out of its queues and wakes it. A grant it
-    /// had not picked up yet is released: a connection now beats a dial later.
-    fn deliver(&mut self, wref: WaiterRef, result: Result<Lease<T>, Error>) {
-        let outcome = if result.is_ok() {
-            WaitOutcome::Delivered
-        } else {
-            WaitOutcome::DialFailed
-        };
-        let now = self.now();
-        let Some(w) = self.st.waiters.get_mut(wref.idx) else {
-            return;
-        };
-        let mut result = result;
-        if let Ok(lease) = &mut result {
-            lease.info.waited = now - w.since;
-        }
-        let leaving = w.leave();
-        let grant = w.grant.take();
-        let wants_shared = w.wants_shared;
-        w.result = Some(result);
-        if let Some(waker) = w.waker.take() {
-            self.fx.wakers.push(waker);
-        }
-        self.leave_queues(&leaving, outcome);
-        if grant.is_some() {
-            self.drop_grant(&leaving.key, wants_shared);
-        }
-        // A failed dial's slot was released while its owner still waited: the key may be
-        // unused only now.
-        self.forget_host_if_unused(&leaving.key);
-    }
-
-    /// The oldest live request waiting for a connection of `key`.
-    fn pop_idle_waiter(&mut self, key: &ConnectKey) -> Option<WaiterRef> {
-        let State { hosts, waiters, .. } = &mut *self.st;
-        let host = hosts.get_mut(key)?;
-        if host.idle_waiting == 0 {
-            // Only dead references can be queued; `clean_queue` drops them later.
-            return None;
-        }
-        while let Some(r) = host.idle_waitq.pop_front() {
-            if waiters
-                .get(r.idx)
-                .is_some_and(|w| w.id == r.id && w.in_idle_queue)
-            {
-                return Some(r);
-            }
-        }
-        None
-    }
-
-    // ----- slots ----------------------------------------------------------------------
-
-    /// A connection of `key` is gone (or a dial failed): its slot goes to the oldest live
-    /// request waiting for permission to dial, else `total` comes down. Called exactly once
-    /// per connection or failed dial.
-    fn release_slot(&mut self, key: &ConnectKey) {
-        if !self.st.closed {
-            if let Some(r) = self.pop_dial_waiter(key) {
-                if let Some(w) = self.st.waiters.get_mut(r.idx) {
-                    let leaving = w.leave();
-                    // It stays in the idle-wait queue while it dials.
-                    w.in_idle_queue = leaving.in_idle;
-                    let leaving = Leaving {
-                        in_idle: false,
-                        ..leaving
-                    };
-                    self.leave_queues(&leaving, WaitOutcome::DialPermitted);
-                    self.grant(key, r);
-                    return;
-                }
-            }
-        }
-        let Some(host) = self.st.hosts.get_mut(key) else {
-            debug_assert!(false, "release_slot for a key with no connections");
-            return;
-        };
-        host.total -= 1;
-        self.forget_host_if_unused(key);
-    }
-
-    /// Drops `key`'s entry if nothing uses it; if the pool is then empty, the reaper passes
-    /// now, and exits.
-    fn forget_host_if_unused(&mut self, key: &ConnectKey) {
-        self.remove_host_if_unused(key);
-        if self.st.hosts.is_empty() {
-            self.wake_reaper();
-        }
-    }
-
-    /// The oldest live request waiting for permission to dial for `key`.
-    fn pop_dial_waiter(&mut self, key: &ConnectKey) -> Option<WaiterRef> {
-        let State { hosts, waiters, .. } = &mut *self.st;
-        let host = hosts.get_mut(key)?;
-        while let Some(r) = host.dial_waitq.pop_front() {
-            if waiters
-                .get(r.idx)
-                .is_some_and(|w| w.id == r.id && w.in_dial_queue)
-            {
-                return Some(r);
-            }
-        }
-        None
-    }
-
     // ----- snapshots ------------------------------------------------------------------
 
     fn limit_hit(&mut self, limit: Limit) {
@@ -955,7 +593,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
                 self.st
                     .waiters
                     .get(r.idx)
-                    .filter(|w| w.id == r.id && w.in_idle_queue)
+                    .filter(|w| w.id == r.id && w.waiting())
             })
             .map(|w| now - w.since)
             .next();
