@@ -1,5 +1,6 @@
-//! One deterministic test per pool rule (see `poolscope::pool`'s module docs), with a fake
-//! connection, manual polling and paused time. No sockets.
+//! One deterministic test per pool rule (see `poolscope::pool`'s module docs), each marked
+//! with its rule's tag (`[slots]`, `[http2]`, …), with a fake connection, manual polling and
+//! paused time. No sockets.
 
 mod support;
 
@@ -24,6 +25,7 @@ fn cap(n: usize) -> Config {
     }
 }
 
+/// Rule `[queues]`.
 #[tokio::test(start_paused = true)]
 async fn first_checkout_dials_and_gets_the_fresh_connection() {
     let (pool, rec) = pool_with(Config::default());
@@ -45,6 +47,7 @@ async fn first_checkout_dials_and_gets_the_fresh_connection() {
     assert_eq!((snap.hosts[0].active, snap.hosts[0].total), (1, 1));
 }
 
+/// Rule `[idle-lifo]`.
 #[tokio::test(start_paused = true)]
 async fn idle_list_is_lifo_most_recently_returned_first() {
     let pool = Pool::new(Config::default());
@@ -65,6 +68,7 @@ async fn idle_list_is_lifo_most_recently_returned_first() {
     assert_eq!(got2.info().idle_time, Duration::from_secs(1));
 }
 
+/// Rule `[keys]`.
 #[tokio::test(start_paused = true)]
 async fn keys_do_not_share_connections() {
     let pool = Pool::new(Config::default());
@@ -76,6 +80,7 @@ async fn keys_do_not_share_connections() {
     assert_eq!(pool.snapshot().host(&key("a")).unwrap().idle, 1);
 }
 
+/// Rule `[queues]`.
 #[tokio::test(start_paused = true)]
 async fn max_conns_per_host_queues_requests_fifo_with_a_snapshot() {
     let (pool, rec) = pool_with(cap(1));
@@ -125,6 +130,7 @@ async fn max_conns_per_host_queues_requests_fifo_with_a_snapshot() {
     rec.assert_balanced();
 }
 
+/// Rule `[slots]`.
 #[tokio::test(start_paused = true)]
 async fn a_closed_connections_slot_passes_to_the_oldest_dial_waiter() {
     let (pool, rec) = pool_with(cap(1));
@@ -154,6 +160,7 @@ async fn a_closed_connections_slot_passes_to_the_oldest_dial_waiter() {
     rec.assert_balanced();
 }
 
+/// Rule `[one-shot]`.
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_waiter_gives_a_delivered_connection_back() {
     let (pool, rec) = pool_with(cap(1));
@@ -177,6 +184,7 @@ async fn a_cancelled_waiter_gives_a_delivered_connection_back() {
     rec.assert_balanced();
 }
 
+/// Rule `[one-shot]`.
 #[tokio::test(start_paused = true)]
 async fn an_unused_dial_permission_passes_on_when_its_checkout_is_dropped() {
     let (pool, rec) = pool_with(cap(1));
@@ -197,6 +205,7 @@ async fn an_unused_dial_permission_passes_on_when_its_checkout_is_dropped() {
     rec.assert_balanced();
 }
 
+/// Rule `[late-dial]`.
 #[tokio::test(start_paused = true)]
 async fn a_late_dial_serves_the_oldest_waiter_or_goes_idle() {
     let (pool, rec) = pool_with(Config::default());
@@ -222,6 +231,7 @@ async fn a_late_dial_serves_the_oldest_waiter_or_goes_idle() {
     rec.assert_balanced();
 }
 
+/// Rule `[queues]`.
 #[tokio::test(start_paused = true)]
 async fn a_request_in_both_queues_is_served_by_whichever_delivers_first() {
     let (pool, rec) = pool_with(Config::default());
@@ -240,6 +250,7 @@ async fn a_request_in_both_queues_is_served_by_whichever_delivers_first() {
     rec.assert_balanced();
 }
 
+/// Rule `[slots]`.
 #[tokio::test(start_paused = true)]
 async fn a_failed_dial_fails_its_owner_and_frees_the_slot() {
     let (pool, rec) = pool_with(cap(1));
@@ -266,6 +277,7 @@ async fn a_failed_dial_fails_its_owner_and_frees_the_slot() {
     rec.assert_balanced();
 }
 
+/// Rule `[idle-lifo]`.
 #[tokio::test(start_paused = true)]
 async fn expired_and_broken_idle_connections_are_dropped_at_checkout() {
     let (pool, rec) = pool_with(Config {
@@ -301,6 +313,7 @@ async fn expired_and_broken_idle_connections_are_dropped_at_checkout() {
     );
 }
 
+/// Rule `[timeouts]`.
 #[tokio::test(start_paused = true)]
 async fn the_reaper_closes_idle_connections_after_the_idle_timeout_and_stops() {
     let (pool, rec) = pool_with(Config {
@@ -327,6 +340,7 @@ async fn the_reaper_closes_idle_connections_after_the_idle_timeout_and_stops() {
     rec.assert_balanced();
 }
 
+/// Rule `[timeouts]`.
 #[tokio::test(start_paused = true)]
 async fn the_reaper_waits_while_connections_are_busy_and_exits_when_the_pool_is_empty() {
     let tasks = || {
@@ -364,6 +378,7 @@ async fn the_reaper_waits_while_connections_are_busy_and_exits_when_the_pool_is_
     rec.assert_balanced();
 }
 
+/// Rule `[timeouts]`.
 #[tokio::test(start_paused = true)]
 async fn a_connection_near_its_max_lifetime_going_idle_moves_the_reaper_forward() {
     let secs = |s| tokio::time::sleep(Duration::from_secs(s));
@@ -402,6 +417,7 @@ async fn a_connection_near_its_max_lifetime_going_idle_moves_the_reaper_forward(
     rec.assert_balanced();
 }
 
+/// Rule `[timeouts]`.
 #[tokio::test(start_paused = true)]
 async fn a_waiting_reaper_exits_when_the_pool_is_dropped() {
     let tasks = || {
@@ -422,6 +438,7 @@ async fn a_waiting_reaper_exits_when_the_pool_is_dropped() {
     drop(busy);
 }
 
+/// Rule `[timeouts]`.
 #[tokio::test(start_paused = true)]
 async fn max_lifetime_closes_a_connection_when_it_comes_back() {
     let (pool, rec) = pool_with(Config {
@@ -438,6 +455,7 @@ async fn max_lifetime_closes_a_connection_when_it_comes_back() {
     rec.assert_balanced();
 }
 
+/// Rule `[returns]`.
 #[tokio::test(start_paused = true)]
 async fn max_idle_per_host_closes_the_incoming_connection() {
     let (pool, rec) = pool_with(Config {
@@ -468,6 +486,7 @@ async fn max_idle_per_host_closes_the_incoming_connection() {
     rec.assert_balanced();
 }
 
+/// Rule `[returns]`.
 #[tokio::test(start_paused = true)]
 async fn max_idle_evicts_the_least_recently_used_connection_of_any_key() {
     let (pool, rec) = pool_with(Config {
@@ -501,6 +520,7 @@ async fn max_idle_evicts_the_least_recently_used_connection_of_any_key() {
     rec.assert_balanced();
 }
 
+/// Rule `[timeouts]`.
 #[tokio::test(start_paused = true)]
 async fn the_pool_wait_timeout_fails_with_a_snapshot() {
     let (pool, rec) = pool_with(Config {
@@ -525,6 +545,7 @@ async fn the_pool_wait_timeout_fails_with_a_snapshot() {
         .contains(&Ev::DialWaitOut(H.into(), 0, WaitOutcome::TimedOut)));
 }
 
+/// Rule `[http2]`.
 #[tokio::test(start_paused = true)]
 async fn http2_requests_wait_for_the_dial_in_progress_and_share_its_connection() {
     let (pool, rec) = pool_with(cap(4));
@@ -557,6 +578,7 @@ async fn http2_requests_wait_for_the_dial_in_progress_and_share_its_connection()
     rec.assert_balanced();
 }
 
+/// Rule `[http2]`.
 #[tokio::test(start_paused = true)]
 async fn requests_an_http2_connection_cannot_take_keep_their_place_and_dial() {
     let (pool, rec) = pool_with(Config::default());
@@ -585,6 +607,7 @@ async fn requests_an_http2_connection_cannot_take_keep_their_place_and_dial() {
     rec.assert_balanced();
 }
 
+/// Rule `[no-reuse]`.
 #[tokio::test(start_paused = true)]
 async fn with_no_idle_connection_allowed_nothing_is_reused() {
     let (pool, rec) = pool_with(Config {
@@ -627,7 +650,7 @@ async fn with_no_idle_connection_allowed_nothing_is_reused() {
     rec2.assert_balanced();
 }
 
-/// Rule 8 (HTTP/2 dials): a failed shared dial fails every request that waited for it at
+/// Rule `[http2]`. a failed shared dial fails every request that waited for it at
 /// once, with the dial's error (Go's dial call), instead of letting them dial one by one.
 #[tokio::test(start_paused = true)]
 async fn a_failed_http2_dial_fails_everyone_waiting_for_it() {
@@ -663,6 +686,7 @@ async fn a_failed_http2_dial_fails_everyone_waiting_for_it() {
     rec.assert_balanced();
 }
 
+/// Rule `[closing]`.
 #[tokio::test(start_paused = true)]
 async fn dropping_the_pool_fails_waiters_and_closes_idle_connections() {
     let (pool, rec) = pool_with(cap(1));
@@ -687,6 +711,7 @@ async fn dropping_the_pool_fails_waiters_and_closes_idle_connections() {
     rec.assert_balanced();
 }
 
+/// Rule `[closing]`.
 #[tokio::test(start_paused = true)]
 async fn close_idle_connections_closes_only_idle_ones() {
     let (pool, rec) = pool_with(Config::default());
@@ -707,6 +732,7 @@ async fn close_idle_connections_closes_only_idle_ones() {
     rec.assert_balanced();
 }
 
+/// Rule `[events]`.
 #[test]
 fn hooks_never_run_under_the_pool_lock() {
     // A hook that takes the pool lock itself (via snapshot) would deadlock if it were called
@@ -754,6 +780,7 @@ fn hooks_never_run_under_the_pool_lock() {
     assert!(calls >= 4, "hooks ran: {calls}");
 }
 
+/// Rule `[events]`.
 #[tokio::test(start_paused = true)]
 async fn waiters_count_in_events_is_the_live_queue_length() {
     let (pool, rec) = pool_with(cap(1));
@@ -778,7 +805,7 @@ async fn waiters_count_in_events_is_the_live_queue_length() {
     drop(c);
 }
 
-/// Rule 12 (stream limits): a shared connection is leased to at most its peer's
+/// Rule `[stream-limits]`. a shared connection is leased to at most its peer's
 /// concurrent-stream limit; beyond it a request dials another connection (no cap).
 #[tokio::test(start_paused = true)]
 async fn a_full_http2_connection_makes_the_next_request_dial() {
@@ -800,7 +827,8 @@ async fn a_full_http2_connection_makes_the_next_request_dial() {
     rec.assert_balanced();
 }
 
-/// Rule 12: at the per-host cap, a request that finds every shared connection full waits,
+/// Rule `[stream-limits]`. at the per-host cap, a request that finds every shared connection full
+/// waits,
 /// and the next stream that comes free is its (a returned lease serves the oldest waiter).
 #[tokio::test(start_paused = true)]
 async fn at_the_cap_a_request_waits_for_a_stream_and_gets_the_one_freed() {
@@ -821,7 +849,8 @@ async fn at_the_cap_a_request_waits_for_a_stream_and_gets_the_one_freed() {
     rec.assert_balanced();
 }
 
-/// Rule 12: when the peer lowers its limit (SETTINGS), no new stream is leased beyond it.
+/// Rule `[stream-limits]`. when the peer lowers its limit (SETTINGS), no new stream is leased
+/// beyond it.
 #[tokio::test(start_paused = true)]
 async fn a_lowered_stream_limit_is_respected_at_once() {
     let (pool, rec) = pool_with(cap(1));
@@ -840,7 +869,7 @@ async fn a_lowered_stream_limit_is_respected_at_once() {
     rec.assert_balanced();
 }
 
-/// Rule 13 (GOAWAY): a retired shared connection takes no new requests; the ones on it go
+/// Rule `[retiring]`. a retired shared connection takes no new requests; the ones on it go
 /// on, and it closes for its reason when the last comes back.
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_got_goaway_takes_no_new_requests() {
@@ -866,7 +895,7 @@ async fn a_connection_that_got_goaway_takes_no_new_requests() {
     rec.assert_balanced();
 }
 
-/// Rule 8 (raced dials): an HTTP/2 connection from a dial nobody needs any more, while the
+/// Rule `[http2]`. an HTTP/2 connection from a dial nobody needs any more, while the
 /// key has a shared connection with room, is closed (Go's `addConnIfNeeded`).
 #[tokio::test(start_paused = true)]
 async fn a_raced_http2_dial_nobody_needs_is_closed() {
@@ -891,7 +920,7 @@ async fn a_raced_http2_dial_nobody_needs_is_closed() {
     rec.assert_balanced();
 }
 
-/// Rule 8 (ALPN): requests that waited for a dial hoping for HTTP/2 all dial when it brings
+/// Rule `[http2]`. requests that waited for a dial hoping for HTTP/2 all dial when it brings
 /// HTTP/1.1, and later requests to the key no longer wait for each other's dials.
 #[tokio::test(start_paused = true)]
 async fn an_origin_that_answers_http1_is_not_waited_for_again() {
@@ -919,7 +948,7 @@ async fn an_origin_that_answers_http1_is_not_waited_for_again() {
     rec.assert_balanced();
 }
 
-/// Go's `MaxIdleConns = 0`: no limit (it does not turn keep-alive off).
+/// Rule `[returns]`. Go's `MaxIdleConns = 0`: no limit (it does not turn keep-alive off).
 #[tokio::test(start_paused = true)]
 async fn a_max_idle_of_zero_means_no_limit() {
     let (pool, rec) = pool_with(Config {
@@ -935,7 +964,8 @@ async fn a_max_idle_of_zero_means_no_limit() {
     rec.assert_balanced();
 }
 
-/// Go's `CloseIdleConnections`: connections in use when it is called close as they come
+/// Rule `[closing]`. Go's `CloseIdleConnections`: connections in use when it is called close as
+/// they come
 /// back, until the next request starts.
 #[tokio::test(start_paused = true)]
 async fn close_idle_connections_also_closes_those_that_come_back_until_the_next_checkout() {
@@ -954,7 +984,8 @@ async fn close_idle_connections_also_closes_those_that_come_back_until_the_next_
     rec.assert_balanced();
 }
 
-/// A lease delivered to a checkout that is dropped unused is not a request served: the
+/// Rule `[one-shot]`. A lease delivered to a checkout that is dropped unused is not a request
+/// served: the
 /// connection's next request is not "reused".
 #[tokio::test(start_paused = true)]
 async fn an_unused_http2_lease_does_not_count_as_a_request() {
@@ -974,7 +1005,8 @@ async fn an_unused_http2_lease_does_not_count_as_a_request() {
     rec.assert_balanced();
 }
 
-/// A shared connection past its max lifetime while in use closes as `MaxLifetime`, not as
+/// Rule `[timeouts]`. A shared connection past its max lifetime while in use closes as
+/// `MaxLifetime`, not as
 /// broken, when its last request ends.
 #[tokio::test(start_paused = true)]
 async fn a_shared_connection_past_its_lifetime_closes_as_such() {
@@ -996,7 +1028,8 @@ async fn a_shared_connection_past_its_lifetime_closes_as_such() {
     rec.assert_balanced();
 }
 
-/// The idle timeout applies to an idle HTTP/2 connection at checkout too, without a reaper
+/// Rule `[timeouts]`. The idle timeout applies to an idle HTTP/2 connection at checkout too,
+/// without a reaper
 /// (here: no runtime, so none runs).
 #[test]
 fn an_expired_idle_http2_connection_is_not_leased() {
@@ -1020,7 +1053,7 @@ fn an_expired_idle_http2_connection_is_not_leased() {
     rec.assert_balanced();
 }
 
-/// Rule 9 (reaper): connections expiring at spread-out instants are reaped in batches, not
+/// Rule `[timeouts]`. connections expiring at spread-out instants are reaped in batches, not
 /// one pass each (a pass visits every key): after a pass that closed something, the next is
 /// at least 1/16 of the idle timeout later.
 #[tokio::test(start_paused = true)]

@@ -2,7 +2,7 @@
 //!
 //! - [`Client`] / [`Builder`]: the same API as `hyper_util::client::legacy` (see
 //!   `docs/migration.md`), plus pool limits, [`Stats`](crate::Stats) and
-//!   [`ClientTrace`](crate::ClientTrace).
+//!   [`ClientTrace`].
 //! - [`ResponseBody`]: the response body; the one type that changes when migrating.
 //! - [`Error`]: which phase of a request failed.
 //!

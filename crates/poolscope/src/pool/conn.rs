@@ -138,7 +138,8 @@ pub enum Returned {
 /// # Drop behavior
 ///
 /// Dropping a `Pooled` returns the connection to the pool (as [`release`](Pooled::release)
-/// does, unless [`close_on_drop`](Pooled::close_on_drop) is set): it goes to the oldest waiting request of its key, or into the idle list, or is
+/// does, unless [`close_on_drop`](Pooled::close_on_drop) is set): it goes to the oldest waiting
+/// request of its key, or into the idle list, or is
 /// closed if it is no longer open or a limit says so. If the pool was closed (every
 /// handle dropped), it is closed.
 pub struct Pooled<T: Poolable> {

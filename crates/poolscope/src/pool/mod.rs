@@ -8,65 +8,72 @@
 //!
 //! # The rules
 //!
-//! 1. **Keys.** Connections are pooled per [`ConnectKey`] (scheme, lower-cased host, port).
-//! 2. **Idle list, LIFO.** A checkout takes the most recently returned idle connection of its
-//!    key. Connections found expired (idle timeout, max lifetime) or closed are dropped on the
-//!    way (`IdleConnOut` with the reason, then `ConnClosed`).
-//! 3. **Two FIFO wait queues per key.** A request that finds nothing idle waits in the
-//!    idle-wait queue. If the key has fewer than `max_conns_per_host` connections (dialing +
-//!    active + idle) it may dial at once; otherwise it also waits in the conns-per-host queue
-//!    for permission to dial. Whichever delivers first wins: a returned connection, or its own
-//!    dial.
-//! 4. **Returns.** A returned connection goes to the oldest live waiter of its key
-//!    (`ConnReused`), else into the idle list — unless the key already has
-//!    `max_idle_per_host` idle connections (the incoming one is closed,
-//!    `MaxIdleConnsPerHostHit`). If the pool then holds more than `max_idle` idle connections,
-//!    the least recently used one anywhere is closed (`MaxIdleConnsHit`).
-//! 5. **Slots.** When a connection closes or a dial fails, its slot passes straight to the
-//!    oldest live request waiting for permission to dial; only if there is none does the key's
-//!    count come down. Exactly one release per connection.
-//! 6. **One-shot waiters.** A waiter whose checkout is dropped (or times out) while a
-//!    connection is delivered to it gives the connection back to the pool; a dial permission
-//!    it never used is passed on. Nothing is lost in the race.
-//! 7. **Late dials.** A dial that finishes after its requester left serves the oldest waiter,
-//!    or goes idle.
-//! 8. **HTTP/2.** A connection whose [`Poolable::share`] returns handles is shared: it stays
-//!    in the pool while in use and serves every waiter of its key at once, up to its
+//! 1. **Keys** `[keys]`. Connections are pooled per [`ConnectKey`] (scheme, lower-cased host,
+//!    port).
+//! 2. **Idle list, LIFO** `[idle-lifo]`. A checkout takes the most recently returned idle
+//!    connection of its key. Connections found expired (idle timeout, max lifetime) or closed
+//!    are dropped on the way (`IdleConnOut` with the reason, then `ConnClosed`).
+//! 3. **Two FIFO wait queues per key** `[queues]`. A request that finds nothing idle waits in
+//!    the idle-wait queue. If the key has fewer than `max_conns_per_host` connections
+//!    (dialing, active and idle) it may dial at once; otherwise it also waits in the conns-per-host
+//!    queue for permission to dial. Whichever delivers first wins: a returned connection, or
+//!    its own dial.
+//! 4. **Returns** `[returns]`. A returned connection goes to the oldest live waiter of its key
+//!    (`ConnReused`), else into the idle list — unless the key already has `max_idle_per_host`
+//!    idle connections (the incoming one is closed, `MaxIdleConnsPerHostHit`). If the pool
+//!    then holds more than `max_idle` idle connections, the least recently used one anywhere
+//!    is closed (`MaxIdleConnsHit`).
+//! 5. **Slots** `[slots]`. When a connection closes or a dial fails, its slot passes straight
+//!    to the oldest live request waiting for permission to dial; only if there is none does
+//!    the key's count come down. Exactly one release per connection.
+//! 6. **One-shot waiters** `[one-shot]`. A waiter whose checkout is dropped (or times out)
+//!    while a connection is delivered to it gives the connection back to the pool; a dial
+//!    permission it never used is passed on. Nothing is lost in the race.
+//! 7. **Late dials** `[late-dial]`. A dial that finishes after its requester left serves the
+//!    oldest waiter, or goes idle.
+//! 8. **HTTP/2** `[http2]`. A connection whose [`Poolable::share`] returns handles is shared:
+//!    it stays in the pool while in use and serves every waiter of its key at once, up to its
 //!    [`Poolable::max_concurrent`] (rule 12). Requests that expect a shared connection
 //!    ([`Pool::checkout_shared`]: HTTP/2 prior knowledge, or https where ALPN may choose h2)
 //!    and arrive while such a dial is in progress wait for it instead of dialing, so a cold
-//!    burst makes one connection. If that dial brings a connection that cannot be shared
-//!    (ALPN chose HTTP/1.1), every request that waited for it dials, and requests to the key
-//!    stop waiting for each other's dials. If it fails, every request that waited for it fails
-//!    with its error at once (Go's dial call). A shared connection from a raced dial that
-//!    nobody needs, while the key has a shared connection with room, is closed
+//!    burst makes one connection. If that dial brings a connection that cannot be shared (ALPN
+//!    chose HTTP/1.1), every request that waited for it dials, and requests to the key stop
+//!    waiting for each other's dials. If it fails, every request that waited for it fails with
+//!    its error at once (Go's dial call). A shared connection from a raced dial that nobody
+//!    needs, while the key has a shared connection with room, is closed
 //!    (`CloseReason::Redundant`, Go's `addConnIfNeeded`). Shared connections are not subject
 //!    to the idle caps, only to rule 11.
-//! 9. **Timeouts.** Idle timeout (default 90 s), optional max lifetime, and an optional
-//!    pool-wait timeout whose error carries a [`PoolSnapshot`](crate::stats::PoolSnapshot).
-//!    A background reaper sleeps until the next expiry while something is idle, a full
-//!    timeout while connections are in use but none is idle, and exits when the pool has no
-//!    connections or is dropped.
-//! 10. **Closing.** Dropping the last [`Pool`] handle closes idle connections and fails every
-//!     waiter; connections in use close when they come back.
-//! 11. **No reuse.** `max_idle_per_host = Some(0)` turns reuse off, as hyper-util's
-//!     `pool_max_idle_per_host(0)` does: every request dials its own connection, a returned
-//!     connection closes even when requests wait (their slots pass on by rule 5), and HTTP/2
-//!     connections are not shared.
-//!
-//! 12. **Stream limits.** A shared connection is leased to at most
+//! 9. **Timeouts** `[timeouts]`. Idle timeout (default 90 s), optional max lifetime, and an
+//!    optional pool-wait timeout whose error carries a
+//!    [`PoolSnapshot`]. A background reaper sleeps until the next
+//!    expiry while something is idle, a full timeout while connections are in use but none is
+//!    idle, and exits when the pool has no connections or is dropped.
+//! 10. **Closing** `[closing]`. Dropping the last [`Pool`] handle closes idle connections and
+//!     fails every waiter; connections in use close when they come back.
+//! 11. **No reuse** `[no-reuse]`. `max_idle_per_host = Some(0)` turns reuse off, as
+//!     hyper-util's `pool_max_idle_per_host(0)` does: every request dials its own connection,
+//!     a returned connection closes even when requests wait (their slots pass on by rule 5),
+//!     and HTTP/2 connections are not shared.
+//! 12. **Stream limits** `[stream-limits]`. A shared connection is leased to at most
 //!     [`Poolable::max_concurrent`] requests at once (HTTP/2: the peer's
 //!     `SETTINGS_MAX_CONCURRENT_STREAMS`, read at each decision, so a lowered limit holds at
 //!     once). When every shared connection of a key is full, a request dials another within
-//!     `max_conns_per_host`, or waits in the key's queues (`ConnsPerHostWaitIn` at the cap);
-//!     a lease that comes back passes straight to the oldest waiting request while the
+//!     `max_conns_per_host`, or waits in the key's queues (`ConnsPerHostWaitIn` at the cap); a
+//!     lease that comes back passes straight to the oldest waiting request while the
 //!     connection has room. This is Go's default (`StrictMaxConcurrentStreams` false).
-//! 13. **Retiring.** [`Pooled::retire`] on a shared connection (the server sent GOAWAY) stops
-//!     new leases at once; the requests on it go on, and it closes for the given reason when
-//!     the last one comes back. Closed, expired (idle timeout, max lifetime) and retired
-//!     shared connections nobody uses are dropped at checkout.
+//! 13. **Retiring** `[retiring]`. [`Pooled::retire`] on a shared connection (the server sent
+//!     GOAWAY) stops new leases at once; the requests on it go on, and it closes for the given
+//!     reason when the last one comes back. Closed, expired (idle timeout, max lifetime) and
+//!     retired shared connections nobody uses are dropped at checkout.
 //!
-//! Every rule's event is a [`Stats`] hook, called after the pool lock is released.
+//! Every rule's event is a [`Stats`] hook, called after the pool lock is released
+//! (`[events]`). The tag of each rule is cited at the function that implements it and in its
+//! test (`tests/pool_rules.rs`). Where the rules are implemented: `inner/waiters.rs` (the
+//! waiter's states and queues: `[queues]`, `[slots]`, `[one-shot]`), `inner/mod.rs`
+//! (`[keys]`, `[idle-lifo]`), `inner/idle.rs` (`[returns]`, `[timeouts]`, `[closing]`),
+//! `inner/dial.rs` (`[late-dial]`, `[http2]`, `[stream-limits]`, `[retiring]`),
+//! `inner/effects.rs` (what runs after the lock, and panics in user code), `Config::verdict`
+//! (why a connection may not serve another request).
 //!
 //! # Defaults
 //!
@@ -182,12 +189,34 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Rule `[timeouts]`: why a connection may not serve another request, or `None`. The
+    /// one place that decides it: at checkout (rule `[idle-lifo]`, and HTTP/2 leases), on
+    /// return, and in the reaper's pass. `idle_since` is given for a connection idle now;
+    /// `open` is asked last, and only if nothing else applies (it runs user code).
+    pub(crate) fn verdict(
+        &self,
+        created: Instant,
+        idle_since: Option<Instant>,
+        now: Instant,
+        open: impl FnOnce() -> bool,
+    ) -> Option<CloseReason> {
+        if idle_since.is_some_and(|since| self.idle_expired(since, now)) {
+            Some(CloseReason::IdleTimeout)
+        } else if self.lifetime_over(created, now) {
+            Some(CloseReason::MaxLifetime)
+        } else if !open() {
+            Some(CloseReason::Broken)
+        } else {
+            None
+        }
+    }
+
     fn idle_expired(&self, idle_since: Instant, now: Instant) -> bool {
         self.idle_timeout
             .is_some_and(|t| now.saturating_duration_since(idle_since) >= t)
     }
 
-    /// Rule 11: no connection serves a second request.
+    /// Rule `[no-reuse]`: no connection serves a second request.
     fn reuse_off(&self) -> bool {
         self.max_idle_per_host == Some(0)
     }

@@ -6,25 +6,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Guarded, Locked, SharedConn, WaiterRef};
+use super::{idle_out_reason, Guarded, Locked, SharedConn, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo};
 use crate::pool::error::Error;
 use crate::pool::{ConnId, ConnectKey, Poolable};
 use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason, Limit, WaitOutcome};
 
-/// How a shared connection closed for `reason` leaves the idle set.
-fn idle_out_reason(reason: CloseReason) -> IdleOutReason {
-    match reason {
-        CloseReason::MaxLifetime => IdleOutReason::LifetimeExceeded,
-        CloseReason::IdleTimeout => IdleOutReason::Expired,
-        CloseReason::PoolClosed => IdleOutReason::PoolClosed,
-        CloseReason::CloseIdle => IdleOutReason::CloseIdle,
-        _ => IdleOutReason::Broken,
-    }
-}
-
 impl<T: Poolable> Locked<'_, T> {
-    /// Leases a shared connection of `key` that has room for another request, dropping
+    /// Rule `[stream-limits]`: Leases a shared connection of `key` that has room for another
+    /// request, dropping
     /// closed, expired and retired ones that nobody uses.
     pub(super) fn take_shared(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
         if self.cfg.reuse_off() {
@@ -43,15 +33,9 @@ impl<T: Poolable> Locked<'_, T> {
         while i < host.shared.len() {
             let s = &mut host.shared[i];
             if s.dead.is_none() {
-                s.dead = if !s.conn.open() {
-                    Some(CloseReason::Broken)
-                } else if cfg.lifetime_over(s.meta.created, now) {
-                    Some(CloseReason::MaxLifetime)
-                } else if s.leases == 0 && cfg.idle_expired(s.idle_since, now) {
-                    Some(CloseReason::IdleTimeout)
-                } else {
-                    None
-                };
+                let idle_since = (s.leases == 0).then_some(s.idle_since);
+                let conn = &s.conn;
+                s.dead = cfg.verdict(s.meta.created, idle_since, now, || conn.open());
             }
             if let Some(reason) = s.dead {
                 if s.leases == 0 {
@@ -110,7 +94,8 @@ impl<T: Poolable> Locked<'_, T> {
         }
     }
 
-    /// A lease of shared connection `id` came back (or its limit rose): the requests waiting
+    /// Rule `[stream-limits]`: A lease of shared connection `id` came back (or its limit rose):
+    /// the requests waiting
     /// for `key` get leases while it has room.
     pub(super) fn lend_shared(&mut self, key: &ConnectKey, id: ConnId) {
         loop {
@@ -168,7 +153,8 @@ impl<T: Poolable> Locked<'_, T> {
 
     // ----- dials ----------------------------------------------------------------------
 
-    /// A dial granted to `owner` ended. A connection goes to its owner if it still waits, else
+    /// Rule `[late-dial]`: A dial granted to `owner` ended. A connection goes to its owner if it
+    /// still waits, else
     /// to the oldest waiter, else idle; a failure goes to the owner and frees the slot.
     pub(in crate::pool) fn finish_dial(
         &mut self,
@@ -269,7 +255,8 @@ impl<T: Poolable> Locked<'_, T> {
         }
     }
 
-    /// A new shared connection serves its owner and every request waiting for `key`.
+    /// Rule `[http2]`: A new shared connection serves its owner and every request waiting for
+    /// `key`.
     pub(super) fn add_shared(
         &mut self,
         key: &ConnectKey,

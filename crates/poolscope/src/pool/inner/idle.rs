@@ -24,7 +24,8 @@ pub(in crate::pool) enum ReaperNext {
 impl<T: Poolable> Locked<'_, T> {
     // ----- returns --------------------------------------------------------------------
 
-    /// Go's `tryPutIdleConn`: a returned connection goes to the oldest waiter, else into the
+    /// Rule `[returns]`: Go's `tryPutIdleConn`: a returned connection goes to the oldest waiter,
+    /// else into the
     /// idle list (within `max_idle_per_host` and `max_idle`), else it is closed.
     pub(in crate::pool) fn put(
         &mut self,
@@ -41,10 +42,8 @@ impl<T: Poolable> Locked<'_, T> {
             Some(CloseReason::PoolClosed)
         } else if close.is_some() {
             close
-        } else if !conn.open() {
-            Some(CloseReason::Broken)
-        } else if self.cfg.lifetime_over(meta.created, now) {
-            Some(CloseReason::MaxLifetime)
+        } else if let Some(reason) = self.cfg.verdict(meta.created, None, now, || conn.open()) {
+            Some(reason)
         } else if self.cfg.reuse_off() {
             // Rule 11: not even a waiting request gets it.
             self.limit_hit(Limit::MaxIdleConnsPerHost);
@@ -146,7 +145,8 @@ impl<T: Poolable> Locked<'_, T> {
         self.put(key, lease, None)
     }
 
-    /// A lease of a shared connection ends; the connection goes idle with its last lease.
+    /// Rule `[retiring]`: A lease of a shared connection ends; the connection goes idle with its
+    /// last lease.
     pub(super) fn put_shared(
         &mut self,
         key: &ConnectKey,
@@ -189,8 +189,9 @@ impl<T: Poolable> Locked<'_, T> {
             Some(CloseReason::PoolClosed)
         } else if let Some(reason) = s.dead {
             Some(reason)
-        } else if self.cfg.lifetime_over(s.meta.created, now) {
-            Some(CloseReason::MaxLifetime)
+        } else if let Some(reason) = self.cfg.verdict(s.meta.created, None, now, || true) {
+            // (`open` was asked above: a closed one is `dead`.)
+            Some(reason)
         } else if closing_idle {
             Some(CloseReason::CloseIdle)
         } else if self.cfg.reuse_off() {
@@ -386,19 +387,17 @@ impl<T: Poolable> Locked<'_, T> {
         closed
     }
 
-    /// The reaper's pass: closes expired idle connections and says what the reaper does next:
+    /// Rule `[timeouts]`: The reaper's pass: closes expired idle connections and says what the
+    /// reaper does next:
     /// sleep until the next one expires, park while connections are in use but none is idle,
     /// or exit when the pool has no connections or is closed.
     pub(in crate::pool) fn reap(&mut self) -> ReaperNext {
         let cfg = self.cfg.clone();
+        // The reaper expires; it does not probe: a closed connection leaves through
+        // `evict_closed` or at checkout.
         let closed = self.sweep(None, |meta, since, now, _| {
-            if cfg.idle_expired(since, now) {
-                Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
-            } else if cfg.lifetime_over(meta.created, now) {
-                Some((IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime))
-            } else {
-                None
-            }
+            cfg.verdict(meta.created, Some(since), now, || true)
+                .map(|reason| (super::idle_out_reason(reason), reason))
         });
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));

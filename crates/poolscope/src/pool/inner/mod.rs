@@ -39,7 +39,6 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Waker;
 use std::time::Duration;
 
 use slab::Slab;
@@ -48,9 +47,13 @@ pub(super) use idle::ReaperNext;
 use idle_list::IdleList;
 
 mod dial;
+mod effects;
 mod idle;
 mod idle_list;
+mod snapshot;
 mod waiters;
+
+use effects::{event_buffer, Effects, Guarded};
 
 use tokio::time::Instant;
 use waiters::Waiter;
@@ -60,9 +63,7 @@ use super::conn::{ConnMeta, Lease, LeaseInfo, Returned};
 use super::error::{BoxError, Error, Kind};
 use super::key::BuildKeyHasher;
 use super::{Config, ConnId, ConnectKey, Poolable};
-use crate::stats::{
-    CloseReason, Event, HostSnapshot, IdleOutReason, Limit, PoolLimits, PoolSnapshot, Stats,
-};
+use crate::stats::{CloseReason, IdleOutReason, Stats};
 
 /// The state shared by every handle of one pool.
 pub(crate) struct Shared<T> {
@@ -191,27 +192,6 @@ pub(super) enum Poll<T> {
     Pending,
 }
 
-/// Work collected under the lock and done after it is released.
-pub(super) struct Effects<T> {
-    /// Whether events are built at all (some hook is registered).
-    record: bool,
-    /// The time of this locked operation, read from the clock on first use (one read per
-    /// operation: every rule in it sees the same instant; paths that need no time read none).
-    now: Cell<Option<Instant>>,
-    events: Vec<Event>,
-    wakers: Vec<Waker>,
-    /// Connections leaving the pool; dropping them closes them.
-    drops: Vec<T>,
-    /// A waker replaced or left behind by a waiter (most operations drop at most one), and
-    /// any more: foreign code, dropped after the lock.
-    old_waker: Option<Waker>,
-    old_wakers: Vec<Waker>,
-    /// Errors left in removed waiters (a connector's error): dropped after the lock.
-    old_errors: Vec<Error>,
-    spawn_reaper: bool,
-    wake_reaper: bool,
-}
-
 /// The pool lock and what to do after it.
 pub(super) struct Locked<'a, T> {
     st: MutexGuard<'a, State<T>>,
@@ -299,7 +279,7 @@ impl<T: Poolable> Shared<T> {
     pub(super) fn lock(&self) -> Locked<'_, T> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // A panic kept by an operation that never reached `finish` is not this one's.
-        drop(caught::take());
+        drop(effects::caught::take());
         let record = self.stats.records();
         Locked {
             st,
@@ -357,77 +337,7 @@ impl<T> Shared<T> {
     }
 }
 
-impl<T> Effects<T> {
-    fn push(&mut self, ev: impl FnOnce() -> Event) {
-        if self.record {
-            self.events.push(ev());
-        }
-    }
-
-    /// Keeps `waker` to drop after the lock (dropping a waker is foreign code).
-    fn drop_later(&mut self, waker: Option<Waker>) {
-        if let Some(w) = waker {
-            match self.old_waker {
-                None => self.old_waker = Some(w),
-                Some(_) => self.old_wakers.push(w),
-            }
-        }
-    }
-}
-
 impl<'a, T: Poolable> Locked<'a, T> {
-    /// Releases the lock, then does what the locked operation left to do: spawn or wake the
-    /// reaper, drop the connections that left (their `Drop` may be the user's), call hooks,
-    /// wake waiters. Each piece of user code is caught: a panic in any of it (or one caught in
-    /// a `Poolable` call under the lock) is raised again only after everything else ran, so
-    /// the pool is consistent and no wake-up is lost; never while the thread is already
-    /// unwinding.
-    pub(super) fn finish(self, shared: &Arc<Shared<T>>) {
-        #[cfg(debug_assertions)]
-        self.check_waiters();
-        let Locked { st, fx, stats, .. } = self;
-        drop(st); // release the lock before running any foreign code
-        let Effects {
-            record,
-            events,
-            wakers,
-            drops,
-            spawn_reaper,
-            wake_reaper,
-            old_waker,
-            old_wakers,
-            old_errors,
-            ..
-        } = fx;
-        if spawn_reaper {
-            super::reaper::spawn(shared);
-        }
-        if wake_reaper {
-            shared.reaper_wake.notify_one();
-        }
-        for conn in drops {
-            caught::guard(|| drop(conn), ());
-        }
-        caught::guard(|| drop((old_waker, old_wakers, old_errors)), ());
-        // Hooks before wake-ups, so that a request woken by this operation finds its events
-        // (a connection opened, a wait ended) already reported; each hook is caught, so a
-        // panicking one skips no wake-up.
-        if record {
-            for ev in &events {
-                caught::guard(|| stats.dispatch(ev), ());
-            }
-            event_buffer::give_back(events);
-        }
-        for w in wakers {
-            caught::guard(|| w.wake(), ());
-        }
-        if let Some(panic) = caught::take() {
-            if !std::thread::panicking() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-    }
-
     pub(super) fn now(&self) -> Instant {
         match self.fx.now.get() {
             Some(now) => now,
@@ -515,7 +425,8 @@ impl<'a, T: Poolable> Locked<'a, T> {
         Ok(Start::Wait(wref))
     }
 
-    /// Pops the most recently used idle connection of `key`, closing expired or broken ones.
+    /// Rule `[idle-lifo]`: Pops the most recently used idle connection of `key`, closing expired
+    /// or broken ones.
     fn take_idle(&mut self, key: &ConnectKey) -> Option<Lease<T>> {
         loop {
             let host = self.st.hosts.get_mut(key)?;
@@ -524,17 +435,13 @@ impl<'a, T: Poolable> Locked<'a, T> {
             let now = self.now();
             // One subtraction serves the expiry check and the lease's idle time.
             let idle_time = now.saturating_duration_since(idle.since);
-            let unusable = if self.cfg.idle_timeout.is_some_and(|t| idle_time >= t) {
-                Some((IdleOutReason::Expired, CloseReason::IdleTimeout))
-            } else if self.cfg.lifetime_over(idle.meta.created, now) {
-                Some((IdleOutReason::LifetimeExceeded, CloseReason::MaxLifetime))
-            } else if !idle.conn.open() {
-                Some((IdleOutReason::Broken, CloseReason::Broken))
-            } else {
-                None
-            };
-            if let Some((out, close)) = unusable {
-                self.idle_out(key, idle.meta.id, idle_time, out);
+            let verdict = self
+                .cfg
+                .verdict(idle.meta.created, Some(idle.since), now, || {
+                    idle.conn.open()
+                });
+            if let Some(close) = verdict {
+                self.idle_out(key, idle.meta.id, idle_time, idle_out_reason(close));
                 self.close(key, idle.conn, idle.meta, close);
                 continue;
             }
@@ -556,173 +463,16 @@ impl<'a, T: Poolable> Locked<'a, T> {
             });
         }
     }
-
-    // ----- snapshots ------------------------------------------------------------------
-
-    fn limit_hit(&mut self, limit: Limit) {
-        if self.fx.record {
-            let snap = self
-                .stats
-                .wants_snapshot(limit)
-                .then(|| Box::new(self.snapshot()));
-            self.fx.events.push(Event::LimitHit(limit, snap));
-        }
-    }
-
-    /// The pool as it is now, only the row of `key` (the limits are the pool's).
-    pub(super) fn snapshot_of(&self, key: &ConnectKey) -> PoolSnapshot {
-        let now = self.now();
-        let hosts = self
-            .st
-            .hosts
-            .get_key_value(key)
-            .filter(|(_, h)| !h.is_unused())
-            .map(|(key, h)| self.host_snapshot(key, h, now))
-            .into_iter()
-            .collect();
-        self.snapshot_with(hosts, now)
-    }
-
-    /// One key's row.
-    fn host_snapshot(&self, key: &ConnectKey, h: &Host<T>, now: Instant) -> HostSnapshot {
-        let idle = h.idle.len() + h.shared_idle();
-        let oldest_wait = h
-            .idle_waitq
-            .iter()
-            .filter_map(|r| {
-                self.st
-                    .waiters
-                    .get(r.idx)
-                    .filter(|w| w.id == r.id && w.waiting())
-            })
-            .map(|w| now - w.since)
-            .next();
-        HostSnapshot {
-            key: key.clone(),
-            idle,
-            active: h.total - h.connecting - idle,
-            connecting: h.connecting,
-            total: h.total,
-            idle_conn_waiters: h.idle_waiting,
-            conns_per_host_waiters: h.dial_waiting,
-            oldest_wait,
-        }
-    }
-
-    fn snapshot_with(&self, hosts: Vec<HostSnapshot>, now: Instant) -> PoolSnapshot {
-        PoolSnapshot {
-            taken_at: now.into_std(),
-            limits: PoolLimits {
-                max_idle: self.cfg.max_idle,
-                max_idle_per_host: self.cfg.max_idle_per_host,
-                max_conns_per_host: self.cfg.max_conns_per_host,
-                idle_timeout: self.cfg.idle_timeout,
-                max_lifetime: self.cfg.max_lifetime,
-            },
-            hosts,
-        }
-    }
-
-    /// The pool as it is now, one line per key, sorted.
-    pub(super) fn snapshot(&self) -> PoolSnapshot {
-        let now = self.now();
-        let mut hosts: Vec<HostSnapshot> = self
-            .st
-            .hosts
-            .iter()
-            .filter(|(_, h)| !h.is_unused())
-            .map(|(key, h)| self.host_snapshot(key, h, now))
-            .collect();
-        hosts.sort_by(|a, b| a.key.cmp(&b.key));
-        self.snapshot_with(hosts, now)
-    }
 }
 
-/// The pool's calls into [`Poolable`] (user code, run under the lock): a panic in one is
-/// caught, the call counts as "closed" / "not shareable" / "no room", and the panic is raised
-/// again by [`Locked::finish`] once the lock is released and the state is consistent.
-pub(super) trait Guarded: Poolable {
-    fn open(&self) -> bool {
-        caught::guard(|| self.is_open(), false)
-    }
-
-    fn handle(&self) -> Option<Self> {
-        caught::guard(|| self.share(), None)
-    }
-
-    fn limit(&self) -> Option<usize> {
-        caught::guard(|| self.max_concurrent(), Some(0))
-    }
-}
-
-impl<T: Poolable> Guarded for T {}
-
-/// The first panic caught in user code during this thread's current locked operation.
-pub(super) mod caught {
-    use std::any::Any;
-    use std::cell::RefCell;
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-
-    type Payload = Box<dyn Any + Send>;
-
-    thread_local! {
-        static CAUGHT: RefCell<Option<Payload>> = const { RefCell::new(None) };
-    }
-
-    /// Runs `f`, or on a panic keeps the panic and returns `fallback`.
-    pub(in crate::pool) fn guard<R>(f: impl FnOnce() -> R, fallback: R) -> R {
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(r) => r,
-            Err(p) => {
-                keep(p);
-                fallback
-            }
-        }
-    }
-
-    /// Keeps `p` unless an earlier panic is kept.
-    pub(in crate::pool) fn keep(p: Payload) {
-        let _ = CAUGHT.try_with(|c| {
-            let mut c = c.borrow_mut();
-            if c.is_none() {
-                *c = Some(p);
-            }
-        });
-    }
-
-    /// Takes the kept panic, if any.
-    pub(in crate::pool) fn take() -> Option<Payload> {
-        CAUGHT.try_with(|c| c.borrow_mut().take()).ok().flatten()
-    }
-}
-
-/// A per-thread spare `Vec` for the events of one locked operation, so that recording
-/// events does not allocate on every checkout and return.
-mod event_buffer {
-    use std::cell::Cell;
-
-    use crate::stats::Event;
-
-    /// Buffers larger than this (after a burst, e.g. closing a big pool) are not kept.
-    const KEEP: usize = 64;
-
-    thread_local! {
-        static SPARE: Cell<Vec<Event>> = const { Cell::new(Vec::new()) };
-    }
-
-    /// The spare buffer (empty), or a new one if it is in use (a hook running on this thread
-    /// went back into a pool) or the thread is exiting.
-    pub(super) fn take() -> Vec<Event> {
-        SPARE.try_with(Cell::take).unwrap_or_default()
-    }
-
-    /// Returns a buffer after its events were dispatched.
-    pub(super) fn give_back(mut events: Vec<Event>) {
-        if events.capacity() == 0 || events.capacity() > KEEP {
-            return;
-        }
-        events.clear();
-        let _ = SPARE.try_with(|s| s.set(events));
+/// How a connection closed for `reason` while idle leaves the idle set.
+pub(super) fn idle_out_reason(reason: CloseReason) -> IdleOutReason {
+    match reason {
+        CloseReason::MaxLifetime => IdleOutReason::LifetimeExceeded,
+        CloseReason::IdleTimeout => IdleOutReason::Expired,
+        CloseReason::PoolClosed => IdleOutReason::PoolClosed,
+        CloseReason::CloseIdle => IdleOutReason::CloseIdle,
+        _ => IdleOutReason::Broken,
     }
 }
 
