@@ -380,3 +380,40 @@ async fn an_error_on_a_connection_says_which_connection() {
         .expect_err("refused");
     assert!(refused.is_connect() && refused.connect_info().is_none());
 }
+
+#[tokio::test]
+async fn a_reset_from_a_real_server_reaches_the_caller_as_its_io_error() {
+    // A loopback server that reads the request and resets the connection (SO_LINGER 0).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = sock.read(&mut buf).await;
+        socket2::SockRef::from(&sock)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(sock);
+    });
+    let client = support::client(|_| {});
+    let err = client
+        .get(format!("http://{addr}/").parse().unwrap())
+        .await
+        .expect_err("reset");
+    assert!(!err.is_canceled(), "a reset is not a cancellation: {err:?}");
+    let mut io = None;
+    let mut src = err.source();
+    while let Some(e) = src {
+        if let Some(e) = e.downcast_ref::<std::io::Error>() {
+            io = Some(e.kind());
+        }
+        src = e.source();
+    }
+    assert_eq!(
+        io,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "the io::Error is in the chain: {:?}",
+        chain(&err)
+    );
+    server.await.unwrap();
+}

@@ -718,3 +718,58 @@ async fn posts_over_a_stream_limit_each_reach_the_handler_once() {
     })
     .await;
 }
+
+/// A request the server did not process but whose body cannot be replayed (a stream) fails,
+/// and its error says what happened and why it was not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreplayable_request_refused_by_goaway_fails_naming_the_cause() {
+    use http_body_util::BodyExt;
+    type Streamed = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+    let run = async {
+        // The first stream on each connection is answered; GOAWAY after it.
+        let server = H2ScriptServer::start(Script::new().goaway_after(1)).await;
+        let client: poolscope::Client<poolscope::connect::HttpConnector, Streamed> =
+            poolscope::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let uri: http::Uri = server.url("/").parse().unwrap();
+        let post = |n: usize| {
+            let body = http_body_util::Full::new(Bytes::from(format!("stream-{n}")))
+                .map_err(|never| match never {})
+                .boxed();
+            let mut req = http::Request::new(body);
+            *req.method_mut() = http::Method::POST;
+            *req.uri_mut() = uri.clone();
+            client.request(req)
+        };
+        // Two at once on one connection: the second is above the GOAWAY's last stream.
+        let (a, b) = tokio::join!(post(1), post(2));
+        let (ok, failed) = match (a, b) {
+            (Ok(r), Err(e)) | (Err(e), Ok(r)) => (r, e),
+            (a, b) => panic!(
+                "one answered and one refused, got {:?} and {:?}",
+                a.is_ok(),
+                b.is_ok()
+            ),
+        };
+        assert_eq!(ok.status(), 200);
+        let shown = failed.to_string();
+        assert!(shown.starts_with("error sending request"), "{shown}");
+        assert!(
+            shown.contains("GOAWAY (NO_ERROR)"),
+            "the error names the GOAWAY: {shown}"
+        );
+        assert!(
+            shown.contains("not sent again: its body cannot be replayed"),
+            "and why it was not retried: {shown}"
+        );
+        assert_eq!(
+            server.processed_bodies().len(),
+            1,
+            "the server processed one"
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("bounded");
+}
