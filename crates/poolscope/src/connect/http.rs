@@ -103,6 +103,10 @@ pub(crate) fn host_port(uri: &Uri, https_ok: bool) -> Result<(String, u16, bool)
     let is_https = match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("http") => false,
         Some(s) if s.eq_ignore_ascii_case("https") => true,
+        // As hyper-util with `enforce_http(false)`: any other scheme is plain TCP (a proxy's
+        // URI given to the connector beneath a `SocksV5` or `Tunnel`, say), port 80 unless
+        // the URI names one.
+        Some(_) if https_ok => false,
         other => {
             return Err(ConnectError::new(
                 ConnectPhase::Uri,
@@ -329,16 +333,6 @@ where
     R::Error: Into<Box<dyn StdError + Send + Sync>>,
     R::Future: Send,
 {
-    /// Resolves and connects; the TCP stream and its addresses. Addresses from the resolver
-    /// all get `port`.
-    pub(crate) async fn dial_tcp(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> Result<(TcpStream, SocketAddr, SocketAddr), ConnectError> {
-        self.dial(host, port, true).await
-    }
-
     /// Resolves and connects. `explicit_port`: the URI names `port`, which then replaces
     /// whatever port the resolver returned (otherwise only a port 0 is replaced).
     async fn dial(
@@ -430,7 +424,7 @@ mod tests {
     async fn dial(http: &HttpConnector) -> TcpStream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (stream, remote, _) = http.dial_tcp("127.0.0.1", port).await.unwrap();
+        let (stream, remote, _) = http.dial("127.0.0.1", port, true).await.unwrap();
         let (_, peer) = listener.accept().await.unwrap();
         assert_eq!(peer, stream.local_addr().unwrap());
         assert_eq!(remote.port(), port);
@@ -549,7 +543,7 @@ mod tests {
         http.set_mark(Some(7));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        match http.dial_tcp("127.0.0.1", port).await {
+        match http.dial("127.0.0.1", port, true).await {
             Ok((stream, _, _)) => assert_eq!(SockRef::from(&stream).mark().unwrap(), 7),
             // Without CAP_NET_ADMIN.
             Err(e) => {

@@ -12,6 +12,10 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use super::http::host_port;
+use hyper::rt::{Read, Write};
+use hyper_util::client::legacy::connect::Connection;
+
+use super::stream::Io;
 use super::{ConnInfo, ConnectError, ConnectPhase, HttpConnector, Stream};
 use crate::trace::{with_dial_tracer, Mark, TlsHandshakeDoneInfo, TlsHandshakeStartInfo, TlsInfo};
 
@@ -20,25 +24,41 @@ use crate::trace::{with_dial_tracer, Mark, TlsHandshakeDoneInfo, TlsHandshakeSta
 /// given; ALPN offers `h2` and `http/1.1`. Reports TLS events to the request that started the
 /// dial, and the negotiated version, cipher and ALPN to `GotConnInfo`.
 ///
+/// The connector beneath (`T`) makes the connection TLS runs over: poolscope's
+/// [`HttpConnector`] by default, or any `tower::Service<Uri>` whose connection implements
+/// hyper's `Read + Write` and hyper-util's `Connection`, such as hyper-util's `Tunnel`
+/// (HTTP CONNECT through a proxy) or `SocksV5` ([`wrap`](HttpsConnector::wrap)).
+///
 /// # Examples
 ///
 /// ```
 /// let https = poolscope::connect::HttpsConnector::new();
 /// # let _ = https;
 /// ```
+///
+/// HTTPS through an HTTP proxy (CONNECT), as hyper-util users write it:
+///
+/// ```
+/// use hyper_util::client::legacy::connect::proxy::Tunnel;
+/// use poolscope::connect::{HttpConnector, HttpsConnector};
+///
+/// let proxy = "http://127.0.0.1:3128".parse().unwrap();
+/// let https = HttpsConnector::new().wrap(Tunnel::new(proxy, HttpConnector::new()));
+/// # let _ = https;
+/// ```
 #[derive(Clone)]
-pub struct HttpsConnector {
-    http: HttpConnector,
+pub struct HttpsConnector<T = HttpConnector> {
+    http: T,
     tls: Arc<ClientConfig>,
     /// How long a TLS handshake may take; `None`: no limit.
     handshake_timeout: Option<Duration>,
 }
 
-impl std::fmt::Debug for HttpsConnector {
+impl<T> std::fmt::Debug for HttpsConnector<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpsConnector")
-            .field("http", &self.http)
             .field("alpn", &self.tls.alpn_protocols)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
@@ -86,15 +106,32 @@ impl HttpsConnector {
         }
     }
 
-    /// Offers only `http/1.1` in ALPN.
-    pub fn http1_only(mut self) -> HttpsConnector {
-        Arc::make_mut(&mut self.tls).alpn_protocols = vec![b"http/1.1".to_vec()];
-        self
-    }
-
     /// The TCP part, to set its timeouts.
     pub fn http_mut(&mut self) -> &mut HttpConnector {
         &mut self.http
+    }
+}
+
+impl<T> HttpsConnector<T> {
+    /// The same TLS settings over the connections `inner` makes (a proxy tunnel, SOCKS, a
+    /// connector of your own). `inner` is called with the request's URI, `https://` included.
+    pub fn wrap<U>(self, inner: U) -> HttpsConnector<U> {
+        HttpsConnector {
+            http: inner,
+            tls: self.tls,
+            handshake_timeout: self.handshake_timeout,
+        }
+    }
+
+    /// The connector beneath.
+    pub fn inner_mut(&mut self) -> &mut T {
+        &mut self.http
+    }
+
+    /// Offers only `http/1.1` in ALPN.
+    pub fn http1_only(mut self) -> Self {
+        Arc::make_mut(&mut self.tls).alpn_protocols = vec![b"http/1.1".to_vec()];
+        self
     }
 
     /// How long a TLS handshake may take before the dial fails with a timeout in the TLS
@@ -106,18 +143,15 @@ impl HttpsConnector {
     }
 }
 
-async fn handshake(
+async fn handshake<IO>(
     tls: Arc<ClientConfig>,
     timeout: Option<Duration>,
     host: &str,
-    tcp: tokio::net::TcpStream,
-) -> Result<
-    (
-        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-        TlsInfo,
-    ),
-    ConnectError,
-> {
+    tcp: IO,
+) -> Result<(tokio_rustls::client::TlsStream<IO>, TlsInfo), ConnectError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let name = ServerName::try_from(host.to_owned()).map_err(|e| {
         ConnectError::new(ConnectPhase::Tls, format!("invalid server name {host:?}")).with(e)
     })?;
@@ -184,7 +218,13 @@ async fn handshake(
     result
 }
 
-impl tower_service::Service<Uri> for HttpsConnector {
+impl<T> tower_service::Service<Uri> for HttpsConnector<T>
+where
+    T: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    T::Future: Send + 'static,
+    T::Response: Read + Write + Connection + Unpin + Send + 'static,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Response = Stream;
     type Error = ConnectError;
     type Future = Pin<Box<dyn Future<Output = Result<Stream, ConnectError>> + Send>>;
@@ -196,26 +236,107 @@ impl tower_service::Service<Uri> for HttpsConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let (host, port, is_https) = host_port(&uri, true)?;
-            let (tcp, remote_addr, local_addr) = this.http.dial_tcp(&host, port).await?;
-            if !is_https {
-                let info = ConnInfo {
-                    remote_addr,
-                    local_addr,
-                    tls: None,
-                };
-                return Ok(Stream::tcp(tcp, info));
-            }
-            let (tls, info) =
-                handshake(this.tls.clone(), this.handshake_timeout, &host, tcp).await?;
-            Ok(Stream::tls(
+            let (host, _, is_https) = host_port(&uri, true)?;
+            let mut inner = this.http.clone();
+            std::future::poll_fn(|cx| inner.poll_ready(cx))
+                .await
+                .map_err(inner_error)?;
+            let io = inner.call(uri).await.map_err(inner_error)?;
+            // poolscope's own TCP: TLS straight over the socket.
+            let io = match as_stream(io) {
+                Ok(stream) => match stream.into_tcp() {
+                    Ok((tcp, info)) if is_https => {
+                        let (tls, tls_info) =
+                            handshake(this.tls.clone(), this.handshake_timeout, &host, tcp).await?;
+                        return Ok(Stream::tls(
+                            tls,
+                            ConnInfo {
+                                tls: Some(tls_info),
+                                ..info
+                            },
+                        ));
+                    }
+                    Ok((tcp, info)) => return Ok(Stream::tcp(tcp, info)),
+                    Err(stream) if !is_https => return Ok(stream),
+                    Err(stream) => {
+                        let info = stream.info().clone();
+                        (Box::new(stream) as Box<dyn Io>, info)
+                    }
+                },
+                Err(io) => {
+                    let connected = io.connected();
+                    let info = conn_info(&connected);
+                    if !is_https {
+                        return Ok(Stream::other(Box::new(io), info, connected.is_proxied()));
+                    }
+                    (Box::new(io) as Box<dyn Io>, info)
+                }
+            };
+            // Another connector's connection (a tunnel, SOCKS): TLS over it. Its addresses
+            // are the proxy's.
+            let (io, info) = io;
+            let (tls, tls_info) = handshake(
+                this.tls.clone(),
+                this.handshake_timeout,
+                &host,
+                hyper_util::rt::TokioIo::new(io),
+            )
+            .await?;
+            Ok(Stream::tls_over(
                 tls,
                 ConnInfo {
-                    remote_addr,
-                    local_addr,
-                    tls: Some(info),
+                    tls: Some(tls_info),
+                    ..info
                 },
             ))
         })
+    }
+}
+
+/// A failure of the connector beneath, with its phase when it is poolscope's.
+fn inner_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ConnectError {
+    let e = e.into();
+    match e.downcast::<ConnectError>() {
+        Ok(ce) => *ce,
+        Err(other) => {
+            ConnectError::new(ConnectPhase::Tcp, "the connector beneath failed").with(other)
+        }
+    }
+}
+
+/// The addresses a connection's `Connected` reports (poolscope's `ConnInfo`, or hyper-util's
+/// `HttpInfo`).
+fn conn_info(connected: &hyper_util::client::legacy::connect::Connected) -> ConnInfo {
+    let mut extras = http::Extensions::new();
+    connected.get_extras(&mut extras);
+    if let Some(info) = extras.remove::<ConnInfo>() {
+        return info;
+    }
+    match extras.get::<hyper_util::client::legacy::connect::HttpInfo>() {
+        Some(h) => ConnInfo {
+            remote_addr: h.remote_addr(),
+            local_addr: h.local_addr(),
+            tls: None,
+        },
+        // The connector beneath reports no addresses.
+        None => ConnInfo {
+            remote_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            local_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            tls: None,
+        },
+    }
+}
+
+/// `io` as poolscope's own [`Stream`], if that is its type.
+fn as_stream<T: 'static>(io: T) -> Result<Stream, T> {
+    let mut slot = Some(io);
+    if let Some(stream) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Stream>>() {
+        if let Some(stream) = stream.take() {
+            return Ok(stream);
+        }
+    }
+    match slot {
+        Some(io) => Err(io),
+        None => unreachable!("only taken when it is a Stream"),
     }
 }

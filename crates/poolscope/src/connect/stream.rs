@@ -23,12 +23,28 @@ pub struct Stream {
     /// Set by the client on an HTTP/1 connection: the write and first-byte moments of the
     /// request on it.
     events: Option<Arc<IoEvents>>,
+    /// The connector beneath said it reached a proxy (`Connected::proxy`): requests go out in
+    /// absolute form.
+    proxied: bool,
 }
 
 enum Inner {
     Tcp(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+    /// What another connector beneath an `HttpsConnector` made (a tunnel through a proxy, a
+    /// SOCKS connection, …), as it is (`http://`) …
+    Other(Box<dyn Io>),
+    /// … or with TLS over it (`https://`).
+    TlsOver(Box<TlsOverIo>),
 }
+
+/// TLS over another connector's connection.
+type TlsOverIo = TokioIo<TlsStream<TokioIo<Box<dyn Io>>>>;
+
+/// A connection another connector made: hyper's IO traits, sendable.
+pub(crate) trait Io: Read + Write + Send + Unpin + 'static {}
+
+impl<T: Read + Write + Send + Unpin + 'static> Io for T {}
 
 impl Stream {
     pub(crate) fn tcp(stream: TcpStream, info: ConnInfo) -> Stream {
@@ -36,6 +52,7 @@ impl Stream {
             inner: Inner::Tcp(TokioIo::new(stream)),
             info,
             events: None,
+            proxied: false,
         }
     }
 
@@ -44,6 +61,37 @@ impl Stream {
             inner: Inner::Tls(Box::new(TokioIo::new(stream))),
             info,
             events: None,
+            proxied: false,
+        }
+    }
+
+    /// A connection another connector made, as it is.
+    pub(crate) fn other(io: Box<dyn Io>, info: ConnInfo, proxied: bool) -> Stream {
+        Stream {
+            inner: Inner::Other(io),
+            info,
+            events: None,
+            proxied,
+        }
+    }
+
+    /// TLS over a connection another connector made.
+    pub(crate) fn tls_over(stream: TlsStream<TokioIo<Box<dyn Io>>>, info: ConnInfo) -> Stream {
+        Stream {
+            inner: Inner::TlsOver(Box::new(TokioIo::new(stream))),
+            info,
+            events: None,
+            proxied: false,
+        }
+    }
+
+    /// The TCP stream, if this is plain TCP made by poolscope's `HttpConnector` (the stream
+    /// itself otherwise; moved once per dial, so its size does not matter).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn into_tcp(self) -> Result<(TcpStream, ConnInfo), Stream> {
+        match self.inner {
+            Inner::Tcp(tcp) => Ok((tcp.into_inner(), self.info)),
+            inner => Err(Stream { inner, ..self }),
         }
     }
 
@@ -70,7 +118,9 @@ impl Connection for Stream {
             .tls
             .as_ref()
             .is_some_and(|t| t.alpn.as_deref() == Some("h2"));
-        let connected = Connected::new().extra(self.info.clone());
+        let connected = Connected::new()
+            .extra(self.info.clone())
+            .proxy(self.proxied);
         if h2 {
             connected.negotiated_h2()
         } else {
@@ -88,6 +138,8 @@ impl Read for Inner {
         match self.get_mut() {
             Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Inner::Other(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Inner::TlsOver(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -116,6 +168,8 @@ impl Write for Stream {
         let res = match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Inner::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Inner::Other(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Inner::TlsOver(s) => Pin::new(&mut **s).poll_write(cx, buf),
         };
         if let Some(events) = &this.events {
             events.wrote(&res);
@@ -128,6 +182,8 @@ impl Write for Stream {
         let res = match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
             Inner::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Inner::Other(s) => Pin::new(&mut **s).poll_flush(cx),
+            Inner::TlsOver(s) => Pin::new(&mut **s).poll_flush(cx),
         };
         if let Some(events) = &this.events {
             events.flushed(&res);
@@ -139,6 +195,8 @@ impl Write for Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Inner::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Inner::Other(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Inner::TlsOver(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 
@@ -146,6 +204,8 @@ impl Write for Stream {
         match &self.inner {
             Inner::Tcp(s) => s.is_write_vectored(),
             Inner::Tls(s) => s.is_write_vectored(),
+            Inner::Other(s) => s.is_write_vectored(),
+            Inner::TlsOver(s) => s.is_write_vectored(),
         }
     }
 
@@ -158,6 +218,8 @@ impl Write for Stream {
         let res = match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Inner::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            Inner::Other(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            Inner::TlsOver(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         };
         if let Some(events) = &this.events {
             events.wrote(&res);
