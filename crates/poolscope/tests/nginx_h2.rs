@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioExecutor;
 use poolscope::connect::HttpsConnector;
 use poolscope::trace::RetryReason;
-use poolscope::{Client, Stats};
+use poolscope::Client;
 use support::nginx::{self, Nginx, NginxOptions};
 
 /// Every test body ends within this.
@@ -53,13 +53,7 @@ where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
-    let opened = Arc::new(AtomicU64::new(0));
-    let o = opened.clone();
-    let stats = Stats::builder()
-        .on_conn_opened(move |_| {
-            o.fetch_add(1, Ordering::SeqCst);
-        })
-        .build();
+    let (stats, opened) = support::counting_opened();
     let retries = Retries::default();
     let r = retries.clone();
     let trace = poolscope::ClientTrace::builder()

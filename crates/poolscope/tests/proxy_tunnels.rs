@@ -154,14 +154,7 @@ async fn load<C: poolscope::connect::Connect>(
 }
 
 fn counted() -> (Stats, Arc<AtomicU64>) {
-    let opened = Arc::new(AtomicU64::new(0));
-    let o = opened.clone();
-    let stats = Stats::builder()
-        .on_conn_opened(move |_| {
-            o.fetch_add(1, Ordering::SeqCst);
-        })
-        .build();
-    (stats, opened)
+    support::counting_opened()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -323,24 +323,6 @@ impl IoEvents {
     }
 }
 
-/// `io` as poolscope's own [`Stream`](crate::connect::Stream), if that is its type: then the
-/// IO events are stamped inside it, and `hyper::upgrade::Upgraded::downcast::<Stream>` still
-/// works after an upgrade.
-fn as_stream<T: 'static>(io: T) -> Result<crate::connect::Stream, T> {
-    let mut slot = Some(io);
-    if let Some(stream) =
-        (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<crate::connect::Stream>>()
-    {
-        if let Some(stream) = stream.take() {
-            return Ok(stream);
-        }
-    }
-    match slot {
-        Some(io) => Err(io),
-        None => unreachable!("only taken when it is a Stream"),
-    }
-}
-
 // ----- dialing ----------------------------------------------------------------------------
 
 /// The HTTP settings a dial needs.
@@ -403,7 +385,7 @@ where
     let (handshaken, events) = if h2 {
         (handshake(io, true, &cfg, on_close).await, None)
     } else {
-        match as_stream(io) {
+        match crate::connect::Stream::downcast_from(io) {
             Ok(mut stream) => {
                 let events = Arc::new(IoEvents::new());
                 stream.set_events(events.clone());

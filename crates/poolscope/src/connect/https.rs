@@ -243,7 +243,7 @@ where
                 .map_err(inner_error)?;
             let io = inner.call(uri).await.map_err(inner_error)?;
             // poolscope's own TCP: TLS straight over the socket.
-            let io = match as_stream(io) {
+            let io = match crate::connect::Stream::downcast_from(io) {
                 Ok(stream) => match stream.into_tcp() {
                     Ok((tcp, info)) if is_https => {
                         let (tls, tls_info) =
@@ -324,19 +324,5 @@ fn conn_info(connected: &hyper_util::client::legacy::connect::Connected) -> Conn
             local_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             tls: None,
         },
-    }
-}
-
-/// `io` as poolscope's own [`Stream`], if that is its type.
-fn as_stream<T: 'static>(io: T) -> Result<Stream, T> {
-    let mut slot = Some(io);
-    if let Some(stream) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Stream>>() {
-        if let Some(stream) = stream.take() {
-            return Ok(stream);
-        }
-    }
-    match slot {
-        Some(io) => Err(io),
-        None => unreachable!("only taken when it is a Stream"),
     }
 }

@@ -65,6 +65,22 @@ impl Stream {
         }
     }
 
+    /// `io` as a `Stream`, if that is its type (a connector of poolscope's made it): then the
+    /// client stamps IO events inside it, and TLS can run straight over its socket.
+    pub(crate) fn downcast_from<T: 'static>(io: T) -> Result<Stream, T> {
+        let mut slot = Some(io);
+        if let Some(stream) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Stream>>()
+        {
+            if let Some(stream) = stream.take() {
+                return Ok(stream);
+            }
+        }
+        match slot {
+            Some(io) => Err(io),
+            None => unreachable!("only taken when it is a Stream"),
+        }
+    }
+
     /// A connection another connector made, as it is.
     pub(crate) fn other(io: Box<dyn Io>, info: ConnInfo, proxied: bool) -> Stream {
         Stream {

@@ -37,6 +37,18 @@ pub async fn body(resp: http::Response<ResponseBody>) -> Bytes {
     resp.into_body().collect().await.unwrap().to_bytes()
 }
 
+/// Stats that count the connections a client opens, and the count.
+pub fn counting_opened() -> (Stats, Arc<std::sync::atomic::AtomicU64>) {
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let o = opened.clone();
+    let stats = Stats::builder()
+        .on_conn_opened(move |_| {
+            o.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    (stats, opened)
+}
+
 /// Waits until `f` holds, for at most 2 s.
 pub async fn eventually(what: &str, f: impl Fn() -> bool) {
     eventually_within(what, Duration::from_secs(2), f).await;

@@ -16,15 +16,15 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioExecutor;
 use poolscope::connect::HttpsConnector;
-use poolscope::{Client, Stats};
+use poolscope::Client;
 
 /// How nginx is configured.
 #[derive(Debug, Clone, Copy)]
@@ -313,13 +313,7 @@ impl Nginx {
     /// nothing connecting.
     pub async fn accepts(&self) -> u64 {
         let mut own_conns = self.own_conns.lock().await;
-        let opened = Arc::new(AtomicU64::new(0));
-        let o = opened.clone();
-        let stats = Stats::builder()
-            .on_conn_opened(move |_| {
-                o.fetch_add(1, Ordering::SeqCst);
-            })
-            .build();
+        let (stats, opened) = super::counting_opened();
         let client: Client<HttpsConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
             .stats(stats)
             .build(HttpsConnector::with_roots(self.roots()));
