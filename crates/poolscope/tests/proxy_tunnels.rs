@@ -83,8 +83,13 @@ async fn listening(port: u16) {
     panic!("nothing listens on 127.0.0.1:{port}");
 }
 
-/// tinyproxy on loopback, logging every CONNECT to `log()`.
+/// tinyproxy on loopback, logging every CONNECT to `tinyproxy.log`.
 async fn tinyproxy() -> Proxy {
+    tinyproxy_with("").await
+}
+
+/// tinyproxy with `extra` configuration lines.
+async fn tinyproxy_with(extra: &str) -> Proxy {
     let dir = scratch("tinyproxy");
     let port = free_port();
     let log = dir.join("tinyproxy.log");
@@ -93,7 +98,7 @@ async fn tinyproxy() -> Proxy {
         &conf,
         format!(
             "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogFile \"{}\"\n\
-             LogLevel Connect\nMaxClients 100\nPidFile \"{}\"\n",
+             LogLevel Connect\nMaxClients 100\nPidFile \"{}\"\n{extra}\n",
             log.display(),
             dir.join("tinyproxy.pid").display()
         ),
@@ -190,8 +195,16 @@ async fn https_through_an_http_proxy_tunnel_reuses_its_connections() {
             connects as u64, opened,
             "one CONNECT per pooled connection:\n{log}"
         );
-        let lines = nginx.access_log().len();
-        assert_eq!(lines, 200, "nginx served every request");
+        // nginx writes a request's log line after it sent the answer: wait for the last.
+        support::eventually("nginx logged every request", || {
+            nginx.access_log().len() >= 200
+        })
+        .await;
+        assert_eq!(
+            nginx.access_log().len(),
+            200,
+            "nginx served every request once"
+        );
     };
     tokio::time::timeout(Duration::from_secs(60), run)
         .await
@@ -238,4 +251,92 @@ async fn https_through_a_socks5_proxy_reuses_its_connections() {
     tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("bounded");
+}
+
+/// Proxy credentials go to the proxy (`Proxy-Authorization` on the CONNECT) and appear in
+/// nothing the client reports: errors, the event history, the in-flight report, snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_credentials_reach_the_proxy_and_nothing_else() {
+    if skip(
+        "tinyproxy",
+        "proxy_credentials_reach_the_proxy_and_nothing_else",
+    ) {
+        return;
+    }
+    const SECRET: &str = "s3cr3t-pw";
+    let run = async {
+        let nginx = Nginx::start(NginxOptions {
+            keepalive_requests: 1000,
+            http2: false,
+        });
+        let proxy = tinyproxy_with(&format!("BasicAuth alice {SECRET}")).await;
+        let proxy_uri: http::Uri = format!("http://127.0.0.1:{}", proxy.port).parse().unwrap();
+        let client_with = |auth: Option<&str>| {
+            let mut tunnel = Tunnel::new(proxy_uri.clone(), HttpConnector::new());
+            if let Some(auth) = auth {
+                use base64_free::encode;
+                let value = format!("Basic {}", encode(auth.as_bytes()));
+                tunnel = tunnel.with_auth(value.parse().unwrap());
+            }
+            let https = HttpsConnector::with_roots(nginx.roots()).wrap(tunnel);
+            let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                .event_history(256)
+                .build(https);
+            client
+        };
+        // With the credentials: through.
+        let good = client_with(Some(&format!("alice:{SECRET}")));
+        load(&good, nginx.url("/"), 20, 2).await;
+        // With wrong ones: the proxy refuses (407), the request fails in the connect phase.
+        let bad = client_with(Some(&format!("alice:not-{SECRET}")));
+        let err = bad
+            .get(nginx.url("/"))
+            .await
+            .expect_err("the proxy refuses");
+        assert!(err.is_connect(), "{err:?}");
+        let mut seen = vec![format!("{err}"), format!("{err:?}")];
+        let mut src = std::error::Error::source(&err);
+        while let Some(e) = src {
+            seen.push(format!("{e} {e:?}"));
+            src = e.source();
+        }
+        for c in [&good, &bad] {
+            seen.push(format!("{}", c.pool_snapshot()));
+            seen.push(format!("{}", c.in_flight()));
+            seen.extend(c.recent_events().iter().map(|e| format!("{e:?}")));
+        }
+        let header = base64_free::encode(format!("alice:{SECRET}").as_bytes());
+        for s in &seen {
+            assert!(!s.contains(SECRET), "the proxy password leaked: {s}");
+            assert!(!s.contains(&header), "the proxy credentials leaked: {s}");
+        }
+        eprintln!("refused by the proxy: {}", seen[0]);
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded");
+}
+
+/// Base64 for a `Basic` header, without a dependency for one test.
+mod base64_free {
+    pub fn encode(input: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in input.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
 }
