@@ -340,3 +340,91 @@ mod base64_free {
         out
     }
 }
+
+/// `http://` through a forward proxy: absolute-form requests on connections to the proxy,
+/// with the proxy URI's credentials as `Proxy-Authorization`; a wrong password gets the
+/// proxy's refusal, and the password appears in nothing the client reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_through_a_forward_proxy_with_credentials() {
+    if skip("tinyproxy", "http_through_a_forward_proxy_with_credentials") {
+        return;
+    }
+    const SECRET: &str = "f0rward-pw";
+    let run = async {
+        let origin = support::server::TestServer::start().await;
+        let proxy = tinyproxy_with(&format!("BasicAuth bob {SECRET}")).await;
+        let client_for = |password: &str| {
+            let proxy_uri: http::Uri = format!("http://bob:{password}@127.0.0.1:{}", proxy.port)
+                .parse()
+                .unwrap();
+            let (stats, opened) = counted();
+            let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                .stats(stats)
+                .event_history(256)
+                .build(poolscope::connect::ForwardProxy::new(
+                    proxy_uri,
+                    HttpConnector::new(),
+                ));
+            (client, opened)
+        };
+        let (good, opened) = client_for(SECRET);
+        for _ in 0..20 {
+            let resp = good.get(origin.url("/")).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            support::body(resp).await;
+        }
+        assert_eq!(
+            origin.counters.requests("GET"),
+            20,
+            "the origin saw every request"
+        );
+        let log = std::fs::read_to_string(proxy.dir.join("tinyproxy.log")).unwrap_or_default();
+        // tinyproxy closes a client connection after each forwarded request (it answers with
+        // `Connection: close`), so every request has its own connection: as many as the
+        // proxy accepted (less the one readiness probe of `listening`).
+        let accepted = log.matches("Connect (file descriptor").count() as u64 - 1;
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            accepted,
+            "connections to the proxy:\n{log}"
+        );
+        let absolute = log
+            .matches(&format!(
+                "GET http://127.0.0.1:{}/ HTTP/1.1",
+                origin.addr.port()
+            ))
+            .count();
+        assert_eq!(absolute, 20, "absolute-form requests at the proxy:\n{log}");
+        // A wrong password: the proxy refuses itself (tinyproxy 1.11 answers 401, where
+        // RFC 9110 says 407).
+        let (bad, _) = client_for("wrong");
+        let resp = bad.get(origin.url("/")).await.unwrap();
+        assert!(
+            matches!(resp.status().as_u16(), 401 | 407),
+            "{}",
+            resp.status()
+        );
+        support::body(resp).await;
+        assert_eq!(
+            origin.counters.requests("GET"),
+            20,
+            "nothing more reached the origin"
+        );
+        let header = base64_free::encode(format!("bob:{SECRET}").as_bytes());
+        let mut seen = Vec::new();
+        for c in [&good, &bad] {
+            seen.push(format!("{}", c.pool_snapshot()));
+            seen.push(format!("{}", c.in_flight()));
+            seen.extend(c.recent_events().iter().map(|e| format!("{e:?}")));
+        }
+        for s in &seen {
+            assert!(
+                !s.contains(SECRET) && !s.contains(&header),
+                "credentials leaked: {s}"
+            );
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded");
+}

@@ -34,6 +34,8 @@ pub(crate) struct ConnFacts {
     /// The connector said it reached a proxy (`Connected::proxy`): HTTP/1 requests go out in
     /// absolute form.
     pub(crate) proxied: bool,
+    /// A forward proxy's `Proxy-Authorization`, for every request on the connection.
+    pub(crate) proxy_auth: Option<http::HeaderValue>,
     /// What the connector attached (`Connected::extra`, poolscope's own `ConnInfo` taken out),
     /// copied into every response's extensions as hyper-util does; `None` when nothing.
     pub(crate) extras: Option<Extensions>,
@@ -362,6 +364,9 @@ where
     connected.get_extras(&mut extras);
     // poolscope's own connectors attach `ConnInfo` for `GotConnInfo`; it is taken out here,
     // so their responses carry nothing extra (the facts are in the trace) and cost no copy.
+    let proxy_auth = extras
+        .remove::<crate::connect::stream::ProxyAuthorization>()
+        .map(|a| a.0);
     let (remote_addr, local_addr, tls) = if let Some(info) = extras.remove::<ConnInfo>() {
         (Some(info.remote_addr), Some(info.local_addr), info.tls)
     } else if let Some(info) = extras.get::<HttpInfo>() {
@@ -407,6 +412,7 @@ where
             local_addr,
             tls,
             proxied,
+            proxy_auth,
             extras: (!extras.is_empty()).then_some(extras),
             io: events,
             streams,

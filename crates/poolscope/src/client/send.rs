@@ -599,8 +599,13 @@ where
             if req.method() == Method::CONNECT {
                 authority_form(req.uri_mut());
             } else if pooled.facts.proxied {
-                // A proxy gets the absolute form.
+                // A proxy gets the absolute form, and its credentials if it has some.
                 drop_userinfo(req.uri_mut());
+                if let Some(auth) = &pooled.facts.proxy_auth {
+                    req.headers_mut()
+                        .entry(http::header::PROXY_AUTHORIZATION)
+                        .or_insert_with(|| auth.clone());
+                }
             } else {
                 origin_form(req.uri_mut());
             }

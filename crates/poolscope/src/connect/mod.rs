@@ -15,9 +15,10 @@
 //! reports in `GotConnInfo`.
 
 mod dns;
+mod forward;
 mod http;
 mod https;
-mod stream;
+pub(crate) mod stream;
 mod tcp;
 
 use std::error::Error as StdError;
@@ -27,6 +28,7 @@ use std::net::SocketAddr;
 use ::http::Uri;
 
 pub use self::dns::HickoryResolver;
+pub use self::forward::ForwardProxy;
 pub use self::http::HttpConnector;
 pub use self::https::HttpsConnector;
 pub use self::stream::Stream;

@@ -26,7 +26,14 @@ pub struct Stream {
     /// The connector beneath said it reached a proxy (`Connected::proxy`): requests go out in
     /// absolute form.
     proxied: bool,
+    /// For a forward proxy: the `Proxy-Authorization` every request on it carries.
+    proxy_auth: Option<http::HeaderValue>,
 }
+
+/// The `Proxy-Authorization` a connection to a forward proxy wants on every request: an extra
+/// of its `Connected`, which the client takes (it is in no response).
+#[derive(Clone)]
+pub(crate) struct ProxyAuthorization(pub(crate) http::HeaderValue);
 
 enum Inner {
     Tcp(TokioIo<TcpStream>),
@@ -53,6 +60,7 @@ impl Stream {
             info,
             events: None,
             proxied: false,
+            proxy_auth: None,
         }
     }
 
@@ -62,6 +70,7 @@ impl Stream {
             info,
             events: None,
             proxied: false,
+            proxy_auth: None,
         }
     }
 
@@ -88,6 +97,7 @@ impl Stream {
             info,
             events: None,
             proxied,
+            proxy_auth: None,
         }
     }
 
@@ -98,6 +108,7 @@ impl Stream {
             info,
             events: None,
             proxied: false,
+            proxy_auth: None,
         }
     }
 
@@ -109,6 +120,14 @@ impl Stream {
             Inner::Tcp(tcp) => Ok((tcp.into_inner(), self.info)),
             inner => Err(Stream { inner, ..self }),
         }
+    }
+
+    /// This connection goes to a forward proxy: requests on it go out in absolute form, with
+    /// `auth` as their `Proxy-Authorization`.
+    pub(crate) fn into_forward_proxy(mut self, auth: Option<http::HeaderValue>) -> Stream {
+        self.proxied = true;
+        self.proxy_auth = auth;
+        self
     }
 
     pub(crate) fn set_events(&mut self, events: Arc<IoEvents>) {
@@ -134,9 +153,12 @@ impl Connection for Stream {
             .tls
             .as_ref()
             .is_some_and(|t| t.alpn.as_deref() == Some("h2"));
-        let connected = Connected::new()
+        let mut connected = Connected::new()
             .extra(self.info.clone())
             .proxy(self.proxied);
+        if let Some(auth) = &self.proxy_auth {
+            connected = connected.extra(ProxyAuthorization(auth.clone()));
+        }
         if h2 {
             connected.negotiated_h2()
         } else {
