@@ -495,31 +495,9 @@ async fn hyper_utils_gai_resolver_works_as_a_custom_resolver() {
 
 // ---- happy eyeballs ---------------------------------------------------------------------
 
-/// An address where connects hang: a listener with a full accept backlog. Keep the returned
-/// values alive while it is used.
-async fn hanging_addr() -> (SocketAddr, socket2::Socket, Vec<tokio::net::TcpStream>) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    sock.listen(1).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        if let Ok(Ok(s)) = tokio::time::timeout(
-            Duration::from_millis(100),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        {
-            fillers.push(s);
-        }
-    }
-    (addr, sock, fillers)
-}
-
 #[tokio::test]
 async fn without_a_happy_eyeballs_timeout_addresses_are_tried_one_at_a_time() {
-    let (hang, _sock, _fillers) = hanging_addr().await;
+    let (hang, _sock, _fillers) = support::hanging_addr().await;
     let (listener, port) = v4_listener().await;
     let good = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let resolver = Fixed::new(vec![hang, good]);

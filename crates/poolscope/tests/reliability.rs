@@ -41,27 +41,7 @@ async fn a_name_that_does_not_resolve_is_a_dns_error() {
 #[tokio::test]
 async fn a_full_accept_backlog_is_a_connect_timeout() {
     // A listener that never accepts, with a backlog of 1: once it is full, connects hang.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    sock.listen(1).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        if let Ok(Ok(s)) = tokio::time::timeout(
-            Duration::from_millis(100),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        {
-            fillers.push(s);
-        }
-    }
+    let (addr, _sock, fillers) = support::hanging_addr().await;
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_millis(200)));
     let connects: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();

@@ -49,6 +49,32 @@ pub fn counting_opened() -> (Stats, Arc<std::sync::atomic::AtomicU64>) {
     (stats, opened)
 }
 
+/// An address where connects hang: a listener with a full accept backlog. Keep the returned
+/// values alive while it is used.
+pub async fn hanging_addr() -> (
+    std::net::SocketAddr,
+    socket2::Socket,
+    Vec<tokio::net::TcpStream>,
+) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    sock.listen(1).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    (addr, sock, fillers)
+}
+
 /// Waits until `f` holds, for at most 2 s.
 pub async fn eventually(what: &str, f: impl Fn() -> bool) {
     eventually_within(what, Duration::from_secs(2), f).await;
