@@ -100,6 +100,59 @@ impl Retries {
     }
 }
 
+/// What each request of a load saw, attempt by attempt: the connections it got and why it
+/// was sent again (printed for a request that went wrong).
+#[derive(Clone, Default)]
+struct Journal(Arc<Mutex<BTreeMap<usize, Vec<String>>>>);
+
+impl Journal {
+    /// A trace for request `id` that writes into the journal.
+    fn trace(&self, id: usize) -> poolscope::ClientTrace {
+        let (a, b) = (self.clone(), self.clone());
+        poolscope::ClientTrace::builder()
+            .on_got_conn(move |i| {
+                a.add(
+                    id,
+                    format!(
+                        "got conn {} (reused {}, queued {:?})",
+                        i.conn_id, i.reused, i.queued_for
+                    ),
+                )
+            })
+            .on_wrote_headers({
+                let j = self.clone();
+                move |i| j.add(id, format!("wrote headers at {:?}", i.elapsed))
+            })
+            .on_got_first_response_byte({
+                let j = self.clone();
+                move |i| j.add(id, format!("first byte at {:?}", i.elapsed))
+            })
+            .on_retry(move |i| {
+                b.add(
+                    id,
+                    format!(
+                        "retry (attempt {}, {}) after conn {}: {}",
+                        i.attempt, i.reason, i.conn_id, i.error
+                    ),
+                )
+            })
+            .build()
+    }
+
+    fn add(&self, id: usize, what: String) {
+        self.0.lock().unwrap().entry(id).or_default().push(what);
+    }
+
+    fn of(&self, id: usize) -> String {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|v| v.join("; "))
+            .unwrap_or_default()
+    }
+}
+
 /// `Display` (alternate), every source below it, then `Debug`.
 fn describe(err: &poolscope::Error) -> String {
     let mut s = format!("{err:#}");
@@ -180,7 +233,7 @@ fn first(v: &[usize]) -> &[usize] {
 
 /// Runs `send(id)` for each id in `0..total` on `tasks` tasks, each sequentially (task `t`
 /// sends ids `t`, `t + tasks`, …), for at most [`LOAD_TIMEOUT`].
-async fn run_load<F, Fut>(total: usize, tasks: usize, send: F) -> Outcome
+async fn run_load<F, Fut>(total: usize, tasks: usize, send: F, stuck: impl FnOnce()) -> Outcome
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
@@ -207,6 +260,8 @@ where
     })
     .await;
     if all_done.is_err() {
+        // What the stuck requests are waiting for, before they are aborted.
+        stuck();
         set.abort_all();
         while set.join_next().await.is_some() {}
     }
@@ -221,6 +276,12 @@ where
     o
 }
 
+/// Prints `client`'s pool and its requests in flight (for a load that did not finish).
+fn dump<B: Send + 'static>(client: &Client<HttpsConnector, B>) {
+    eprintln!("stuck: pool {}", client.pool_snapshot());
+    eprintln!("stuck: {}", client.in_flight());
+}
+
 /// The tcp connections nginx logged for requests to `uri`, with the number of requests each.
 fn log_connections(log: &[nginx::AccessLine]) -> BTreeMap<u64, usize> {
     let mut per_conn = BTreeMap::new();
@@ -231,7 +292,7 @@ fn log_connections(log: &[nginx::AccessLine]) -> BTreeMap<u64, usize> {
 }
 
 /// The harness itself: nginx starts, TLS with the generated CA works for HTTP/1.1 and h2,
-/// and `accepts()` / `access_log()` count exactly.
+/// and `accepts()` / `access_log(n)` count exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harness_serves_tls_and_counts_connections_and_requests() {
     with_nginx("harness", async {
@@ -254,7 +315,8 @@ async fn harness_serves_tls_and_counts_connections_and_requests() {
         let opened = opened.load(Ordering::SeqCst);
         let accepts = nginx.accepts().await;
         let log: Vec<_> = nginx
-            .access_log()
+            .access_log(3)
+            .await
             .into_iter()
             .filter(|l| l.uri == "/")
             .collect();
@@ -297,7 +359,7 @@ async fn harness_serves_tls_and_counts_connections_and_requests() {
             "one request, one connection"
         );
         assert_eq!(nginx.accepts().await, 1, "nginx's accepts");
-        let log = nginx.access_log();
+        let log = nginx.access_log(1).await;
         assert!(
             log.iter().any(|l| l.uri == "/" && l.protocol == "HTTP/2.0"),
             "{log:?}"
@@ -326,18 +388,35 @@ async fn gets_survive_goaway_every_50_streams() {
         let (c, opened, retries) = client::<Empty<Bytes>>(&nginx);
         let url = nginx.url("/");
         let cl = c.clone();
-        let outcome = run_load(TOTAL, TASKS, move |_| {
-            let (c, url) = (cl.clone(), url.clone());
-            async move { check_ok(c.get(url).await, Version::HTTP_2).await }
-        })
+        let journal = Journal::default();
+        let j = journal.clone();
+        let outcome = run_load(
+            TOTAL,
+            TASKS,
+            move |id| {
+                let mut req = Request::get(url.clone())
+                    .body(Empty::new())
+                    .expect("valid request");
+                req.extensions_mut().insert(j.trace(id));
+                let fut = cl.request(req);
+                async move { check_ok(fut.await, Version::HTTP_2).await }
+            },
+            || dump(&c),
+        )
         .await;
         outcome.print("GET /");
+        if !outcome.unfinished.is_empty() {
+            for &id in outcome.unfinished.iter().take(3) {
+                eprintln!("  GET {id}: {}", journal.of(id));
+            }
+        }
 
         settle(&c).await;
         let opened = opened.load(Ordering::SeqCst);
         let accepts = nginx.accepts().await;
         let log: Vec<_> = nginx
-            .access_log()
+            .access_log(outcome.ok.len())
+            .await
             .into_iter()
             .filter(|l| l.uri == "/")
             .collect();
@@ -397,21 +476,30 @@ async fn posts_survive_goaway_and_reach_nginx_exactly_once() {
                 .collect(),
         );
         let cl = c.clone();
-        let outcome = run_load(TOTAL, TASKS, move |id| {
-            let req = Request::builder()
-                .method(Method::POST)
-                .uri(urls[id].clone())
-                .body(Full::new(Bytes::from(format!("post number {id}"))))
-                .expect("valid request");
-            let fut = cl.request(req);
-            async move { check_ok(fut.await, Version::HTTP_2).await }
-        })
+        let journal = Journal::default();
+        let j = journal.clone();
+        let outcome = run_load(
+            TOTAL,
+            TASKS,
+            move |id| {
+                let mut req = Request::builder()
+                    .method(Method::POST)
+                    .uri(urls[id].clone())
+                    .body(Full::new(Bytes::from(format!("post number {id}"))))
+                    .expect("valid request");
+                req.extensions_mut().insert(j.trace(id));
+                let fut = cl.request(req);
+                async move { check_ok(fut.await, Version::HTTP_2).await }
+            },
+            || dump(&c),
+        )
         .await;
         outcome.print("POST /post");
 
         let mut seen = vec![0usize; TOTAL];
         let mut other = Vec::new();
-        for l in nginx.access_log() {
+        let log = nginx.access_log(outcome.ok.len()).await;
+        for l in log.iter().cloned() {
             let id = l
                 .uri
                 .strip_prefix("/post?id=")
@@ -493,6 +581,12 @@ async fn posts_survive_goaway_and_reach_nginx_exactly_once() {
                 "KNOWN DEFECT: POSTs nginx handled more than once: {twice:?}; retries: {}",
                 retries.summary()
             );
+            for &id in &twice {
+                eprintln!("  POST {id}: {}", journal.of(id));
+                for l in log.iter().filter(|l| l.uri == format!("/post?id={id}")) {
+                    eprintln!("    nginx: {l:?}");
+                }
+            }
         }
         assert!(
             twice.len() <= 1,
@@ -517,20 +611,26 @@ async fn a_cold_burst_over_tls_makes_one_connection() {
         let barrier = Arc::new(tokio::sync::Barrier::new(BURST));
         let (cl, url) = (c.clone(), nginx.url("/"));
         // One task per request, all released at once.
-        let outcome = run_load(BURST, BURST, move |_| {
-            let (c, url, barrier) = (cl.clone(), url.clone(), barrier.clone());
-            async move {
-                barrier.wait().await;
-                check_ok(c.get(url).await, Version::HTTP_2).await
-            }
-        })
+        let outcome = run_load(
+            BURST,
+            BURST,
+            move |_| {
+                let (c, url, barrier) = (cl.clone(), url.clone(), barrier.clone());
+                async move {
+                    barrier.wait().await;
+                    check_ok(c.get(url).await, Version::HTTP_2).await
+                }
+            },
+            || dump(&c),
+        )
         .await;
         outcome.print("cold burst");
         settle(&c).await;
         let opened = opened.load(Ordering::SeqCst);
         let accepts = nginx.accepts().await;
         let log: Vec<_> = nginx
-            .access_log()
+            .access_log(outcome.ok.len())
+            .await
             .into_iter()
             .filter(|l| l.uri == "/")
             .collect();

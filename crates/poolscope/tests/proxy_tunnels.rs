@@ -195,13 +195,8 @@ async fn https_through_an_http_proxy_tunnel_reuses_its_connections() {
             connects as u64, opened,
             "one CONNECT per pooled connection:\n{log}"
         );
-        // nginx writes a request's log line after it sent the answer: wait for the last.
-        support::eventually("nginx logged every request", || {
-            nginx.access_log().len() >= 200
-        })
-        .await;
         assert_eq!(
-            nginx.access_log().len(),
+            nginx.access_log(200).await.len(),
             200,
             "nginx served every request once"
         );
@@ -244,7 +239,12 @@ async fn https_through_a_socks5_proxy_reuses_its_connections() {
         assert_eq!(opened, 1, "a cold burst over ALPN h2 makes one connection");
         assert_eq!(accepts, opened);
         assert_eq!(
-            nginx.access_log().iter().filter(|l| l.uri == "/").count(),
+            nginx
+                .access_log(200)
+                .await
+                .iter()
+                .filter(|l| l.uri == "/")
+                .count(),
             200
         );
     };

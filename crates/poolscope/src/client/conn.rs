@@ -19,7 +19,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connection, HttpInfo};
 
 use super::body::ReqBody;
-use super::exec::Exec;
+use super::exec::{Exec, Held};
 use super::Error;
 use crate::connect::ConnInfo;
 use crate::pool::{BoxError, Poolable};
@@ -435,29 +435,47 @@ where
     B: crate::connect::RequestBody,
 {
     if h2 {
-        let (tx, conn) = cfg.h2.handshake(io).await?;
+        // h2's connection task (frames in and out) is polled by this connection's driver,
+        // with hyper's dispatcher, never beside it on another thread (see `Held`).
+        let held = Held::default();
+        let (tx, conn) = held.during(cfg.h2.handshake(io)).await?;
+        let mut frames = held.take();
         let last = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
         // Dropped by the driver as soon as it completes: hyper's dispatcher lives in it, and
         // while it lives `SendRequest` does not see the connection closed.
         let conn = Arc::new(Mutex::new(Some(Box::pin(conn))));
         let (driven, stored) = (conn.clone(), last.clone());
-        cfg.exec.execute(async move {
-            std::future::poll_fn(|cx| {
+        let mut on_close = Some(on_close);
+        cfg.exec.execute(std::future::poll_fn(move |cx| {
+            let dispatching = {
                 let mut slot = driven.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(conn) = slot.as_mut() else {
-                    return Poll::Ready(());
-                };
-                let polled = conn.as_mut().poll(cx);
-                stored.store(conn.current_max_send_streams(), Ordering::Relaxed);
-                if polled.is_ready() {
-                    slot.take();
-                    return Poll::Ready(());
+                if let Some(conn) = slot.as_mut() {
+                    let polled = conn.as_mut().poll(cx);
+                    stored.store(conn.current_max_send_streams(), Ordering::Relaxed);
+                    if polled.is_ready() {
+                        slot.take();
+                    }
                 }
+                slot.is_some()
+            };
+            if !dispatching {
+                // The connection takes no more requests: if it sits in the pool, it leaves
+                // now. Its streams in flight go on until they end.
+                if let Some(f) = on_close.take() {
+                    f();
+                }
+            }
+            if let Some(f) = frames.as_mut() {
+                if f.as_mut().poll(cx).is_ready() {
+                    frames = None;
+                }
+            }
+            if dispatching || frames.is_some() {
                 Poll::Pending
-            })
-            .await;
-            on_close();
-        });
+            } else {
+                Poll::Ready(())
+            }
+        }));
         let streams = StreamLimit {
             read: Box::new(move || {
                 let slot = conn.try_lock().ok()?;

@@ -183,11 +183,20 @@ struct AttemptError {
 }
 
 impl AttemptError {
-    fn into_connect_error(self) -> ConnectError {
-        let msg = match self.doing {
+    /// The first attempt's error is the cause (Go reports the first too); the message names
+    /// every other address that was tried and how it failed.
+    fn into_connect_error(self, others: &[AttemptError]) -> ConnectError {
+        let mut msg = match self.doing {
             Some(doing) => format!("{doing} (for {})", self.addr),
             None => format!("connecting to {}", self.addr),
         };
+        for other in others {
+            msg.push_str(&format!(
+                "; then {} failed too: {}",
+                other.addr,
+                other.event_text()
+            ));
+        }
         ConnectError::new(ConnectPhase::Tcp, msg).with(self.err)
     }
 
@@ -394,7 +403,7 @@ async fn race(
 ) -> Result<TcpStream, ConnectError> {
     let mut pending = interleave(addrs).into_iter();
     let mut running = FuturesUnordered::new();
-    let mut last_err: Option<AttemptError> = None;
+    let mut errors: Vec<AttemptError> = Vec::new();
     let began = Instant::now();
     if let Some(addr) = pending.next() {
         running.push(attempt(addr, opts, began));
@@ -407,7 +416,7 @@ async fn race(
         match next {
             Ok(Some(Ok(stream))) => return Ok(stream),
             Ok(Some(Err(e))) => {
-                last_err = Some(e);
+                errors.push(e);
                 if let Some(addr) = pending.next() {
                     running.push(attempt(addr, opts, began));
                 }
@@ -421,8 +430,9 @@ async fn race(
             }
         }
     }
-    Err(match last_err {
-        Some(e) => e.into_connect_error(),
+    let mut errors = errors.into_iter();
+    Err(match errors.next() {
+        Some(first) => first.into_connect_error(errors.as_slice()),
         None => ConnectError::new(ConnectPhase::Dns, "no addresses to connect to"),
     })
 }

@@ -61,6 +61,8 @@ pub struct Nginx {
     /// those opened by the status clients of `accepts()`, all calls together. The mutex also
     /// serializes the calls (see `accepts`).
     own_conns: tokio::sync::Mutex<u64>,
+    /// `/nginx_status` requests made by `accepts` (each is a line of the access log).
+    status_fetches: AtomicUsize,
     keep_dir: bool,
 }
 
@@ -257,6 +259,7 @@ impl Nginx {
                         ca_der,
                         // The readiness probe.
                         own_conns: tokio::sync::Mutex::new(1),
+                        status_fetches: Default::default(),
                         keep_dir: debug,
                     };
                 }
@@ -336,6 +339,7 @@ impl Nginx {
             "the status client opened {this_call} connections"
         );
         *own_conns += this_call;
+        self.status_fetches.fetch_add(1, Ordering::SeqCst);
         let reported = parse_accepts(&body)
             .unwrap_or_else(|| panic!("unexpected stub_status output:\n{body}"));
         reported
@@ -343,11 +347,32 @@ impl Nginx {
             .unwrap_or_else(|| panic!("accepts {reported} < the harness's own {own_conns}"))
     }
 
-    /// The access log so far, one entry per request nginx handled (nginx writes each line
-    /// when the request ends, unbuffered, since no `buffer=` is configured).
-    pub fn access_log(&self) -> Vec<AccessLine> {
-        read_lossy(&self.dir.join("access.log"))
-            .lines()
+    /// The access log, one entry per request nginx handled, once it holds at least
+    /// `completed` lines (the requests the caller saw answered) besides the harness's own
+    /// status fetches, and then stopped growing for 100 ms (at most 5 s in all).
+    ///
+    /// nginx writes a request's line (unbuffered: no `buffer=` is configured) when the
+    /// request ends, which is after it sent the last of the answer: a client can have the
+    /// whole answer before the line is written, so reading the file at once can miss it.
+    pub async fn access_log(&self, completed: usize) -> Vec<AccessLine> {
+        let want = completed + self.status_fetches.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let path = self.dir.join("access.log");
+        let mut text = read_lossy(&path);
+        let mut steady_since = Instant::now();
+        while Instant::now() < deadline {
+            let enough = text.lines().count() >= want;
+            if enough && steady_since.elapsed() >= Duration::from_millis(100) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let now = read_lossy(&path);
+            if now.len() != text.len() {
+                steady_since = Instant::now();
+                text = now;
+            }
+        }
+        text.lines()
             .map(|l| parse_access_line(l).unwrap_or_else(|| panic!("bad access-log line: {l:?}")))
             .collect()
     }
