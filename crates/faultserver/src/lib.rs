@@ -15,6 +15,8 @@
 //! does with each stream (answer, refuse with `REFUSED_STREAM`, reset after reading the body)
 //! and when it sends GOAWAY with which last-stream-id.
 //!
+//! [`proxies`] starts real proxies (tinyproxy, microsocks) on loopback for tests.
+//!
 //! It only ever binds 127.0.0.1.
 
 #![deny(missing_docs)]
@@ -30,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod h2;
 pub mod h2frames;
+pub mod proxies;
 
 /// What the server does wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

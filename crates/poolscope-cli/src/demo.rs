@@ -66,7 +66,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let conn = ConnOpts::default();
     let rec = Arc::new(Recording::default());
     let (stats, trace) = rec.hooks();
-    let client = opts::builder(&conn)
+    let client = opts::builder(&conn)?
         .pool_max_conns_per_host(args.max_conns_per_host)
         .capture_stacks(true)
         .stats(stats)

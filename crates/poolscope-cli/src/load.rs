@@ -433,7 +433,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     }
     let rec = Arc::new(Recording::default());
     let (stats, trace) = rec.hooks();
-    let mut b = opts::builder(&args.conn);
+    let mut b = opts::builder(&args.conn)?;
     b.stats(stats).trace(trace);
     if let Some(n) = args.max_conns_per_host {
         b.pool_max_conns_per_host(n);

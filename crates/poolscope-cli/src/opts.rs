@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 use hyper_util::rt::TokioExecutor;
-use poolscope::connect::HttpsConnector;
+use poolscope::connect::{HttpsConnector, Proxy, ProxyBuilder};
 use poolscope::Client;
 
 use crate::Failure;
@@ -48,6 +48,15 @@ pub struct ConnOpts {
     /// Resolve HOST:PORT to ADDR instead of asking DNS (repeatable).
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub resolve: Vec<String>,
+    /// Send every request through this proxy: http://, socks5://, socks5h:// (the proxy
+    /// resolves names), socks4://, socks4a://, with user:password@ for credentials. Without
+    /// it, as curl: ALL_PROXY, HTTPS_PROXY, HTTP_PROXY and NO_PROXY from the environment.
+    #[arg(short = 'x', long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Hosts to reach directly, not through the proxy (comma-separated, as NO_PROXY; "*"
+    /// for all); overrides NO_PROXY.
+    #[arg(long, value_name = "LIST")]
+    pub noproxy: Option<String>,
 }
 
 /// A validated request template.
@@ -190,12 +199,29 @@ pub fn connector(c: &ConnOpts) -> Result<HttpsConnector, Failure> {
 }
 
 /// A builder with the connection options applied.
-pub fn builder(c: &ConnOpts) -> poolscope::Builder {
+pub fn builder(c: &ConnOpts) -> Result<poolscope::Builder, Failure> {
     let mut b = Client::builder(TokioExecutor::new());
     if c.http2_prior_knowledge {
         b.http2_only(true);
     }
-    b
+    b.proxy(proxy(c)?);
+    Ok(b)
+}
+
+/// The proxy choice: `--proxy` (and `--noproxy`), else the environment's, as curl.
+fn proxy(c: &ConnOpts) -> Result<Proxy, Failure> {
+    let builder = match &c.proxy {
+        Some(uri) => ProxyBuilder::default().all(uri.clone()),
+        None if c.noproxy.is_none() => return Ok(Proxy::from_env()),
+        None => ProxyBuilder::from_env(),
+    };
+    let builder = match &c.noproxy {
+        Some(list) => builder.no_proxy(list.clone()),
+        None => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| Failure::Usage(format!("--proxy: {e}")))
 }
 
 /// One line for a failed request: the phase (from poolscope's error) and the root cause.

@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             })
             .build()
     };
-    let client = opts::builder(&args.conn).trace(trace).build(connector);
+    let client = opts::builder(&args.conn)?.trace(trace).build(connector);
     let resp = client
         .request(prepared.request())
         .await
@@ -129,6 +129,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             "timings": {
                 "dns_seconds": secs(t.dns),
                 "connect_seconds": secs(t.connect),
+                "proxy_seconds": secs(t.proxy),
                 "tls_seconds": secs(t.tls),
                 "queued_seconds": t.queued.as_secs_f64(),
                 "server_processing_seconds": secs(t.wait),
@@ -202,6 +203,11 @@ fn waterfall(t: &RequestTimings, p: &Paint) -> String {
         ("DNS Lookup", t.dns, ("namelookup", t.dns)),
         ("TCP Connection", t.connect, ("connect", connect)),
     ];
+    if t.proxy.is_some() {
+        // CONNECT or the SOCKS handshake, after the TCP connect to the proxy.
+        let tunnel = connect.map(|c| c + t.proxy.unwrap_or_default());
+        cols.push(("Proxy Tunnel", t.proxy, ("tunnel", tunnel)));
+    }
     if t.tls.is_some() {
         cols.push(("TLS Handshake", t.tls, ("pretransfer", t.got_conn)));
     }

@@ -6,12 +6,124 @@ use std::time::Duration;
 
 use serve_and_track::{Config, LogSink, Server};
 
+/// The proxy variables `poolscope` reads (as curl), cleared for every run unless a test sets
+/// them: the tests' own requests go to loopback directly.
+const PROXY_VARS: [&str; 8] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 fn poolscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poolscope"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run poolscope")
+    poolscope_with_env(args, &[])
+}
+
+fn poolscope_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poolscope"));
+    cmd.args(args).env("NO_COLOR", "1");
+    for v in PROXY_VARS {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run poolscope")
+}
+
+/// Whether a proxy test must skip: `bin` is missing (CI installs it, so there it fails).
+fn skip_without(bin: &str, name: &str) -> bool {
+    if faultserver::proxies::installed(bin) {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{name}: {bin} is not installed, and CI must run this test"
+    );
+    eprintln!("{name}: skipped, {bin} is not installed");
+    true
+}
+
+/// As curl: `HTTP_PROXY` from the environment is used, `--noproxy` skips it for a host, and
+/// `--proxy` takes precedence over it.
+#[test]
+fn trace_honours_the_environments_proxy_noproxy_and_proxy() {
+    if skip_without("tinyproxy", "trace_honours_the_environments_proxy") {
+        return;
+    }
+    let addr = server();
+    let proxy = faultserver::proxies::tinyproxy("");
+    let other = faultserver::proxies::tinyproxy("");
+    let url = format!("http://{addr}/track");
+    let env_proxy = format!("http://127.0.0.1:{}", proxy.port);
+    let through = |p: &faultserver::proxies::ProxyProcess| {
+        p.log()
+            .matches(&format!("GET http://{addr}/track HTTP/1.1"))
+            .count()
+    };
+    let out = poolscope_with_env(&["trace", &url], &[("HTTP_PROXY", &env_proxy)]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        through(&proxy),
+        1,
+        "through the environment's proxy:\n{}",
+        proxy.log()
+    );
+    let out = poolscope_with_env(
+        &["trace", "--noproxy", "127.0.0.1", &url],
+        &[("HTTP_PROXY", &env_proxy)],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(through(&proxy), 1, "--noproxy went direct");
+    let out = poolscope_with_env(
+        &[
+            "trace",
+            "--proxy",
+            &format!("http://127.0.0.1:{}", other.port),
+            &url,
+        ],
+        &[("HTTP_PROXY", &env_proxy)],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        (through(&proxy), through(&other)),
+        (1, 1),
+        "--proxy wins over the environment"
+    );
+}
+
+/// Through a SOCKS5 proxy the waterfall has the proxy exchange as a phase of its own.
+#[test]
+fn trace_through_socks5_shows_the_proxy_phase() {
+    if skip_without("microsocks", "trace_through_socks5_shows_the_proxy_phase") {
+        return;
+    }
+    let addr = server();
+    let proxy = faultserver::proxies::microsocks();
+    let out = poolscope(&[
+        "trace",
+        "--proxy",
+        &format!("socks5h://127.0.0.1:{}", proxy.port),
+        &format!("http://{addr}/track"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for phase in ["TCP Connection", "Proxy Tunnel", "tunnel:"] {
+        assert!(text.contains(phase), "{phase} missing:\n{text}");
+    }
+    let json = poolscope(&[
+        "trace",
+        "--json",
+        "--proxy",
+        &format!("socks5h://127.0.0.1:{}", proxy.port),
+        &format!("http://{addr}/track"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert!(v["timings"]["proxy_seconds"].as_f64().is_some(), "{v}");
 }
 
 /// serve-and-track on a loopback port, in a background runtime thread.
@@ -197,6 +309,24 @@ fn usage_errors_exit_2_with_one_line() {
         (
             vec!["trace", "--resolve", "x", "http://127.0.0.1:1/"],
             "invalid --resolve",
+        ),
+        (
+            vec![
+                "trace",
+                "--proxy",
+                "ftp://u:pw@127.0.0.1:1",
+                "http://127.0.0.1:1/",
+            ],
+            "invalid proxy \"ftp://***@127.0.0.1:1\"",
+        ),
+        (
+            vec![
+                "trace",
+                "--proxy",
+                "https://127.0.0.1:1",
+                "http://127.0.0.1:1/",
+            ],
+            "not supported",
         ),
     ] {
         let out = poolscope(&args);

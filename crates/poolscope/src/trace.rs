@@ -13,7 +13,8 @@
 //! |---|---|
 //! | `get_conn` | the request asks the pool for a connection |
 //! | `dns_start` / `dns_done` | name resolution of a dial this request started |
-//! | `connect_start` / `connect_done` | each TCP connect attempt of that dial |
+//! | `connect_start` / `connect_done` | each TCP connect attempt of that dial (to the proxy, through one) |
+//! | `proxy_start` / `proxy_done` | the `CONNECT` or SOCKS exchange with the proxy of that dial |
 //! | `tls_handshake_start` / `tls_handshake_done` | the TLS handshake of that dial |
 //! | `got_conn` | the request got a connection (reused? idle? how long it queued) |
 //! | `wrote_headers` / `wrote_request` | the head, then the whole request, was written |
@@ -189,6 +190,37 @@ pub struct TlsHandshakeDoneInfo {
     pub took: Duration,
 }
 
+/// The exchange with a proxy starts, once the connection to it is made: a `CONNECT` or a
+/// SOCKS handshake (forward proxying has none).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProxyStartInfo {
+    /// The request that started the dial.
+    pub request_id: u64,
+    /// The proxy, `host:port` (never its credentials).
+    pub proxy: String,
+    /// `CONNECT`, `SOCKS4` or `SOCKS5`.
+    pub protocol: &'static str,
+}
+
+/// The exchange with a proxy ended: the tunnel is open, or the proxy refused.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProxyDoneInfo {
+    /// The request that started the dial.
+    pub request_id: u64,
+    /// The proxy, `host:port`.
+    pub proxy: String,
+    /// `CONNECT`, `SOCKS4` or `SOCKS5`.
+    pub protocol: &'static str,
+    /// The status a proxy refused a `CONNECT` with.
+    pub status: Option<http::StatusCode>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// How long it took.
+    pub took: Duration,
+}
+
 /// A write milestone of the request: the head, or the whole request.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -317,6 +349,9 @@ pub struct RequestTimings {
     /// TCP connect of that dial: from its first attempt's start to the end of the one that
     /// connected (happy eyeballs may try several addresses).
     pub connect: Option<Duration>,
+    /// The exchange with a proxy (`CONNECT`, SOCKS) of that dial, after the TCP connect to
+    /// the proxy (which is `connect`) and before TLS to the target.
+    pub proxy: Option<Duration>,
     /// TLS handshake of that dial.
     pub tls: Option<Duration>,
     /// From getting the connection until the request was written.
@@ -349,6 +384,8 @@ pub(crate) struct TraceHooks {
     connect_done: Hook<ConnectDoneInfo>,
     tls_handshake_start: Hook<TlsHandshakeStartInfo>,
     tls_handshake_done: Hook<TlsHandshakeDoneInfo>,
+    proxy_start: Hook<ProxyStartInfo>,
+    proxy_done: Hook<ProxyDoneInfo>,
     wrote_headers: Hook<WroteInfo>,
     wrote_request: Hook<WroteInfo>,
     got_first_response_byte: Hook<FirstByteInfo>,
@@ -435,6 +472,10 @@ trace_setters! {
     on_tls_handshake_start => tls_handshake_start: TlsHandshakeStartInfo,
     /// The TLS handshake ended (Go's `TLSHandshakeDone`).
     on_tls_handshake_done => tls_handshake_done: TlsHandshakeDoneInfo,
+    /// The exchange with a proxy starts (`CONNECT` or SOCKS; poolscope only).
+    on_proxy_start => proxy_start: ProxyStartInfo,
+    /// The exchange with a proxy ended (poolscope only).
+    on_proxy_done => proxy_done: ProxyDoneInfo,
     /// The request head was written (Go's `WroteHeaders`).
     on_wrote_headers => wrote_headers: WroteInfo,
     /// The whole request was written, or writing failed (Go's `WroteRequest`).
@@ -481,6 +522,8 @@ pub(crate) enum Mark {
     Connect,
     /// The TLS handshake's duration.
     Tls,
+    /// The proxy exchange's duration.
+    Proxy,
     /// When the request got its connection (offset from its start).
     GotConn,
     /// How long it waited in the pool's queues.
@@ -496,7 +539,7 @@ pub(crate) enum Mark {
 /// that the timings are subtractions of durations, not of instants). Each is nanoseconds
 /// plus one in an atomic, 0 while unset: marking is a store, never a lock.
 #[derive(Debug, Default)]
-pub(crate) struct Marks([AtomicU64; 7]);
+pub(crate) struct Marks([AtomicU64; 8]);
 
 impl Marks {
     fn slot(&self, which: Mark) -> &AtomicU64 {
@@ -629,6 +672,7 @@ impl Tracer {
             queued: m.get(Mark::Queued).unwrap_or_default(),
             dns: m.get(Mark::Dns),
             connect: m.get(Mark::Connect),
+            proxy: m.get(Mark::Proxy),
             tls: m.get(Mark::Tls),
             send: between(got_conn, wrote),
             wait: between(wrote, first_byte),

@@ -33,6 +33,7 @@ const SHOWN_FAILURES: usize = 5;
 
 /// Runs `body` under [`TEST_TIMEOUT`], or skips it without nginx.
 async fn with_nginx<F: Future<Output = ()>>(name: &str, body: F) {
+    support::log_from_env();
     if !nginx::available() {
         // CI installs nginx (`.ci/run`): there, a missing nginx is a failure, not a skip.
         assert!(
@@ -114,14 +115,23 @@ impl Journal {
                 a.add(
                     id,
                     format!(
-                        "got conn {} (reused {}, queued {:?})",
-                        i.conn_id, i.reused, i.queued_for
+                        "request {} got conn {} (reused {}, queued {:?}, local {:?})",
+                        i.request_id, i.conn_id, i.reused, i.queued_for, i.local_addr
                     ),
                 )
             })
             .on_wrote_headers({
                 let j = self.clone();
                 move |i| j.add(id, format!("wrote headers at {:?}", i.elapsed))
+            })
+            .on_wrote_request({
+                let j = self.clone();
+                move |i| {
+                    j.add(
+                        id,
+                        format!("wrote request at {:?} (error {:?})", i.elapsed, i.error),
+                    )
+                }
             })
             .on_got_first_response_byte({
                 let j = self.clone();
@@ -495,6 +505,9 @@ async fn posts_survive_goaway_and_reach_nginx_exactly_once() {
         )
         .await;
         outcome.print("POST /post");
+        for &id in outcome.unfinished.iter().take(3) {
+            eprintln!("  POST {id}: {}", journal.of(id));
+        }
 
         let mut seen = vec![0usize; TOTAL];
         let mut other = Vec::new();

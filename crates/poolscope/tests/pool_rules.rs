@@ -7,7 +7,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poolscope::pool::{Config, Pool, Returned};
+use poolscope::pool::{Config, ConnectKey, Pool, Returned};
 use poolscope::stats::{CloseReason, IdleOutReason, WaitOutcome};
 use support::*;
 
@@ -78,6 +78,32 @@ async fn keys_do_not_share_connections() {
     let mut b = pool.checkout(key("b"));
     let _ = expect_dial(&mut b);
     assert_eq!(pool.snapshot().host(&key("a")).unwrap().idle, 1);
+}
+
+/// Rule `[keys]`: the proxy is part of the key; the same origin through another proxy, or
+/// through the same proxy with other credentials, never gets the connection.
+#[tokio::test(start_paused = true)]
+async fn keys_through_other_proxies_do_not_share_connections() {
+    let pool = Pool::new(Config::default());
+    let origin = ConnectKey::new("https", "example.com", 443);
+    let via_a = origin.clone().with_proxy("10.0.0.1:3128", 1);
+    let mut a = pool.checkout(via_a.clone());
+    expect_dial(&mut a).finish(Ok(TestConn::new()));
+    drop(expect_ready(&mut a));
+    for other in [
+        origin.clone(),
+        origin.clone().with_proxy("10.0.0.2:3128", 1),
+        origin.clone().with_proxy("10.0.0.1:3128", 2),
+    ] {
+        let mut c = pool.checkout(other.clone());
+        let _ = expect_dial(&mut c);
+    }
+    assert_eq!(pool.snapshot().host(&via_a).unwrap().idle, 1, "still idle");
+    let again = expect_ready(&mut pool.checkout(via_a.clone()));
+    assert!(
+        again.info().reused,
+        "the same proxy and credentials share it"
+    );
 }
 
 /// Rule `[queues]`.

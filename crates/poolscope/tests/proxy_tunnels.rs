@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,38 +16,11 @@ use hyper_util::rt::TokioExecutor;
 use poolscope::connect::{HttpConnector, HttpsConnector};
 use poolscope::{Client, Stats};
 
+use faultserver::proxies;
 use support::nginx::{self, Nginx, NginxOptions};
 
-/// A proxy process on a free loopback port, killed on drop.
-struct Proxy {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn have(bin: &str) -> bool {
-    ["/usr/bin/", "/usr/sbin/", "/usr/local/bin/"]
-        .iter()
-        .any(|d| std::path::Path::new(&format!("{d}{bin}")).exists())
-}
-
 fn skip(what: &str, name: &str) -> bool {
-    if have(what) && nginx::available() {
+    if proxies::installed(what) && nginx::available() {
         return false;
     }
     assert!(
@@ -57,77 +29,6 @@ fn skip(what: &str, name: &str) -> bool {
     );
     eprintln!("{name}: skipped, {what} or nginx is not installed");
     true
-}
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "poolscope-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// Waits until `port` accepts TCP connections.
-async fn listening(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("nothing listens on 127.0.0.1:{port}");
-}
-
-/// tinyproxy on loopback, logging every CONNECT to `tinyproxy.log`.
-async fn tinyproxy() -> Proxy {
-    tinyproxy_with("").await
-}
-
-/// tinyproxy with `extra` configuration lines.
-async fn tinyproxy_with(extra: &str) -> Proxy {
-    let dir = scratch("tinyproxy");
-    let port = free_port();
-    let log = dir.join("tinyproxy.log");
-    let conf = dir.join("tinyproxy.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogFile \"{}\"\n\
-             LogLevel Connect\nMaxClients 100\nPidFile \"{}\"\n{extra}\n",
-            log.display(),
-            dir.join("tinyproxy.pid").display()
-        ),
-    )
-    .expect("write tinyproxy.conf");
-    let child = Command::new("tinyproxy")
-        .arg("-d")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tinyproxy");
-    listening(port).await;
-    Proxy { child, port, dir }
-}
-
-/// microsocks on loopback.
-async fn microsocks() -> Proxy {
-    let dir = scratch("microsocks");
-    let port = free_port();
-    let child = Command::new("microsocks")
-        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start microsocks");
-    listening(port).await;
-    Proxy { child, port, dir }
 }
 
 /// `n` GETs at concurrency `c` through `client`; every one must be 200 "ok\n".
@@ -172,7 +73,7 @@ async fn https_through_an_http_proxy_tunnel_reuses_its_connections() {
             keepalive_requests: 1000,
             http2: false,
         });
-        let proxy = tinyproxy().await;
+        let proxy = proxies::tinyproxy("");
         let proxy_uri: http::Uri = format!("http://127.0.0.1:{}", proxy.port).parse().unwrap();
         let https = HttpsConnector::with_roots(nginx.roots())
             .wrap(Tunnel::new(proxy_uri, HttpConnector::new()));
@@ -187,7 +88,7 @@ async fn https_through_an_http_proxy_tunnel_reuses_its_connections() {
         load(&client, nginx.url("/"), 200, 8).await;
         let opened = opened.load(Ordering::SeqCst);
         // Every connection the pool opened is one CONNECT at the proxy, and reused after.
-        let log = std::fs::read_to_string(proxy.dir.join("tinyproxy.log")).unwrap_or_default();
+        let log = proxy.log();
         let connects = log.matches("CONNECT localhost:").count();
         eprintln!("tunnel: {opened} connections opened, tinyproxy logged {connects} CONNECTs");
         assert!((1..=8).contains(&opened), "{opened} connections for c=8");
@@ -216,7 +117,7 @@ async fn https_through_a_socks5_proxy_reuses_its_connections() {
             keepalive_requests: 1000,
             http2: true,
         });
-        let proxy = microsocks().await;
+        let proxy = proxies::microsocks();
         let proxy_uri: http::Uri = format!("socks5://127.0.0.1:{}", proxy.port)
             .parse()
             .unwrap();
@@ -269,7 +170,7 @@ async fn proxy_credentials_reach_the_proxy_and_nothing_else() {
             keepalive_requests: 1000,
             http2: false,
         });
-        let proxy = tinyproxy_with(&format!("BasicAuth alice {SECRET}")).await;
+        let proxy = proxies::tinyproxy(&format!("BasicAuth alice {SECRET}"));
         let proxy_uri: http::Uri = format!("http://127.0.0.1:{}", proxy.port).parse().unwrap();
         let client_with = |auth: Option<&str>| {
             let mut tunnel = Tunnel::new(proxy_uri.clone(), HttpConnector::new());
@@ -352,7 +253,7 @@ async fn http_through_a_forward_proxy_with_credentials() {
     const SECRET: &str = "f0rward-pw";
     let run = async {
         let origin = support::server::TestServer::start().await;
-        let proxy = tinyproxy_with(&format!("BasicAuth bob {SECRET}")).await;
+        let proxy = proxies::tinyproxy(&format!("BasicAuth bob {SECRET}"));
         let client_for = |password: &str| {
             let proxy_uri: http::Uri = format!("http://bob:{password}@127.0.0.1:{}", proxy.port)
                 .parse()
@@ -378,7 +279,7 @@ async fn http_through_a_forward_proxy_with_credentials() {
             20,
             "the origin saw every request"
         );
-        let log = std::fs::read_to_string(proxy.dir.join("tinyproxy.log")).unwrap_or_default();
+        let log = proxy.log();
         // tinyproxy closes a client connection after each forwarded request (it answers with
         // `Connection: close`), so every request has its own connection: as many as the
         // proxy accepted (less the one readiness probe of `listening`).
@@ -427,4 +328,337 @@ async fn http_through_a_forward_proxy_with_credentials() {
     tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("bounded");
+}
+
+// ----- Builder::proxy: the client chooses the proxy, poolscope's connectors go through it --
+
+/// What the proxy events of a client's trace saw: (protocol, error) per `proxy_done`, and the
+/// `proxy` timing of each request that has one.
+#[derive(Clone, Default)]
+struct ProxyEvents(Arc<std::sync::Mutex<Seen>>);
+
+/// `proxy_done` events as (protocol, error), and the `proxy` timings of requests.
+#[derive(Default)]
+struct Seen(Vec<(String, Option<String>)>, Vec<Duration>);
+
+impl ProxyEvents {
+    fn trace(&self) -> poolscope::ClientTrace {
+        let (a, b) = (self.clone(), self.clone());
+        poolscope::ClientTrace::builder()
+            .on_proxy_done(move |i| {
+                a.0.lock()
+                    .unwrap()
+                    .0
+                    .push((i.protocol.to_owned(), i.error.clone()))
+            })
+            .on_request_done(move |i| {
+                if let Some(p) = i.timings.proxy {
+                    b.0.lock().unwrap().1.push(p);
+                }
+            })
+            .build()
+    }
+
+    fn done(&self) -> Vec<(String, Option<String>)> {
+        self.0.lock().unwrap().0.clone()
+    }
+
+    fn timed(&self) -> usize {
+        self.0.lock().unwrap().1.len()
+    }
+}
+
+fn proxy_all(uri: &str) -> poolscope::connect::Proxy {
+    poolscope::connect::Proxy::builder()
+        .all(uri)
+        .build()
+        .expect("valid proxy")
+}
+
+/// `Builder::proxy` with an HTTP proxy: `https://` goes through a CONNECT tunnel made by
+/// `HttpsConnector` itself (no connector composed by hand), each pooled connection is one
+/// CONNECT, the key names the proxy, and each dial reports its CONNECT and times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_proxy_tunnels_https_through_an_http_proxy() {
+    if skip("tinyproxy", "builder_proxy_tunnels_https") {
+        return;
+    }
+    let run = async {
+        let nginx = Nginx::start(NginxOptions {
+            keepalive_requests: 1000,
+            http2: false,
+        });
+        let proxy = proxies::tinyproxy("");
+        let events = ProxyEvents::default();
+        let (stats, opened) = counted();
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .stats(stats)
+            .trace(events.trace())
+            .pool_max_conns_per_host(8)
+            .proxy(proxy_all(&format!("http://127.0.0.1:{}", proxy.port)))
+            .build(HttpsConnector::with_roots(nginx.roots()));
+        // The first request waits for the dial it started: its timings have the CONNECT.
+        let resp = client.get(nginx.url("/")).await.unwrap();
+        support::body(resp).await;
+        assert_eq!(events.timed(), 1, "the first request times its CONNECT");
+        load(&client, nginx.url("/"), 199, 8).await;
+        let opened = opened.load(Ordering::SeqCst);
+        let log = proxy.log();
+        let connects = log.matches("CONNECT localhost:").count() as u64;
+        let done = events.done();
+        eprintln!(
+            "builder proxy: {opened} connections, {connects} CONNECTs, {} proxy_done, {} timed",
+            done.len(),
+            events.timed()
+        );
+        assert!((1..=8).contains(&opened), "{opened} connections for c=8");
+        assert_eq!(
+            connects, opened,
+            "one CONNECT per pooled connection:\n{log}"
+        );
+        assert_eq!(done.len() as u64, opened, "one proxy_done per dial");
+        assert!(
+            done.iter().all(|(p, e)| p == "CONNECT" && e.is_none()),
+            "{done:?}"
+        );
+        // Later dials belong to requests that may have got another connection first (then
+        // their timings have no dial): at most one timing per dial.
+        assert!(events.timed() as u64 <= opened);
+        let shown = client.pool_snapshot().to_string();
+        assert!(
+            shown.contains(&format!("via 127.0.0.1:{}", proxy.port)),
+            "the key names the proxy:\n{shown}"
+        );
+        assert_eq!(nginx.access_log(200).await.len(), 200);
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded");
+}
+
+/// `Builder::proxy` for `http://`: forward proxying (absolute form at the proxy), and a host
+/// in the no-proxy list goes direct, never through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_proxy_forwards_http_and_skips_no_proxy_hosts() {
+    if skip("tinyproxy", "builder_proxy_forwards_http") {
+        return;
+    }
+    let run = async {
+        let origin = support::server::TestServer::start().await;
+        let proxy = proxies::tinyproxy("");
+        let p = poolscope::connect::Proxy::builder()
+            .all(format!("http://127.0.0.1:{}", proxy.port))
+            .no_proxy("localhost")
+            .build()
+            .unwrap();
+        let keys = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let k = keys.clone();
+        let trace = poolscope::ClientTrace::builder()
+            .on_get_conn(move |i| {
+                k.lock().unwrap().insert(i.key.to_string());
+            })
+            .build();
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .proxy(p)
+            .trace(trace)
+            .build(HttpConnector::new());
+        let port = origin.addr.port();
+        for host in ["127.0.0.1", "localhost"] {
+            for _ in 0..5 {
+                let url: http::Uri = format!("http://{host}:{port}/").parse().unwrap();
+                let resp = client.get(url).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                support::body(resp).await;
+            }
+        }
+        assert_eq!(origin.counters.requests("GET"), 10, "the origin saw all");
+        let log = proxy.log();
+        let via = log
+            .matches(&format!("GET http://127.0.0.1:{port}/ HTTP/1.1"))
+            .count();
+        assert_eq!(
+            via, 5,
+            "127.0.0.1 through the proxy, in absolute form:\n{log}"
+        );
+        assert!(
+            !log.contains("localhost"),
+            "a no-proxy host went through the proxy:\n{log}"
+        );
+        // The pool keys the requests were queued under: the proxy is in one, not the other.
+        let keys = keys.lock().unwrap().clone();
+        assert_eq!(
+            keys,
+            [
+                format!("http://127.0.0.1:{port} via 127.0.0.1:{}", proxy.port),
+                format!("http://localhost:{port}"),
+            ]
+            .into_iter()
+            .collect(),
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded");
+}
+
+/// `Builder::proxy` with SOCKS5, the proxy resolving names (`socks5h`) and the client doing
+/// it (`socks5`): HTTP/2 over the tunnel, one connection for a burst, one SOCKS5 exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_proxy_through_socks5_and_socks5h() {
+    if skip("microsocks", "builder_proxy_through_socks5") {
+        return;
+    }
+    let run = async {
+        let nginx = Nginx::start(NginxOptions {
+            keepalive_requests: 1000,
+            http2: true,
+        });
+        let proxy = proxies::microsocks();
+        for scheme in ["socks5h", "socks5"] {
+            let events = ProxyEvents::default();
+            let (stats, opened) = counted();
+            let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                .stats(stats)
+                .trace(events.trace())
+                .proxy(proxy_all(&format!("{scheme}://127.0.0.1:{}", proxy.port)))
+                .build(HttpsConnector::with_roots(nginx.roots()));
+            load(&client, nginx.url("/"), 100, 8).await;
+            let opened = opened.load(Ordering::SeqCst);
+            assert_eq!(
+                opened, 1,
+                "{scheme}: a burst over ALPN h2 is one connection"
+            );
+            let done = events.done();
+            assert_eq!(done.len(), 1, "{scheme}: {done:?}");
+            assert_eq!(done[0], ("SOCKS5".to_owned(), None), "{scheme}");
+            assert_eq!(events.timed(), 1, "{scheme}: the dialing request timed it");
+        }
+        let accepts = nginx.accepts().await;
+        assert_eq!(
+            accepts, 2,
+            "nginx saw one connection per client, from the proxy"
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded");
+}
+
+/// A proxy that refuses fails the request with a typed `proxy` error naming the proxy and
+/// its status: 407 without the right credentials, 403 for a port it does not tunnel to. The
+/// credentials (right and wrong) appear in nothing the client reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_proxy_fails_with_its_status_and_shows_no_credentials() {
+    if skip("tinyproxy", "a_refusing_proxy_fails_with_its_status") {
+        return;
+    }
+    const SECRET: &str = "r1ght-pw";
+    const WRONG: &str = "wr0ng-pw";
+    let run = async {
+        let nginx = Nginx::start(NginxOptions {
+            keepalive_requests: 1000,
+            http2: false,
+        });
+        let strict = proxies::tinyproxy(&format!("BasicAuth alice {SECRET}"));
+        let ports = proxies::tinyproxy("ConnectPort 443");
+        let events = ProxyEvents::default();
+        let client_via = |uri: String| {
+            let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                .event_history(256)
+                .trace(events.trace())
+                .proxy(proxy_all(&uri))
+                .build(HttpsConnector::with_roots(nginx.roots()));
+            client
+        };
+        let good = client_via(format!("http://alice:{SECRET}@127.0.0.1:{}", strict.port));
+        load(&good, nginx.url("/"), 10, 2).await;
+        let anonymous = client_via(format!("http://127.0.0.1:{}", strict.port));
+        let bad = client_via(format!("http://alice:{WRONG}@127.0.0.1:{}", strict.port));
+        let denied = client_via(format!("http://127.0.0.1:{}", ports.port));
+        let mut seen = Vec::new();
+        // tinyproxy 1.11 answers wrong credentials with 401 (RFC 9110 says 407, which it
+        // sends when there are none).
+        for (client, status, proxy) in [
+            (&anonymous, 407, strict.port),
+            (&bad, 401, strict.port),
+            (&denied, 403, ports.port),
+        ] {
+            let err = client.get(nginx.url("/")).await.expect_err("refused");
+            assert_eq!(
+                err.connect_phase(),
+                Some(poolscope::connect::ConnectPhase::Proxy),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.proxy_status().map(|s| s.as_u16()),
+                Some(status),
+                "{err:?}"
+            );
+            let text = poolscope_error_text(&err);
+            assert!(
+                text.contains(&format!("127.0.0.1:{proxy}")) && text.contains(&status.to_string()),
+                "the error names the proxy and its status: {text}"
+            );
+            eprintln!("refused: {text}");
+            seen.push(text);
+            seen.push(format!("{err:?}"));
+        }
+        for c in [&good, &anonymous, &bad, &denied] {
+            seen.push(c.pool_snapshot().to_string());
+            seen.push(c.in_flight().to_string());
+            seen.extend(c.recent_events().iter().map(|e| format!("{e:?}")));
+        }
+        seen.extend(events.done().iter().map(|e| format!("{e:?}")));
+        seen.push(format!(
+            "{:?}",
+            proxy_all(&format!("http://alice:{SECRET}@127.0.0.1:1"))
+        ));
+        for pw in [SECRET, WRONG] {
+            let header = base64_free::encode(format!("alice:{pw}").as_bytes());
+            for s in &seen {
+                assert!(!s.contains(pw), "a proxy password leaked: {s}");
+                assert!(!s.contains(&header), "proxy credentials leaked: {s}");
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded");
+}
+
+/// The error and its causes on one line.
+fn poolscope_error_text(err: &poolscope::Error) -> String {
+    let mut s = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// With `Builder::proxy`, a connector that cannot go through proxies (hyper-util's) fails
+/// the dial instead of reaching the origin directly.
+#[tokio::test]
+async fn builder_proxy_refuses_a_connector_that_would_go_direct() {
+    let origin = support::server::TestServer::start().await;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .proxy(proxy_all("http://127.0.0.1:9"))
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let err = client.get(origin.url("/")).await.expect_err("refused");
+    assert_eq!(
+        err.connect_phase(),
+        Some(poolscope::connect::ConnectPhase::Proxy),
+        "{err:?}"
+    );
+    assert!(
+        poolscope_error_text(&err).contains("does not route through proxies"),
+        "{err:?}"
+    );
+    assert_eq!(
+        origin.counters.requests("GET"),
+        0,
+        "nothing reached the origin"
+    );
 }

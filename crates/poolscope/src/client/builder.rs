@@ -53,6 +53,7 @@ pub struct Builder {
     capture_stacks: bool,
     redact_url: Option<Redact>,
     event_history: usize,
+    proxy: Option<crate::connect::Proxy>,
     #[cfg(feature = "metrics")]
     metrics: bool,
 }
@@ -78,6 +79,7 @@ impl Builder {
             capture_stacks: false,
             redact_url: None,
             event_history: 0,
+            proxy: None,
             #[cfg(feature = "metrics")]
             metrics: false,
         }
@@ -229,6 +231,22 @@ impl Builder {
         self
     }
 
+    /// Send requests through the proxy `proxy` chooses for their origin (none for an origin
+    /// it does not intercept): `Proxy::from_env()` reads the proxy variables as curl and Go's
+    /// `ProxyFromEnvironment` do. Default: no proxy, as hyper-util (Go's `Transport` defaults
+    /// to the environment; set it to get that).
+    ///
+    /// The proxy is part of the pool key (shown as `… via host:port`): connections through
+    /// different proxies, or one proxy with other credentials, are never shared. The dial
+    /// through it needs poolscope's [`HttpConnector`](crate::connect::HttpConnector) or
+    /// [`HttpsConnector`](crate::connect::HttpsConnector) (over any connector beneath);
+    /// another connector fails the dial with a `proxy` error rather than going direct.
+    /// poolscope only.
+    pub fn proxy(&mut self, proxy: crate::connect::Proxy) -> &mut Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
     /// Add a `Host` header from the URI when the request has none. Default: `true`.
     pub fn set_host(&mut self, val: bool) -> &mut Self {
         self.set_host = val;
@@ -310,7 +328,7 @@ impl Builder {
                 retry_canceled_requests: self.retry_canceled_requests,
                 set_host: self.set_host,
                 next_request: std::sync::atomic::AtomicU64::new(1),
-                origins: Default::default(),
+                origins: super::origin::Origins::new(self.proxy.clone()),
             }),
             connector,
         }

@@ -44,6 +44,8 @@ pub(crate) struct ConnFacts {
     pub(crate) io: Option<Arc<IoEvents>>,
     /// HTTP/2: the peer's current `SETTINGS_MAX_CONCURRENT_STREAMS`.
     pub(crate) streams: Option<StreamLimit>,
+    /// HTTP/2: what requests pass to be handed to hyper's dispatcher.
+    pub(crate) gate: Option<Arc<Gate>>,
     /// `ConnectionInfo::poison` was called: no request may get it any more.
     pub(crate) poisoned: AtomicBool,
 }
@@ -67,6 +69,37 @@ impl StreamLimit {
             }
             None => self.last.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The way into an HTTP/2 connection's dispatcher, closed when the dispatcher ends.
+///
+/// hyper hands a request that is still in its dispatcher's queue back unsent when the
+/// dispatcher ends and its queue is dropped. A request put in the queue by another thread at
+/// that moment can miss both: the queue was already emptied, and it is not taken again (the
+/// request then waits forever, holding the connection's sender that keeps the queue alive).
+/// Handing requests over under this gate's read side, and ending the dispatcher under its
+/// write side, makes the two exclusive: a request finds the gate closed (and goes to another
+/// connection, not sent) or is in the queue before it is emptied.
+#[derive(Default)]
+pub(crate) struct Gate(std::sync::RwLock<bool>);
+
+impl Gate {
+    /// Hands `request` over unless the dispatcher has ended (then it comes back).
+    pub(crate) fn pass<T, R>(&self, request: T, hand_over: impl FnOnce(T) -> R) -> Result<R, T> {
+        let closed = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            Err(request)
+        } else {
+            Ok(hand_over(request))
+        }
+    }
+
+    /// Closes the gate and, with it closed to others, runs `end`.
+    fn close(&self, end: impl FnOnce()) {
+        let mut closed = self.0.write().unwrap_or_else(|e| e.into_inner());
+        *closed = true;
+        end();
     }
 }
 
@@ -343,6 +376,7 @@ pub(crate) async fn dial<C, B>(
     uri: Uri,
     cfg: DialConfig,
     tracer: Option<Arc<Tracer>>,
+    via: Option<crate::connect::proxy::Via>,
     on_close: impl FnOnce() + Send + 'static,
 ) -> Result<PoolClient<B>, BoxError>
 where
@@ -358,7 +392,21 @@ where
             .map_err(Into::into)?;
         connector.call(uri).await.map_err(Into::into)
     };
-    let io: C::Response = DIAL_TRACER.scope(tracer, connect).await?;
+    let proxy = via.as_ref().map(|v| v.name.clone());
+    let (io, untaken) =
+        crate::connect::proxy::dialing_via(via, DIAL_TRACER.scope(tracer, connect)).await;
+    let io: C::Response = io?;
+    if let (true, Some(proxy)) = (untaken, proxy) {
+        // The connector went direct: the request must not look proxied when it was not.
+        return Err(Box::new(crate::connect::ConnectError::new(
+            crate::connect::ConnectPhase::Proxy,
+            format!(
+                "the connector does not route through proxies (the client's proxy for this \
+                 origin is {proxy}): Builder::proxy needs poolscope's HttpConnector or \
+                 HttpsConnector"
+            ),
+        )));
+    }
     let connected = io.connected();
     let mut extras = Extensions::new();
     connected.get_extras(&mut extras);
@@ -388,18 +436,27 @@ where
     // the write and first-byte moments of HTTP/1 requests; on other connectors they are
     // taken when the body ends and when the response head arrives (as for HTTP/2).
     let (handshaken, events) = if h2 {
-        (handshake(io, true, &cfg, on_close).await, None)
+        let span =
+            tracing::debug_span!("h2_connection", local = ?local_addr, remote = ?remote_addr);
+        (handshake(io, true, &cfg, on_close, span).await, None)
     } else {
         match crate::connect::Stream::downcast_from(io) {
             Ok(mut stream) => {
                 let events = Arc::new(IoEvents::new());
                 stream.set_events(events.clone());
-                (handshake(stream, false, &cfg, on_close).await, Some(events))
+                let span = tracing::Span::none();
+                (
+                    handshake(stream, false, &cfg, on_close, span).await,
+                    Some(events),
+                )
             }
-            Err(io) => (handshake(io, false, &cfg, on_close).await, None),
+            Err(io) => (
+                handshake(io, false, &cfg, on_close, tracing::Span::none()).await,
+                None,
+            ),
         }
     };
-    let (tx, streams) = handshaken.map_err(handshake_err)?;
+    let (tx, streams, gate) = handshaken.map_err(handshake_err)?;
     Ok(PoolClient {
         tx,
         facts: Arc::new(ConnFacts {
@@ -416,6 +473,7 @@ where
             extras: (!extras.is_empty()).then_some(extras),
             io: events,
             streams,
+            gate,
             poisoned: AtomicBool::new(false),
         }),
     })
@@ -429,7 +487,8 @@ async fn handshake<I, B>(
     h2: bool,
     cfg: &DialConfig,
     on_close: impl FnOnce() + Send + 'static,
-) -> Result<(Tx<B>, Option<StreamLimit>), hyper::Error>
+    span: tracing::Span,
+) -> Result<(Tx<B>, Option<StreamLimit>, Option<Arc<Gate>>), hyper::Error>
 where
     I: Read + Write + Unpin + Send + 'static,
     B: crate::connect::RequestBody,
@@ -438,22 +497,32 @@ where
         // h2's connection task (frames in and out) is polled by this connection's driver,
         // with hyper's dispatcher, never beside it on another thread (see `Held`).
         let held = Held::default();
-        let (tx, conn) = held.during(cfg.h2.handshake(io)).await?;
+        let (tx, conn) = held
+            .during(tracing::Instrument::instrument(
+                cfg.h2.handshake(io),
+                span.clone(),
+            ))
+            .await?;
         let mut frames = held.take();
         let last = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
         // Dropped by the driver as soon as it completes: hyper's dispatcher lives in it, and
         // while it lives `SendRequest` does not see the connection closed.
         let conn = Arc::new(Mutex::new(Some(Box::pin(conn))));
         let (driven, stored) = (conn.clone(), last.clone());
+        let gate = Arc::new(Gate::default());
+        let closing = gate.clone();
         let mut on_close = Some(on_close);
         cfg.exec.execute(std::future::poll_fn(move |cx| {
+            let _entered = span.enter();
             let dispatching = {
                 let mut slot = driven.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(conn) = slot.as_mut() {
                     let polled = conn.as_mut().poll(cx);
+                    tracing::debug!(ready = polled.is_ready(), "DIAG dispatcher polled");
                     stored.store(conn.current_max_send_streams(), Ordering::Relaxed);
                     if polled.is_ready() {
-                        slot.take();
+                        // Its queue is dropped here, each request in it handed back.
+                        closing.close(|| drop(slot.take()));
                     }
                 }
                 slot.is_some()
@@ -469,6 +538,7 @@ where
                 if f.as_mut().poll(cx).is_ready() {
                     frames = None;
                 }
+                tracing::debug!(done = frames.is_none(), "DIAG frames polled");
             }
             if dispatching || frames.is_some() {
                 Poll::Pending
@@ -483,7 +553,7 @@ where
             }),
             last,
         };
-        return Ok((Tx::H2(tx), Some(streams)));
+        return Ok((Tx::H2(tx), Some(streams), Some(gate)));
     }
     let (mut tx, conn) = cfg.h1.handshake(io).await?;
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<hyper::Error>();
@@ -497,7 +567,7 @@ where
         on_close();
     });
     match tx.ready().await {
-        Ok(()) => Ok((Tx::H1(tx), None)),
+        Ok(()) => Ok((Tx::H1(tx), None, None)),
         Err(e) if e.is_closed() => Err(failed_rx.await.unwrap_or(e)),
         Err(e) => Err(e),
     }

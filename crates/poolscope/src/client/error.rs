@@ -178,6 +178,21 @@ impl Error {
         self.source()?.downcast_ref::<pool::Error>()?.snapshot()
     }
 
+    /// The status a proxy refused the request's tunnel with (`CONNECT` answered 407, 403,
+    /// 502...), if that is why it failed.
+    pub fn proxy_status(&self) -> Option<http::StatusCode> {
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            if let Some(ce) = e.downcast_ref::<ConnectError>() {
+                if let Some(status) = ce.proxy_status() {
+                    return Some(status);
+                }
+            }
+            cause = e.source();
+        }
+        None
+    }
+
     /// A bounded label for metrics: which phase failed.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn error_type(&self) -> &'static str {
@@ -202,6 +217,7 @@ impl Error {
             Kind::Connect(Some(ConnectPhase::Tcp)) => "connect error",
             Kind::Connect(Some(ConnectPhase::Tls)) => "tls error",
             Kind::Connect(Some(ConnectPhase::Uri)) => "cannot dial this URI",
+            Kind::Connect(Some(ConnectPhase::Proxy)) => "proxy error",
             Kind::Connect(_) => "connection handshake failed",
             Kind::PoolTimeout => "pool wait timed out",
             Kind::PoolClosed => "client dropped while the request waited for a connection",

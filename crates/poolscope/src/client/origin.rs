@@ -16,38 +16,57 @@ use std::sync::RwLock;
 use http::uri::Scheme;
 use http::{HeaderValue, Uri};
 
+use crate::connect::proxy::Via;
+use crate::connect::Proxy;
 use crate::pool::{default_port, ConnectKey, InvalidKey};
 
 /// How many origins a client remembers.
 pub(crate) const MAX_ORIGINS: usize = 256;
 
-/// A request's pool key and `Host` header value.
+/// A request's pool key, `Host` header value and proxy.
 #[derive(Clone)]
 pub(crate) struct Origin {
     pub(crate) key: ConnectKey,
     /// `host[:port]`, the port only when it is not the scheme's default; `None` if the host
     /// is not a valid header value.
     pub(crate) host: Option<HeaderValue>,
+    /// The proxy its connections go through (also in the key).
+    pub(crate) via: Option<Via>,
 }
 
 impl Origin {
-    fn of(uri: &Uri) -> Result<Origin, InvalidKey> {
+    fn of(uri: &Uri, proxy: Option<&Proxy>) -> Result<Origin, InvalidKey> {
+        let mut key = ConnectKey::from_uri(uri)?;
+        let via = proxy.and_then(|p| p.via(uri));
+        if let Some(v) = &via {
+            key = key.with_proxy(&v.name, v.identity);
+        }
         Ok(Origin {
-            key: ConnectKey::from_uri(uri)?,
+            key,
             host: host_header(uri),
+            via,
         })
     }
 }
 
 /// The client's cache of origins, one map per common scheme, keyed by the authority as
-/// written in the URI.
+/// written in the URI. The proxy choice depends only on the scheme and authority too, so it
+/// is cached with them.
 #[derive(Default)]
 pub(crate) struct Origins {
     http: RwLock<HashMap<Box<str>, Origin>>,
     https: RwLock<HashMap<Box<str>, Origin>>,
+    proxy: Option<Proxy>,
 }
 
 impl Origins {
+    pub(crate) fn new(proxy: Option<Proxy>) -> Origins {
+        Origins {
+            proxy,
+            ..Origins::default()
+        }
+    }
+
     /// The origin of `uri`, from the cache when it is there.
     ///
     /// # Errors
@@ -56,23 +75,23 @@ impl Origins {
     /// port.
     pub(crate) fn resolve(&self, uri: &Uri) -> Result<Origin, InvalidKey> {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Origin::of(uri);
+            return Origin::of(uri, self.proxy.as_ref());
         };
         let map = if *scheme == Scheme::HTTP {
             &self.http
         } else if *scheme == Scheme::HTTPS {
             &self.https
         } else {
-            return Origin::of(uri);
+            return Origin::of(uri, self.proxy.as_ref());
         };
         let authority = authority.as_str();
         if authority.contains('@') {
-            return Origin::of(uri);
+            return Origin::of(uri, self.proxy.as_ref());
         }
         if let Some(found) = map.read().unwrap_or_else(|e| e.into_inner()).get(authority) {
             return Ok(found.clone());
         }
-        let origin = Origin::of(uri)?;
+        let origin = Origin::of(uri, self.proxy.as_ref())?;
         let mut map = map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() < MAX_ORIGINS {
             map.insert(authority.into(), origin.clone());

@@ -281,7 +281,7 @@ where
         registration: Option<Registration>,
     ) -> Result<Response<ResponseBody>, Error> {
         let checked = self.check(req);
-        let (req, super::origin::Origin { key, host }) = match checked {
+        let (req, super::origin::Origin { key, host, via }) = match checked {
             Ok(checked) => checked,
             Err(e) => {
                 if let Some(h) = &self.shared.history {
@@ -319,6 +319,7 @@ where
         let mut ctx = Ctx {
             id: request_id,
             host,
+            via,
             started,
             tracer,
             registration,
@@ -539,6 +540,7 @@ where
                         uri,
                         cfg,
                         tracer.clone(),
+                        ctx.via.clone(),
                         move || weak.evict_closed(&key),
                     );
                     shared.dial.exec.execute(async move {
@@ -648,6 +650,8 @@ where
         // If this future is dropped from here until the response is handed over, an HTTP/1
         // connection is mid-exchange: it must be closed, not returned.
         pooled.close_on_drop(!h2);
+        let diag_local = pooled.facts.local_addr;
+        let gate = pooled.facts.gate.clone();
         let result = match &mut pooled.tx {
             Tx::H1(tx) => {
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
@@ -662,6 +666,7 @@ where
                 tx.try_send_request(req).await
             }
             Tx::H2(tx) => {
+                tracing::debug!(id = ctx.id, conn = %conn_id, local = ?diag_local, closed = tx.is_closed(), "DIAG dispatching");
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
                     drop(pooled);
                     return Err(fail(
@@ -670,7 +675,25 @@ where
                         not_sent,
                     ));
                 }
-                tx.try_send_request(req).await
+                tracing::debug!(id = ctx.id, "DIAG try_send");
+                let sent = match &gate {
+                    Some(gate) => gate.pass(req, |req| tx.try_send_request(req)),
+                    None => Ok(tx.try_send_request(req)),
+                };
+                let r = match sent {
+                    Ok(sent) => sent.await,
+                    Err(req) => {
+                        // The dispatcher ended just now: never handed over.
+                        drop(pooled);
+                        return Err(fail(
+                            Error::new(Kind::Canceled).with("connection closed"),
+                            Some(req),
+                            not_sent,
+                        ));
+                    }
+                };
+                tracing::debug!(id = ctx.id, ok = r.is_ok(), "DIAG try_send returned");
+                r
             }
         };
         if let (Some(t), Some(io)) = (tracer, &io) {
@@ -753,6 +776,7 @@ where
                     } else {
                         drop(pooled);
                     }
+                    tracing::debug!(id = ctx.id, "DIAG h2 failure handled");
                 } else {
                     disarm(&pooled);
                     pooled.discard();
@@ -813,6 +837,8 @@ struct Ctx {
     id: u64,
     /// The `Host` header value the request's URI implies.
     host: Option<HeaderValue>,
+    /// The proxy its connections go through.
+    via: Option<crate::connect::proxy::Via>,
     /// The request's start, read once when something needs it.
     started: Option<std::time::Instant>,
     tracer: Option<Arc<Tracer>>,

@@ -398,6 +398,17 @@ where
         let this = self.clone();
         Box::pin(async move {
             let (host, port, _) = host_port(&uri, !this.config.enforce_http)?;
+            // Through the client's proxy for this origin: this connector reaches the proxy
+            // (the proxy taken first, so that it does not go through it again), then
+            // forwards or tunnels; TLS, if any, is the business of a connector above.
+            if let Some(via) = super::proxy::take_via() {
+                return match super::proxy::dial_through(&via, this.clone(), &uri).await? {
+                    super::proxy::Through::Forward(stream, auth) => {
+                        Ok(stream.into_forward_proxy(auth))
+                    }
+                    super::proxy::Through::Tunnel(stream) => Ok(stream),
+                };
+            }
             let explicit_port = uri.port_u16().is_some();
             let (stream, remote_addr, local_addr) = this.dial(&host, port, explicit_port).await?;
             Ok(Stream::tcp(

@@ -15,6 +15,7 @@ use super::http::host_port;
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::Connection;
 
+use super::proxy::Through;
 use super::stream::Io;
 use super::{ConnInfo, ConnectError, ConnectPhase, HttpConnector, Stream};
 use crate::trace::{with_dial_tracer, Mark, TlsHandshakeDoneInfo, TlsHandshakeStartInfo, TlsInfo};
@@ -238,10 +239,30 @@ where
         Box::pin(async move {
             let (host, _, is_https) = host_port(&uri, true)?;
             let mut inner = this.http.clone();
-            std::future::poll_fn(|cx| inner.poll_ready(cx))
-                .await
-                .map_err(inner_error)?;
-            let io = inner.call(uri).await.map_err(inner_error)?;
+            // Through the client's proxy for this origin (taken, so that the connector
+            // beneath only reaches the proxy): forward proxying ends here; a tunnel gets TLS
+            // over it like any connection.
+            let io = match super::proxy::take_via() {
+                Some(via) => match super::proxy::dial_through(&via, inner, &uri).await? {
+                    Through::Forward(io, auth) => {
+                        let stream = match crate::connect::Stream::downcast_from(io) {
+                            Ok(stream) => stream,
+                            Err(io) => {
+                                let info = conn_info(&io.connected());
+                                Stream::other(Box::new(io), info, true)
+                            }
+                        };
+                        return Ok(stream.into_forward_proxy(auth));
+                    }
+                    Through::Tunnel(io) => io,
+                },
+                None => {
+                    std::future::poll_fn(|cx| inner.poll_ready(cx))
+                        .await
+                        .map_err(inner_error)?;
+                    inner.call(uri).await.map_err(inner_error)?
+                }
+            };
             // poolscope's own TCP: TLS straight over the socket.
             let io = match crate::connect::Stream::downcast_from(io) {
                 Ok(stream) => match stream.into_tcp() {

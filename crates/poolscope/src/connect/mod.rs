@@ -9,7 +9,12 @@
 //!   custom roots or a whole `ClientConfig`), ALPN `h2` and `http/1.1`; `http://` as above.
 //!
 //! Both are `tower_service::Service<Uri>` and work with hyper-util's legacy client too. What
-//! this module does not do: pooling, retries, proxies.
+//! this module does not do: pooling, retries.
+//!
+//! Proxies: [`Proxy`] chooses one per request (from the environment, or given) for
+//! [`Builder::proxy`](crate::client::Builder::proxy); both connectors then reach the target
+//! through it (forward proxying, `CONNECT`, SOCKS). [`ForwardProxy`] and hyper-util's
+//! `Tunnel` / `SocksV5` are the fixed-proxy alternatives, composed by hand.
 //!
 //! The stream they return carries a [`ConnInfo`] (addresses, TLS details), which the client
 //! reports in `GotConnInfo`.
@@ -18,6 +23,7 @@ mod dns;
 mod forward;
 mod http;
 mod https;
+pub(crate) mod proxy;
 pub(crate) mod stream;
 mod tcp;
 
@@ -31,6 +37,7 @@ pub use self::dns::HickoryResolver;
 pub use self::forward::ForwardProxy;
 pub use self::http::HttpConnector;
 pub use self::https::HttpsConnector;
+pub use self::proxy::{InvalidProxy, Proxy, ProxyBuilder};
 pub use self::stream::Stream;
 use crate::trace::TlsInfo;
 
@@ -58,16 +65,21 @@ pub enum ConnectPhase {
     Tcp,
     /// The TLS handshake (certificate, protocol).
     Tls,
+    /// The exchange with a proxy after reaching it: a `CONNECT` it refused or answered
+    /// oddly ([`ConnectError::proxy_status`] has its status), or a failed SOCKS handshake.
+    /// Failing to reach the proxy at all is [`Tcp`](ConnectPhase::Tcp) (or `Dns`).
+    Proxy,
 }
 
 impl ConnectPhase {
-    /// `uri`, `dns`, `connect`, `tls`.
+    /// `uri`, `dns`, `connect`, `tls`, `proxy`.
     pub fn as_str(&self) -> &'static str {
         match self {
             ConnectPhase::Uri => "uri",
             ConnectPhase::Dns => "dns",
             ConnectPhase::Tcp => "connect",
             ConnectPhase::Tls => "tls",
+            ConnectPhase::Proxy => "proxy",
         }
     }
 }
@@ -78,6 +90,8 @@ pub struct ConnectError {
     phase: ConnectPhase,
     msg: String,
     timed_out: bool,
+    /// The status a proxy refused a `CONNECT` with.
+    proxy_status: Option<::http::StatusCode>,
     cause: Option<Box<dyn StdError + Send + Sync>>,
 }
 
@@ -87,6 +101,7 @@ impl ConnectError {
             phase,
             msg: msg.into(),
             timed_out: false,
+            proxy_status: None,
             cause: None,
         }
     }
@@ -109,6 +124,17 @@ impl ConnectError {
     /// Whether the connect timeout elapsed.
     pub fn is_timeout(&self) -> bool {
         self.timed_out
+    }
+
+    /// The status a proxy refused a `CONNECT` with (407 for credentials it wants, 403 for a
+    /// target it forbids, 502 for one it could not reach...).
+    pub fn proxy_status(&self) -> Option<::http::StatusCode> {
+        self.proxy_status
+    }
+
+    pub(crate) fn with_proxy_status(mut self, status: ::http::StatusCode) -> Self {
+        self.proxy_status = Some(status);
+        self
     }
 }
 

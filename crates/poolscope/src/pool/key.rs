@@ -1,9 +1,9 @@
 //! `ConnectKey`: which connections may serve which requests.
 //!
 //! Two requests can share a connection exactly when their keys are equal. A key is the
-//! scheme, the host (lower-cased) and the port (the scheme's default filled in), as Go's
-//! `connectMethodKey` is without a proxy. This module does not resolve names: `example.com`
-//! and its address are different keys.
+//! scheme, the host (lower-cased), the port (the scheme's default filled in) and the proxy the
+//! connection goes through, if any, as Go's `connectMethodKey`. This module does not resolve
+//! names: `example.com` and its address are different keys.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -11,10 +11,12 @@ use std::sync::{Arc, OnceLock};
 
 use http::Uri;
 
-/// The identity of a connection pool queue: scheme, lower-cased host and port.
+/// The identity of a connection pool queue: scheme, lower-cased host, port, and the proxy
+/// the connections go through (if any).
 ///
-/// Cloning is cheap (a reference count). `Display` renders `scheme://host:port`, which is
-/// also what events and metric labels show; a key never holds userinfo, a path or a query.
+/// Cloning is cheap (a reference count). `Display` renders `scheme://host:port`, followed by
+/// ` via proxy-host:port` for a key with a proxy; a key never holds userinfo, a path or a
+/// query.
 ///
 /// # Examples
 ///
@@ -33,14 +35,22 @@ struct KeyParts {
     scheme: Box<str>,
     host: Box<str>,
     port: u16,
-    /// Hash of (scheme, host, port) with a per-process random seed, computed once so that
-    /// the pool's per-key lookups hash a `u64` instead of two strings.
+    /// The proxy: its `host:port` as shown, and an identity that also tells apart the same
+    /// proxy with other credentials.
+    via: Option<(Box<str>, u64)>,
+    /// Hash of all the above with a per-process random seed, computed once so that the
+    /// pool's per-key lookups hash a `u64` instead of strings.
     hash: u64,
 }
 
 impl KeyParts {
-    fn fields(&self) -> (&str, &str, u16) {
-        (&self.scheme, &self.host, self.port)
+    fn fields(&self) -> (&str, &str, u16, Option<(&str, u64)>) {
+        (
+            &self.scheme,
+            &self.host,
+            self.port,
+            self.via.as_ref().map(|(name, id)| (&**name, *id)),
+        )
     }
 }
 
@@ -126,8 +136,40 @@ impl ConnectKey {
             scheme,
             host,
             port,
+            via: None,
             hash,
         }))
+    }
+
+    /// The same origin reached through the proxy `name` (`host:port`, as shown; never
+    /// credentials). `identity` tells apart proxies that show the same name, such as one
+    /// proxy with two sets of credentials: keys are equal only if both are.
+    ///
+    /// ```
+    /// use poolscope::pool::ConnectKey;
+    ///
+    /// let direct = ConnectKey::new("https", "example.com", 443);
+    /// let proxied = direct.clone().with_proxy("127.0.0.1:3128", 1);
+    /// assert_eq!(proxied.to_string(), "https://example.com:443 via 127.0.0.1:3128");
+    /// assert_ne!(direct, proxied);
+    /// assert_ne!(proxied, direct.with_proxy("127.0.0.1:3128", 2));
+    /// ```
+    pub fn with_proxy(self, name: &str, identity: u64) -> ConnectKey {
+        let p = &*self.0;
+        let via = Some((Box::<str>::from(name), identity));
+        let hash = seed().hash_one((&*p.scheme, &*p.host, p.port, name, identity));
+        ConnectKey(Arc::new(KeyParts {
+            scheme: p.scheme.clone(),
+            host: p.host.clone(),
+            port: p.port,
+            via,
+            hash,
+        }))
+    }
+
+    /// The proxy the key's connections go through (`host:port`), if any.
+    pub fn proxy(&self) -> Option<&str> {
+        self.0.via.as_ref().map(|(name, _)| &**name)
     }
 
     /// Builds the key a request to `uri` is pooled under.
@@ -191,7 +233,11 @@ pub(crate) fn default_port(scheme: &str) -> Option<u16> {
 
 impl fmt::Display for ConnectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme(), self.host(), self.port())
+        write!(f, "{}://{}:{}", self.scheme(), self.host(), self.port())?;
+        match self.proxy() {
+            Some(proxy) => write!(f, " via {proxy}"),
+            None => Ok(()),
+        }
     }
 }
 

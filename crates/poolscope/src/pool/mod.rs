@@ -9,7 +9,8 @@
 //! # The rules
 //!
 //! 1. **Keys** `[keys]`. Connections are pooled per [`ConnectKey`] (scheme, lower-cased host,
-//!    port).
+//!    port, and the proxy with its credentials' identity): the same origin through two
+//!    proxies, or through one proxy with two sets of credentials, is two keys.
 //! 2. **Idle list, LIFO** `[idle-lifo]`. A checkout takes the most recently returned idle
 //!    connection of its key. Connections found expired (idle timeout, max lifetime) or closed
 //!    are dropped on the way (`IdleConnOut` with the reason, then `ConnClosed`).

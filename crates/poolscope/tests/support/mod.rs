@@ -336,3 +336,97 @@ fn describe(p: &Poll<Result<Step<TestConn>, Error>>) -> String {
         Poll::Ready(Err(e)) => format!("error {e}"),
     }
 }
+
+/// With `POOLSCOPE_TEST_LOG=FILE` set, writes the `tracing` events of h2 and poolscope (each
+/// HTTP/2 frame sent and received, at debug level) to FILE, once per test process, each line
+/// naming its connection by its addresses. For digging into a failure, not for asserting.
+#[allow(dead_code)]
+pub fn log_from_env() {
+    use tracing_subscriber::layer::SubscriberExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(path) = std::env::var_os("POOLSCOPE_TEST_LOG") else {
+            return;
+        };
+        let file = match std::fs::File::create(&path) {
+            Ok(f) => f,
+            Err(e) => panic!("POOLSCOPE_TEST_LOG={path:?}: {e}"),
+        };
+        let filter = tracing_subscriber::EnvFilter::new("h2=debug,poolscope=debug");
+        let subscriber = tracing_subscriber::registry()
+            .with(filter)
+            .with(ConnLog(Mutex::new(std::io::BufWriter::new(file))));
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
+
+/// The label of the connection a span belongs to (poolscope's `h2_connection` span's fields,
+/// copied onto h2's own `Connection` span, which h2 makes without a parent).
+#[derive(Clone)]
+struct ConnLabel(String);
+
+/// Writes each event with its connection's label.
+struct ConnLog(Mutex<std::io::BufWriter<std::fs::File>>);
+
+#[derive(Default)]
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for ConnLog
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let label = if span.name() == "h2_connection" {
+            let mut f = Fields::default();
+            attrs.record(&mut f);
+            Some(ConnLabel(f.0))
+        } else {
+            // h2's connection span is a root: take the label of the span current when it
+            // was made (poolscope's, during the handshake), else of its parents.
+            ctx.lookup_current()
+                .into_iter()
+                .chain(span.scope().skip(1))
+                .find_map(|s| s.extensions().get::<ConnLabel>().cloned())
+        };
+        if let Some(label) = label {
+            span.extensions_mut().insert(label);
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        use std::io::Write;
+        let label = ctx
+            .event_scope(event)
+            .and_then(|mut scope| scope.find_map(|s| s.extensions().get::<ConnLabel>().cloned()))
+            .map_or_else(|| "-".to_owned(), |l| l.0);
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut out = self.0.lock().unwrap();
+        let _ = writeln!(
+            out,
+            "{}.{:06} {:?} [{label}] {}:{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::thread::current().id(),
+            event.metadata().target(),
+            f.0
+        );
+        let _ = out.flush();
+    }
+}
