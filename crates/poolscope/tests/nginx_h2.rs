@@ -585,25 +585,23 @@ async fn posts_survive_goaway_and_reach_nginx_exactly_once() {
             0,
             "a POST is never resent after it may have been processed"
         );
-        // KNOWN DEFECT, not understood yet: in about 2 of 100 runs one POST (of 500) reached
-        // nginx twice, after a run whose retries were all `goaway` and `not_sent` (both meant
-        // to be unprocessed). Until its cause is found the test tolerates one and says so;
-        // more than one fails it.
-        if !twice.is_empty() {
-            eprintln!(
-                "KNOWN DEFECT: POSTs nginx handled more than once: {twice:?}; retries: {}",
-                retries.summary()
-            );
-            for &id in &twice {
-                eprintln!("  POST {id}: {}", journal.of(id));
-                for l in log.iter().filter(|l| l.uri == format!("/post?id={id}")) {
-                    eprintln!("    nginx: {l:?}");
-                }
+        // A POST nginx handled twice was resent after an attempt nginx had processed. The
+        // cause found (2026-12-02): hyper's dispatcher opened the 50th stream, h2's
+        // connection task on another thread sent it, and nginx's GOAWAY naming it as the last
+        // stream arrived before the dispatcher's next check, which failed the request with
+        // that GOAWAY(NO_ERROR) as if it had never been sent. In about 3 of 25 runs of this
+        // file, always the 50th stream of its connection (the journal below shows it); none
+        // in 800 runs since the connection task is polled by the dispatcher's own task.
+        for &id in &twice {
+            eprintln!("  POST {id} handled twice: {}", journal.of(id));
+            for l in log.iter().filter(|l| l.uri == format!("/post?id={id}")) {
+                eprintln!("    nginx: {l:?}");
             }
         }
         assert!(
-            twice.len() <= 1,
-            "POSTs nginx handled more than once: {twice:?}"
+            twice.is_empty(),
+            "POSTs nginx handled more than once: {twice:?}; retries: {}",
+            retries.summary()
         );
         assert!(missing.is_empty(), "POSTs nginx never handled: {missing:?}");
         assert!(other.is_empty(), "unexpected access-log lines: {other:?}");

@@ -1,7 +1,9 @@
-//! HTTPS through real proxies started on loopback: `HttpsConnector` layered over hyper-util's
-//! `Tunnel` (HTTP CONNECT, through tinyproxy) and `SocksV5` (through microsocks), to a real
-//! nginx with a test CA. Each test skips (with a message) where the proxy or nginx is not
-//! installed, and fails instead under CI, which installs them (`.ci/run`).
+//! HTTP and HTTPS through real proxies started on loopback (tinyproxy for forward proxying
+//! and CONNECT, microsocks for SOCKS5) to a real nginx with a test CA: the client's own
+//! proxy choice (`Builder::proxy`: the proxy in the pool key, its events and timing, typed
+//! refusals, credentials shown nowhere), and hyper-util's `Tunnel` and `SocksV5` composed
+//! under `HttpsConnector` by hand. Each test skips (with a message) where the proxy or nginx
+//! is not installed, and fails instead under CI, which installs them (`.ci/run`).
 
 mod support;
 

@@ -6,10 +6,12 @@
 //! - [`ResponseBody`]: the response body; the one type that changes when migrating.
 //! - [`Error`]: which phase of a request failed.
 //!
-//! What this module does not do: redirects, cookies, decompression, choosing a proxy (like
-//! hyper-util's legacy client, it is a connection-pooling transport; a connector that dials
-//! a proxy and says so with `Connected::proxy` gets absolute-form requests, and CONNECT and
-//! upgrades work through `hyper::upgrade::on`).
+//! What this module does not do: redirects, cookies, decompression (like hyper-util's legacy
+//! client, it is a connection-pooling transport). It does choose a proxy per origin when
+//! [`Builder::proxy`] is set (as Go's `Transport.Proxy`; see
+//! [`Proxy`](crate::connect::Proxy)); a connector that dials a proxy itself and says so with
+//! `Connected::proxy` gets absolute-form requests, and CONNECT and upgrades work through
+//! `hyper::upgrade::on`.
 //!
 //! # Request lifecycle
 //!

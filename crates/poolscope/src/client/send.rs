@@ -650,7 +650,6 @@ where
         // If this future is dropped from here until the response is handed over, an HTTP/1
         // connection is mid-exchange: it must be closed, not returned.
         pooled.close_on_drop(!h2);
-        let diag_local = pooled.facts.local_addr;
         let gate = pooled.facts.gate.clone();
         let result = match &mut pooled.tx {
             Tx::H1(tx) => {
@@ -666,7 +665,6 @@ where
                 tx.try_send_request(req).await
             }
             Tx::H2(tx) => {
-                tracing::debug!(id = ctx.id, conn = %conn_id, local = ?diag_local, closed = tx.is_closed(), "DIAG dispatching");
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
                     drop(pooled);
                     return Err(fail(
@@ -675,12 +673,13 @@ where
                         not_sent,
                     ));
                 }
-                tracing::debug!(id = ctx.id, "DIAG try_send");
+                // Handed to hyper's dispatcher through the connection's gate (see `Gate`):
+                // hyper's `try_send_request` puts it in the dispatcher's queue at once.
                 let sent = match &gate {
                     Some(gate) => gate.pass(req, |req| tx.try_send_request(req)),
                     None => Ok(tx.try_send_request(req)),
                 };
-                let r = match sent {
+                match sent {
                     Ok(sent) => sent.await,
                     Err(req) => {
                         // The dispatcher ended just now: never handed over.
@@ -691,9 +690,7 @@ where
                             not_sent,
                         ));
                     }
-                };
-                tracing::debug!(id = ctx.id, ok = r.is_ok(), "DIAG try_send returned");
-                r
+                }
             }
         };
         if let (Some(t), Some(io)) = (tracer, &io) {
@@ -776,7 +773,6 @@ where
                     } else {
                         drop(pooled);
                     }
-                    tracing::debug!(id = ctx.id, "DIAG h2 failure handled");
                 } else {
                     disarm(&pooled);
                     pooled.discard();

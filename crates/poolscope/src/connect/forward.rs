@@ -46,19 +46,13 @@ impl<C> ForwardProxy<C> {
     /// Through the proxy at `proxy` (`http://[user:password@]host:port`); `inner` makes the
     /// TCP connection to it.
     pub fn new(proxy: Uri, inner: C) -> ForwardProxy<C> {
-        let auth = proxy.authority().and_then(|a| {
-            let (userinfo, _) = a.as_str().rsplit_once('@')?;
-            let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-            let user = percent_decode(user);
-            let pass = percent_decode(pass);
-            let mut value = HeaderValue::try_from(format!(
-                "Basic {}",
-                base64(format!("{user}:{pass}").as_bytes())
-            ))
-            .ok()?;
-            value.set_sensitive(true);
-            Some(value)
-        });
+        // hyper-util's proxy matcher decodes the credentials (percent-encoding) into a
+        // sensitive `Basic` header, as `Proxy` does.
+        let auth = hyper_util::client::proxy::matcher::Matcher::builder()
+            .http(proxy.to_string())
+            .build()
+            .intercept(&Uri::from_static("http://origin.invalid/"))
+            .and_then(|i| i.basic_auth().cloned());
         ForwardProxy {
             proxy: crate::inflight::strip_userinfo(&proxy),
             auth,
@@ -117,45 +111,6 @@ fn proxy_error(
     ConnectError::new(phase, format!("connecting to the proxy {proxy}")).with(e)
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,12 +128,5 @@ mod tests {
                 .auth
                 .is_none()
         );
-    }
-
-    #[test]
-    fn base64_pads() {
-        assert_eq!(base64(b"a"), "YQ==");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"abc"), "YWJj");
     }
 }
