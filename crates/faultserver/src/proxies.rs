@@ -56,12 +56,15 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// Waits (at most 2 s) until `port` accepts connections: that probe is one connection the
-/// proxy sees.
+/// proxy sees. A probe that connected to itself (TCP's simultaneous open, possible while
+/// nothing listens on the port) does not count.
 fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+        if let Ok(probe) = TcpStream::connect(("127.0.0.1", port)) {
+            if probe.local_addr().ok() != probe.peer_addr().ok() {
+                return;
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }

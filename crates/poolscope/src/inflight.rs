@@ -88,6 +88,8 @@ pub(crate) struct Entry {
     /// 0 until a connection is known.
     conn_id: AtomicU64,
     bytes: AtomicU64,
+    /// Where the request was issued (`#[track_caller]`): known even without stacks.
+    caller: &'static std::panic::Location<'static>,
     stack: Option<Mutex<backtrace::Backtrace>>,
 }
 
@@ -196,9 +198,23 @@ impl Registry {
         }
     }
 
-    /// Registers a request (`id` is yours to choose; it orders equal ages). Captures the
-    /// caller's stack if enabled: call it where the caller's frames are on the stack.
+    /// Registers a request (`id` is yours to choose; it orders equal ages), issued where
+    /// this is called from (`#[track_caller]`: a function of yours marked so passes its own
+    /// caller on). Captures the caller's stack if enabled: call it where the caller's frames
+    /// are on the stack.
+    #[track_caller]
     pub fn register(self: &Arc<Self>, id: u64, method: &Method, uri: &Uri) -> Registration {
+        self.register_at(id, method, uri, std::panic::Location::caller())
+    }
+
+    /// As [`register`](Self::register), issued at `caller`.
+    pub fn register_at(
+        self: &Arc<Self>,
+        id: u64,
+        method: &Method,
+        uri: &Uri,
+        caller: &'static std::panic::Location<'static>,
+    ) -> Registration {
         let entry = Arc::new(Entry {
             id,
             method: method.clone(),
@@ -207,6 +223,7 @@ impl Registry {
             phase: AtomicU8::new(Phase::WaitingForConnection as u8),
             conn_id: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            caller,
             stack: self
                 .capture_stacks
                 .then(|| Mutex::new(backtrace::Backtrace::new_unresolved())),
@@ -247,6 +264,11 @@ impl Registry {
                     n => Some(ConnId(n)),
                 },
                 bytes_received: e.bytes.load(Ordering::Relaxed),
+                called_at: CallSite {
+                    file: e.caller.file(),
+                    line: e.caller.line(),
+                    column: e.caller.column(),
+                },
                 stack: e.stack.as_ref().map(resolve).unwrap_or_default(),
             })
             .collect();
@@ -392,8 +414,27 @@ pub struct InFlightEntry {
     pub conn_id: Option<ConnId>,
     /// Response body bytes received so far.
     pub bytes_received: u64,
+    /// Where it was issued: the code that called `Client::request` / `get` / `call`.
+    pub called_at: CallSite,
     /// The stack that started it (empty unless `capture_stacks`).
     pub stack: Vec<StackFrame>,
+}
+
+/// A place in the source: where a request was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CallSite {
+    /// The file, as the compiler names it (relative to the crate's workspace, or a path).
+    pub file: &'static str,
+    /// 1-based.
+    pub line: u32,
+    /// 1-based.
+    pub column: u32,
+}
+
+impl fmt::Display for CallSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -458,6 +499,10 @@ impl fmt::Display for InFlightReport {
                 "  servicing {} {:?} for {:?}",
                 e.method, e.url, e.elapsed
             )?;
+            if e.stack.is_empty() {
+                // Without stacks, the one frame known for free: where it was issued.
+                writeln!(f, "    - issued at {}", e.called_at)?;
+            }
             for fr in &e.stack {
                 match (&fr.file, fr.line) {
                     (Some(file), Some(line)) => {

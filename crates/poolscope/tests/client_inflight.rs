@@ -61,6 +61,42 @@ async fn three_slow_requests_are_in_flight_until_their_bodies_end_or_are_dropped
     assert!(c.in_flight().is_empty());
 }
 
+/// Without stacks, each entry still names the `file:line` that issued it
+/// (`#[track_caller]` on `get`, `request` and `Service::call`).
+#[tokio::test]
+async fn each_entry_names_the_line_that_issued_it() {
+    use tower_service::Service;
+    let server = TestServer::start().await;
+    let c = client(|_| {});
+    let (get_line, get) = (line!(), c.get(server.url("/slow/300")));
+    let req = http::Request::get(server.url("/slow/300"))
+        .body(Default::default())
+        .unwrap();
+    let (request_line, request) = (line!(), c.request(req));
+    let req = http::Request::get(server.url("/slow/300"))
+        .body(Default::default())
+        .unwrap();
+    let mut svc = c.clone();
+    let (call_line, call) = (line!(), svc.call(req));
+    let futs = [tokio::spawn(get), tokio::spawn(request), tokio::spawn(call)];
+    eventually("three in flight", || c.in_flight().len() == 3).await;
+    let report = c.in_flight();
+    let mut lines: Vec<u32> = report.iter().map(|e| e.called_at.line).collect();
+    lines.sort_unstable();
+    assert_eq!(lines, vec![get_line, request_line, call_line], "{report}");
+    for e in report.iter() {
+        assert!(e.called_at.file.ends_with("client_inflight.rs"), "{e:?}");
+    }
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("    - issued at {}:{get_line}:", file!())),
+        "{text}"
+    );
+    for f in futs {
+        body(f.await.unwrap().unwrap()).await;
+    }
+}
+
 #[tokio::test]
 async fn captured_stacks_name_the_function_that_started_the_request() {
     let server = TestServer::start().await;

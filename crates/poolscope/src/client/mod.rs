@@ -142,6 +142,7 @@ where
     B: RequestBody,
 {
     /// Sends a `GET` to `uri` with a default (empty) body.
+    #[track_caller]
     pub fn get(&self, uri: Uri) -> ResponseFuture
     where
         B: Default,
@@ -153,16 +154,21 @@ where
 
     /// Sends `req`. The URI must be absolute. A [`ClientTrace`] in the request's extensions
     /// traces this request (as well as the client-wide one).
+    ///
+    /// The in-flight report names where each request was issued (`#[track_caller]`: the
+    /// caller's `file:line`, with or without captured stacks).
+    #[track_caller]
     pub fn request(&self, req: Request<B>) -> ResponseFuture {
         let shared = &self.shared;
         let id = shared
             .next_request
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Registered here, synchronously, so a captured stack shows the caller.
+        let caller = std::panic::Location::caller();
         let registration = shared
             .inflight
             .as_ref()
-            .map(|r| r.register(id, req.method(), req.uri()));
+            .map(|r| r.register_at(id, req.method(), req.uri(), caller));
         if let Some(h) = &shared.history {
             h.request(RequestEvent::Started {
                 id,
@@ -277,6 +283,7 @@ macro_rules! service_impl {
                 Poll::Ready(Ok(()))
             }
 
+            #[track_caller]
             fn call(&mut self, req: Request<B>) -> ResponseFuture {
                 self.request(req)
             }

@@ -233,9 +233,14 @@ impl Nginx {
                     break Err(format!("nginx exited: {status}"));
                 }
                 // The one probe that connects is accepted (and counted) by nginx; the refused
-                // ones before it are not.
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    break Ok(());
+                // ones before it are not. A probe can also connect to itself (TCP's
+                // simultaneous open, when the kernel picks the port it dials as its own local
+                // port while nothing listens there): that is not nginx, and it holds the port
+                // nginx is about to bind (nginx then retries its bind 500 ms later).
+                if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    if probe.local_addr().ok() != probe.peer_addr().ok() {
+                        break Ok(());
+                    }
                 }
                 if Instant::now() > deadline {
                     break Err("nginx did not accept connections within 5 s".to_owned());
