@@ -344,38 +344,100 @@ fn hidden(name: &str) -> bool {
     HIDDEN.iter().any(|p| name.starts_with(p)) || name.starts_with("F as ") || LIBC.contains(&name)
 }
 
+/// How many frames a report shows per request: the caller's, and a few below.
+const MAX_FRAMES: usize = 6;
+
+/// Whether `file` is machinery rather than the caller's code: a dependency in cargo's
+/// registry or git checkouts (poolscope itself too, when it comes from crates.io), the Rust
+/// standard library (`/rustc/…`), or poolscope's own source. Judged by the file, not by the
+/// name: in release builds with line tables, inlined frames have short names without their
+/// module path.
+fn machinery_file(file: &std::path::Path) -> bool {
+    let f = file.to_string_lossy();
+    f.contains("/registry/src/")
+        || f.contains("/git/checkouts/")
+        || f.starts_with("/rustc/")
+        || f.starts_with(concat!(env!("CARGO_MANIFEST_DIR"), "/src/"))
+}
+
+/// `name` as `module::function`: without generic parameters, the trait of a trait method
+/// (`<T as Trait>::f` is `T::f`), or closure and async-block segments. A frame that is only
+/// a closure or an async block is named so.
+fn tidy(name: &str) -> String {
+    let unqualified = name
+        .strip_prefix('<')
+        .and_then(split_qualified)
+        .map(|(ty, rest)| format!("{ty}{rest}"));
+    let name = unqualified.as_deref().unwrap_or(name);
+    let mut plain = String::with_capacity(name.len());
+    let mut depth = 0usize;
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    let segments: Vec<&str> = plain
+        .split("::")
+        .filter(|s| !s.is_empty() && !s.starts_with('{'))
+        .collect();
+    match segments.is_empty() {
+        true if name.contains("async") => "(async block)".to_owned(),
+        true => "(closure)".to_owned(),
+        false => segments.join("::"),
+    }
+}
+
+/// `T as Trait>::rest` (after the opening `<`): `T` and `::rest`.
+fn split_qualified(inner: &str) -> Option<(&str, &str)> {
+    let mut depth = 0usize;
+    let mut as_at = None;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            '>' => return Some((&inner[..as_at.unwrap_or(i)], &inner[i + 1..])),
+            ' ' if depth == 0 && as_at.is_none() && inner[i..].starts_with(" as ") => {
+                as_at = Some(i)
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 fn resolve(stack: &Mutex<backtrace::Backtrace>) -> Vec<StackFrame> {
     let mut bt = stack.lock().unwrap_or_else(|e| e.into_inner());
     bt.resolve();
     let cwd = std::env::current_dir().ok();
-    let mut frames = Vec::new();
+    let mut frames: Vec<StackFrame> = Vec::new();
     for frame in bt.frames() {
         for sym in frame.symbols() {
             let Some(name) = sym.name() else { continue };
             let name = format!("{name:#}");
-            if hidden(&name) {
+            // A frame without a file is not the caller's (entry points, stripped code).
+            let Some(path) = sym.filename() else { continue };
+            if machinery_file(path) || hidden(&name) {
                 continue;
             }
-            let function = name
-                .trim_end_matches("::{{closure}}")
-                .trim_end_matches("::{{closure}}")
-                .to_owned();
-            let file = sym.filename().map(|p| {
-                cwd.as_ref()
-                    .and_then(|c| p.strip_prefix(c).ok())
-                    .unwrap_or(p)
-                    .display()
-                    .to_string()
-            });
+            let file = cwd
+                .as_ref()
+                .and_then(|c| path.strip_prefix(c).ok())
+                .unwrap_or(path)
+                .display()
+                .to_string();
             frames.push(StackFrame {
-                function,
-                file,
+                function: tidy(&name),
+                file: Some(file),
                 line: sym.lineno(),
             });
         }
     }
     // The same function appears once per closure level of an async fn: keep the first.
-    frames.dedup_by(|a, b| a.function == b.function);
+    frames.dedup_by(|a, b| a.function == b.function && a.file == b.file);
+    frames.truncate(MAX_FRAMES);
     frames
 }
 
@@ -504,12 +566,18 @@ impl fmt::Display for InFlightReport {
                 writeln!(f, "    - issued at {}", e.called_at)?;
             }
             for fr in &e.stack {
+                // `(async block)` and `(closure)` are not called by name.
+                let call = if fr.function.starts_with('(') {
+                    ""
+                } else {
+                    "()"
+                };
                 match (&fr.file, fr.line) {
                     (Some(file), Some(line)) => {
-                        writeln!(f, "    - {}() - {file}:{line}", fr.function)?
+                        writeln!(f, "    - {}{call} - {file}:{line}", fr.function)?
                     }
-                    (Some(file), None) => writeln!(f, "    - {}() - {file}", fr.function)?,
-                    _ => writeln!(f, "    - {}()", fr.function)?,
+                    (Some(file), None) => writeln!(f, "    - {}{call} - {file}", fr.function)?,
+                    _ => writeln!(f, "    - {}{call}", fr.function)?,
                 }
             }
         }
@@ -520,6 +588,26 @@ impl fmt::Display for InFlightReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_lose_generics_traits_and_closures() {
+        for (raw, tidy_name) in [
+            ("my_app::fetch::run::{{closure}}", "my_app::fetch::run"),
+            (
+                "<my_app::Fetcher<T> as tower_service::Service<http::Request<B>>>::call",
+                "my_app::Fetcher::call",
+            ),
+            (
+                "get<poolscope::connect::http::HttpConnector, Empty<Bytes>>",
+                "get",
+            ),
+            ("{async_block#0}", "(async block)"),
+            ("{closure#0}", "(closure)"),
+            ("<my_app::Job>::go", "my_app::Job::go"),
+        ] {
+            assert_eq!(tidy(raw), tidy_name, "{raw}");
+        }
+    }
 
     #[test]
     fn userinfo_is_stripped() {
