@@ -23,10 +23,9 @@ fn issue_from_here(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run in release by .ci/run"]
 async fn release_stacks_start_at_the_caller_and_show_no_machinery() {
-    assert!(
-        !cfg!(debug_assertions),
-        "run this test with --release: it checks what release builds show"
-    );
+    if cfg!(debug_assertions) {
+        panic!("run this test with --release: it checks what release builds show");
+    }
     let server = TestServer::start().await;
     let c = client(|b| {
         b.capture_stacks(true);
