@@ -528,7 +528,7 @@ async fn builder_proxy_through_socks5_and_socks5h() {
                 .trace(events.trace())
                 .proxy(proxy_all(&format!("{scheme}://127.0.0.1:{}", proxy.port)))
                 .build(HttpsConnector::with_roots(nginx.roots()));
-            load(&client, nginx.url("/"), 100, 8).await;
+            load(&client, nginx.url("/"), 200, 8).await;
             let opened = opened.load(Ordering::SeqCst);
             assert_eq!(
                 opened, 1,
