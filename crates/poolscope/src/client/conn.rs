@@ -380,7 +380,7 @@ pub(crate) async fn dial<C, B>(
     uri: Uri,
     cfg: DialConfig,
     tracer: Option<Arc<Tracer>>,
-    via: Option<crate::connect::proxy::Via>,
+    via: Option<Arc<crate::connect::proxy::Via>>,
     on_close: impl FnOnce() + Send + 'static,
 ) -> Result<PoolClient<B>, BoxError>
 where
@@ -448,9 +448,8 @@ where
             Ok(mut stream) => {
                 let events = Arc::new(IoEvents::new());
                 stream.set_events(events.clone());
-                let span = tracing::Span::none();
                 (
-                    handshake(stream, false, &cfg, on_close, span).await,
+                    handshake(stream, false, &cfg, on_close, tracing::Span::none()).await,
                     Some(events),
                 )
             }

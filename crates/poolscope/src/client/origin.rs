@@ -11,7 +11,7 @@
 //! This module does not decide whether the header is sent (that is `set_host`, in `send.rs`).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use http::uri::Scheme;
 use http::{HeaderValue, Uri};
@@ -30,14 +30,15 @@ pub(crate) struct Origin {
     /// `host[:port]`, the port only when it is not the scheme's default; `None` if the host
     /// is not a valid header value.
     pub(crate) host: Option<HeaderValue>,
-    /// The proxy its connections go through (also in the key).
-    pub(crate) via: Option<Via>,
+    /// The proxy its connections go through (also in the key); shared, since every
+    /// request to the origin carries it.
+    pub(crate) via: Option<Arc<Via>>,
 }
 
 impl Origin {
     fn of(uri: &Uri, proxy: Option<&Proxy>) -> Result<Origin, InvalidKey> {
         let mut key = ConnectKey::from_uri(uri)?;
-        let via = proxy.and_then(|p| p.via(uri));
+        let via = proxy.and_then(|p| p.via(uri)).map(Arc::new);
         if let Some(v) = &via {
             key = key.with_proxy(&v.name, v.identity);
         }

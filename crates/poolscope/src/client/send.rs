@@ -650,8 +650,9 @@ where
         // If this future is dropped from here until the response is handed over, an HTTP/1
         // connection is mid-exchange: it must be closed, not returned.
         pooled.close_on_drop(!h2);
-        let gate = pooled.facts.gate.clone();
-        let result = match &mut pooled.tx {
+        // The sender and the connection's facts, borrowed apart (no clone per request).
+        let PoolClient { tx, facts } = &mut *pooled;
+        let result = match tx {
             Tx::H1(tx) => {
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
                     disarm(&pooled);
@@ -675,7 +676,7 @@ where
                 }
                 // Handed to hyper's dispatcher through the connection's gate (see `Gate`):
                 // hyper's `try_send_request` puts it in the dispatcher's queue at once.
-                let sent = match &gate {
+                let sent = match &facts.gate {
                     Some(gate) => gate.pass(req, |req| tx.try_send_request(req)),
                     None => Ok(tx.try_send_request(req)),
                 };
@@ -834,7 +835,7 @@ struct Ctx {
     /// The `Host` header value the request's URI implies.
     host: Option<HeaderValue>,
     /// The proxy its connections go through.
-    via: Option<crate::connect::proxy::Via>,
+    via: Option<Arc<crate::connect::proxy::Via>>,
     /// The request's start, read once when something needs it.
     started: Option<std::time::Instant>,
     tracer: Option<Arc<Tracer>>,

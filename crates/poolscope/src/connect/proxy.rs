@@ -77,22 +77,9 @@ impl Proxy {
     /// ignored. In a CGI program (`REQUEST_METHOD` is set) no proxy is used, since
     /// `HTTP_PROXY` may then come from a request header.
     pub fn from_env() -> Proxy {
-        let var = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|n| std::env::var(n).ok())
-                .unwrap_or_default()
-        };
-        let shown = format!(
-            "from the environment: all={:?} http={:?} https={:?} no={:?}",
-            redact(&var(&["ALL_PROXY", "all_proxy"])),
-            redact(&var(&["HTTP_PROXY", "http_proxy"])),
-            redact(&var(&["HTTPS_PROXY", "https_proxy"])),
-            var(&["NO_PROXY", "no_proxy"]),
-        );
         Proxy {
             matcher: Arc::new(Matcher::from_env()),
-            shown: shown.into(),
+            shown: format!("from the environment: {}", ProxyBuilder::from_env().shown()).into(),
         }
     }
 
@@ -163,6 +150,17 @@ impl ProxyBuilder {
         self
     }
 
+    /// What `Proxy`'s `Debug` shows: the proxies without their credentials.
+    fn shown(&self) -> String {
+        format!(
+            "all={:?} http={:?} https={:?} no={:?}",
+            self.all.as_deref().map(redact),
+            self.http.as_deref().map(redact),
+            self.https.as_deref().map(redact),
+            self.no,
+        )
+    }
+
     /// The configuration.
     ///
     /// # Errors
@@ -173,13 +171,7 @@ impl ProxyBuilder {
         for uri in [&self.all, &self.http, &self.https].into_iter().flatten() {
             check(uri)?;
         }
-        let shown = format!(
-            "all={:?} http={:?} https={:?} no={:?}",
-            self.all.as_deref().map(redact),
-            self.http.as_deref().map(redact),
-            self.https.as_deref().map(redact),
-            self.no,
-        );
+        let shown = self.shown();
         let mut b = Matcher::builder();
         if let Some(all) = self.all {
             b = b.all(all);
@@ -331,12 +323,12 @@ impl std::fmt::Debug for Via {
 }
 
 tokio::task_local! {
-    static DIAL_VIA: RefCell<Option<Via>>;
+    static DIAL_VIA: RefCell<Option<Arc<Via>>>;
 }
 
 /// Runs the dial `f` with `via` for poolscope's connectors to take; also returns whether
 /// the proxy was left untaken (the connector does not route through proxies).
-pub(crate) async fn dialing_via<F: Future>(via: Option<Via>, f: F) -> (F::Output, bool) {
+pub(crate) async fn dialing_via<F: Future>(via: Option<Arc<Via>>, f: F) -> (F::Output, bool) {
     if via.is_none() {
         return (f.await, false);
     }
@@ -351,7 +343,7 @@ pub(crate) async fn dialing_via<F: Future>(via: Option<Via>, f: F) -> (F::Output
 
 /// The proxy the current dial goes through, taken so that a connector beneath does not go
 /// through it a second time.
-pub(crate) fn take_via() -> Option<Via> {
+pub(crate) fn take_via() -> Option<Arc<Via>> {
     DIAL_VIA.try_with(|v| v.borrow_mut().take()).ok().flatten()
 }
 
