@@ -38,6 +38,20 @@ pub fn installed(bin: &str) -> bool {
         .any(|d| std::path::Path::new(&format!("{d}{bin}")).exists())
 }
 
+/// Whether a test that needs `what` must skip because it is not `available` here. Under CI
+/// (the `CI` variable set), which installs everything, a missing one fails the test instead.
+pub fn skip_unless(available: bool, what: &str, test: &str) -> bool {
+    if available {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: {what} is not installed, and CI must run this test"
+    );
+    eprintln!("{test}: skipped, {what} is not installed");
+    true
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -37,15 +37,7 @@ fn poolscope_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Whether a proxy test must skip: `bin` is missing (CI installs it, so there it fails).
 fn skip_without(bin: &str, name: &str) -> bool {
-    if faultserver::proxies::installed(bin) {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{name}: {bin} is not installed, and CI must run this test"
-    );
-    eprintln!("{name}: skipped, {bin} is not installed");
-    true
+    faultserver::proxies::skip_unless(faultserver::proxies::installed(bin), bin, name)
 }
 
 /// As curl: `HTTP_PROXY` from the environment is used, `--noproxy` skips it for a host, and

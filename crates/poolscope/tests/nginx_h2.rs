@@ -153,6 +153,13 @@ impl Journal {
         self.0.lock().unwrap().entry(id).or_default().push(what);
     }
 
+    /// What the first few unfinished requests of `outcome` saw (the first is where it hung).
+    fn print_unfinished(&self, method: &str, outcome: &Outcome) {
+        for &id in outcome.unfinished.iter().take(3) {
+            eprintln!("  {method} {id}: {}", self.of(id));
+        }
+    }
+
     fn of(&self, id: usize) -> String {
         self.0
             .lock()
@@ -415,11 +422,7 @@ async fn gets_survive_goaway_every_50_streams() {
         )
         .await;
         outcome.print("GET /");
-        if !outcome.unfinished.is_empty() {
-            for &id in outcome.unfinished.iter().take(3) {
-                eprintln!("  GET {id}: {}", journal.of(id));
-            }
-        }
+        journal.print_unfinished("GET", &outcome);
 
         settle(&c).await;
         let opened = opened.load(Ordering::SeqCst);
@@ -505,9 +508,7 @@ async fn posts_survive_goaway_and_reach_nginx_exactly_once() {
         )
         .await;
         outcome.print("POST /post");
-        for &id in outcome.unfinished.iter().take(3) {
-            eprintln!("  POST {id}: {}", journal.of(id));
-        }
+        journal.print_unfinished("POST", &outcome);
 
         let mut seen = vec![0usize; TOTAL];
         let mut other = Vec::new();

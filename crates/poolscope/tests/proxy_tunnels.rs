@@ -22,15 +22,11 @@ use faultserver::proxies;
 use support::nginx::{self, Nginx, NginxOptions};
 
 fn skip(what: &str, name: &str) -> bool {
-    if proxies::installed(what) && nginx::available() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{name}: {what} or nginx is not installed, and CI must run this test"
-    );
-    eprintln!("{name}: skipped, {what} or nginx is not installed");
-    true
+    proxies::skip_unless(
+        proxies::installed(what) && nginx::available(),
+        &format!("{what} or nginx"),
+        name,
+    )
 }
 
 /// `n` GETs at concurrency `c` through `client`; every one must be 200 "ok\n".
