@@ -201,18 +201,6 @@ async fn check_ok(
     Ok(())
 }
 
-/// Waits (at most 2 s) until `client` has no dial in progress: a dial still running would be
-/// counted by nginx (accepted) but not yet by `on_conn_opened`.
-async fn settle<B: Send + 'static>(client: &Client<HttpsConnector, B>) {
-    for _ in 0..200 {
-        if client.pool_snapshot().total_connecting() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    eprintln!("warning: the client still has a dial in progress after 2 s");
-}
-
 /// What became of a load phase's requests.
 #[derive(Default)]
 struct Outcome {
@@ -326,7 +314,7 @@ async fn harness_serves_tls_and_counts_connections_and_requests() {
                 .await
                 .unwrap();
         }
-        settle(&c).await;
+        support::settle(&c).await;
         // How many connections the client used for 3 sequential requests is the library's
         // business; the harness must count the same as the client.
         let opened = opened.load(Ordering::SeqCst);
@@ -369,7 +357,7 @@ async fn harness_serves_tls_and_counts_connections_and_requests() {
         check_ok(c.get(nginx.url("/")).await, Version::HTTP_2)
             .await
             .unwrap();
-        settle(&c).await;
+        support::settle(&c).await;
         assert_eq!(
             opened.load(Ordering::SeqCst),
             1,
@@ -424,7 +412,7 @@ async fn gets_survive_goaway_every_50_streams() {
         outcome.print("GET /");
         journal.print_unfinished("GET", &outcome);
 
-        settle(&c).await;
+        support::settle(&c).await;
         let opened = opened.load(Ordering::SeqCst);
         let accepts = nginx.accepts().await;
         let log: Vec<_> = nginx
@@ -637,7 +625,7 @@ async fn a_cold_burst_over_tls_makes_one_connection() {
         )
         .await;
         outcome.print("cold burst");
-        settle(&c).await;
+        support::settle(&c).await;
         let opened = opened.load(Ordering::SeqCst);
         let accepts = nginx.accepts().await;
         let log: Vec<_> = nginx

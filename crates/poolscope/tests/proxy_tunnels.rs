@@ -84,6 +84,9 @@ async fn https_through_an_http_proxy_tunnel_reuses_its_connections() {
             .pool_max_conns_per_host(8)
             .build(https);
         load(&client, nginx.url("/"), 200, 8).await;
+        // Dials the burst started may still be in their CONNECT: counted by the proxy, not
+        // yet by `on_conn_opened`.
+        support::settle(&client).await;
         let opened = opened.load(Ordering::SeqCst);
         // Every connection the pool opened is one CONNECT at the proxy, and reused after.
         let log = proxy.log();
@@ -130,6 +133,9 @@ async fn https_through_a_socks5_proxy_reuses_its_connections() {
             .stats(stats)
             .build(https);
         load(&client, nginx.url("/"), 200, 8).await;
+        // Dials the burst started may still be in their CONNECT: counted by the proxy, not
+        // yet by `on_conn_opened`.
+        support::settle(&client).await;
         let opened = opened.load(Ordering::SeqCst);
         // HTTP/2 over the SOCKS tunnel (ALPN h2): one connection, and nginx saw only the
         // proxy's connections, as many as the pool opened.
@@ -404,6 +410,9 @@ async fn builder_proxy_tunnels_https_through_an_http_proxy() {
         })
         .await;
         load(&client, nginx.url("/"), 199, 8).await;
+        // Dials the burst started may still be in their CONNECT: counted by the proxy, not
+        // yet by `on_conn_opened`.
+        support::settle(&client).await;
         let opened = opened.load(Ordering::SeqCst);
         let log = proxy.log();
         let connects = log.matches("CONNECT localhost:").count() as u64;

@@ -32,6 +32,19 @@ pub fn client(
     b.build_http()
 }
 
+/// Waits (at most 2 s) until `client` has no dial in progress: a dial still running has
+/// been seen by the server (or proxy) but not yet by `on_conn_opened`.
+#[allow(dead_code)]
+pub async fn settle<C, B: Send + 'static>(client: &Client<C, B>) {
+    for _ in 0..200 {
+        if client.pool_snapshot().total_connecting() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("warning: the client still has a dial in progress after 2 s");
+}
+
 /// The whole body of `resp`.
 pub async fn body(resp: http::Response<ResponseBody>) -> Bytes {
     resp.into_body().collect().await.unwrap().to_bytes()
