@@ -49,19 +49,8 @@ fn main() -> std::process::ExitCode {
             .retain(|w| w.to_string() == *only || w.to_string().starts_with(&format!("{only} ")));
     }
     if !args.clients.is_empty() {
-        use benches::compare::Kind;
-        opts.kinds.retain(|k| {
-            let short = match k {
-                Kind::HyperUtil => "hyper",
-                Kind::Reqwest => "reqwest",
-                Kind::Bare => "bare",
-                Kind::HooksEmpty => "empty",
-                Kind::All => "all",
-                Kind::Stacks => "stacks",
-                Kind::Go => "go",
-            };
-            args.clients.iter().any(|c| c == short)
-        });
+        opts.kinds
+            .retain(|k| args.clients.iter().any(|c| c == k.short()));
     }
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let server = if args.separate_server {

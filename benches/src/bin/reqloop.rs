@@ -1,9 +1,10 @@
 //! `cargo run --release -p benches --bin reqloop -- --client all -n 20000 -c 64`
 //!
-//! A fixed number of requests from one client to the in-process loopback server, for
-//! profilers: under `valgrind --tool=callgrind --separate-threads=yes` the client thread's
-//! instruction count divided by `-n` is the client's cost per request, repeatable where
-//! timings on this VM are not (see docs/benchmarks.md).
+//! A fixed number of requests from one client, for profilers and instruction counts (see
+//! docs/benchmarks.md). The server is in-process on its own thread unless `--server ADDR`
+//! names one that another process runs: `reqloop --serve` is that process (it prints its
+//! address and serves until killed). `--bin instructions` runs both, the client under
+//! callgrind.
 
 use benches::compare::{Kind, Proto, TestServer, Workload};
 use clap::Parser;
@@ -26,33 +27,40 @@ struct Args {
     /// `max_conns_per_host` (poolscope clients only).
     #[arg(long)]
     cap: Option<usize>,
+    /// The server another process runs (`reqloop --serve`), instead of one in this process.
+    #[arg(long)]
+    server: Option<std::net::SocketAddr>,
+    /// Be the server: print the address on stdout, then serve until killed.
+    #[arg(long)]
+    serve: bool,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let kind = match args.client.as_str() {
-        "hyper" => Kind::HyperUtil,
-        "reqwest" => Kind::Reqwest,
-        "bare" => Kind::Bare,
-        "empty" => Kind::HooksEmpty,
-        "all" => Kind::All,
-        "stacks" => Kind::Stacks,
-        other => {
-            eprintln!("reqloop: unknown client {other:?}");
-            return std::process::ExitCode::from(2);
+    let server = match args.server {
+        Some(addr) => TestServer::at(addr),
+        None => match TestServer::in_process() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("reqloop: cannot start the server: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
+    if args.serve {
+        println!("{}", server.addr);
+        loop {
+            std::thread::park();
         }
+    }
+    let Some(kind) = Kind::parse(&args.client).filter(|k| *k != Kind::Go) else {
+        eprintln!("reqloop: unknown client {:?}", args.client);
+        return std::process::ExitCode::from(2);
     };
     let w = Workload {
         proto: if args.h2c { Proto::H2c } else { Proto::H1 },
         concurrency: args.concurrency.max(1),
         cap: args.cap,
-    };
-    let server = match TestServer::in_process() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("reqloop: cannot start the server: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -79,6 +87,9 @@ fn main() -> std::process::ExitCode {
                 elapsed.as_secs_f64(),
                 args.requests as f64 / elapsed.as_secs_f64()
             );
+            if failed > 0 {
+                return std::process::ExitCode::FAILURE;
+            }
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

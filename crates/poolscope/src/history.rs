@@ -6,7 +6,9 @@
 //! leave the ring only once and never go back, so a read cannot reorder the ring or drop a
 //! newer event in favour of an older one, and concurrent readers see the same history.
 //! Events are stored as they are and formatted only when read, so recording is a clone and a
-//! push.
+//! push. Their time is the `Instant` their milestone already read (a pool event's `at`, a
+//! request milestone's one clock reading), turned into wall-clock time only when read, from
+//! one pair of readings taken when the history was made.
 //! When a `*_hit` hook fires or a pool-wait timeout comes back, [`Client::recent_events`]
 //! shows what led there.
 //!
@@ -16,7 +18,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_queue::ArrayQueue;
 use http::StatusCode;
@@ -66,7 +68,7 @@ enum What {
 #[derive(Clone)]
 struct Recorded {
     seq: u64,
-    at: SystemTime,
+    at: Instant,
     what: What,
 }
 
@@ -79,6 +81,9 @@ pub(crate) struct History {
     drained: Mutex<VecDeque<Recorded>>,
     seq: AtomicU64,
     redact: Option<Redact>,
+    /// The monotonic and the wall clock read together at creation: an event's `Instant`
+    /// becomes its wall-clock time by this offset.
+    anchor: (Instant, SystemTime),
 }
 
 impl History {
@@ -89,20 +94,26 @@ impl History {
             drained: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(0),
             redact,
+            anchor: (Instant::now(), SystemTime::now()),
         }
     }
 
-    fn push(&self, what: What) {
+    fn push(&self, at: Instant, what: What) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.ring.force_push(Recorded {
-            seq,
-            at: SystemTime::now(),
-            what,
-        });
+        self.ring.force_push(Recorded { seq, at, what });
     }
 
-    pub(crate) fn request(&self, ev: RequestEvent) {
-        self.push(What::Request(ev));
+    /// Records a request's event, which happened `at`.
+    pub(crate) fn request(&self, at: Instant, ev: RequestEvent) {
+        self.push(at, What::Request(ev));
+    }
+
+    fn wall_clock(&self, at: Instant) -> SystemTime {
+        let (mono, wall) = self.anchor;
+        match at.checked_duration_since(mono) {
+            Some(after) => wall + after,
+            None => wall - mono.saturating_duration_since(at),
+        }
     }
 
     /// The newest events, oldest first.
@@ -125,7 +136,8 @@ impl History {
 
 impl EventSink for History {
     fn on_pool_event(&self, event: &Event) {
-        self.push(What::Pool(event.clone()));
+        let at = event.at().unwrap_or_else(Instant::now);
+        self.push(at, What::Pool(event.clone()));
     }
 }
 
@@ -167,7 +179,7 @@ impl History {
         let (name, detail) = describe(&r.what, self.redact.as_ref());
         RecordedEvent {
             seq: r.seq,
-            at: r.at,
+            at: self.wall_clock(r.at),
             name,
             detail,
         }
@@ -302,10 +314,13 @@ mod tests {
                 let h = h.clone();
                 std::thread::spawn(move || {
                     for i in 0..1000 {
-                        h.request(RequestEvent::Failed {
-                            id: t * 10_000 + i,
-                            error: String::new(),
-                        });
+                        h.request(
+                            Instant::now(),
+                            RequestEvent::Failed {
+                                id: t * 10_000 + i,
+                                error: String::new(),
+                            },
+                        );
                     }
                 })
             })
@@ -346,10 +361,13 @@ mod tests {
                 let h = h.clone();
                 std::thread::spawn(move || {
                     for i in 0..20_000 {
-                        h.request(RequestEvent::Failed {
-                            id: t * 100_000 + i,
-                            error: String::new(),
-                        });
+                        h.request(
+                            Instant::now(),
+                            RequestEvent::Failed {
+                                id: t * 100_000 + i,
+                                error: String::new(),
+                            },
+                        );
                     }
                 })
             })

@@ -102,11 +102,6 @@ impl Entry {
         self.conn_id.store(id.get(), Ordering::Relaxed);
     }
 
-    /// When the request was registered (its start).
-    pub(crate) fn started(&self) -> Instant {
-        self.started
-    }
-
     pub(crate) fn add_bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
@@ -215,11 +210,24 @@ impl Registry {
         uri: &Uri,
         caller: &'static std::panic::Location<'static>,
     ) -> Registration {
+        self.register_started(id, method, uri, caller, Instant::now())
+    }
+
+    /// As [`register_at`](Self::register_at), for a request that started `started` (a
+    /// clock reading its other sinks share).
+    pub(crate) fn register_started(
+        self: &Arc<Self>,
+        id: u64,
+        method: &Method,
+        uri: &Uri,
+        caller: &'static std::panic::Location<'static>,
+        started: Instant,
+    ) -> Registration {
         let entry = Arc::new(Entry {
             id,
             method: method.clone(),
             uri: uri.clone(),
-            started: Instant::now(),
+            started,
             phase: AtomicU8::new(Phase::WaitingForConnection as u8),
             conn_id: AtomicU64::new(0),
             bytes: AtomicU64::new(0),

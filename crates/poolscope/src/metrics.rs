@@ -328,12 +328,7 @@ impl RequestMetrics {
         }
     }
 
-    /// The request ended with a response (`Ok(status)`) or an error of this type.
-    pub(crate) fn finish(mut self, outcome: Result<StatusCode, &'static str>) {
-        self.record(outcome, Instant::now());
-    }
-
-    /// [`finish`](RequestMetrics::finish) with the end instant already read.
+    /// The request ended, at `end`, with a response (`Ok(status)`) or an error of this type.
     pub(crate) fn finish_at(mut self, outcome: Result<StatusCode, &'static str>, end: Instant) {
         self.record(outcome, end);
     }

@@ -460,6 +460,22 @@ pub(crate) enum Event {
     ConnClosed(ConnClosed),
 }
 
+impl Event {
+    /// When it happened (a limit hit carries no time of its own).
+    pub(crate) fn at(&self) -> Option<Instant> {
+        match self {
+            Event::IdleConnWaitIn(e) | Event::ConnsPerHostWaitIn(e) => Some(e.at),
+            Event::IdleConnWaitOut(e) | Event::ConnsPerHostWaitOut(e) => Some(e.at),
+            Event::IdleConnIn(e) => Some(e.at),
+            Event::IdleConnOut(e) => Some(e.at),
+            Event::ConnReused(e) => Some(e.at),
+            Event::LimitHit(..) => None,
+            Event::ConnOpened(e) => Some(e.at),
+            Event::ConnClosed(e) => Some(e.at),
+        }
+    }
+}
+
 impl Stats {
     /// Starts building a set of hooks.
     pub fn builder() -> StatsBuilder {

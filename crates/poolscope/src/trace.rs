@@ -578,7 +578,7 @@ impl Tracer {
         request_id: u64,
         key: &ConnectKey,
         traces: &[Option<&ClientTrace>],
-        start: impl FnOnce() -> Instant,
+        start: Instant,
     ) -> Option<Arc<Tracer>> {
         let mut hooks: [Option<Arc<TraceHooks>>; 3] = [None, None, None];
         let mut n = 0;
@@ -594,7 +594,7 @@ impl Tracer {
         Some(Arc::new(Tracer {
             request_id,
             key: key.clone(),
-            start: start(),
+            start,
             hooks,
             marks: Marks::default(),
             resends: AtomicU32::new(0),
@@ -651,11 +651,6 @@ impl Tracer {
         ] {
             self.marks.slot(which).store(0, Ordering::Release);
         }
-    }
-
-    /// The request's timings, as of now.
-    pub(crate) fn timings(&self) -> RequestTimings {
-        self.timings_at(Instant::now())
     }
 
     /// The request's timings, as of `end`.

@@ -573,3 +573,16 @@ where
         Err(e) => Err(e),
     }
 }
+
+/// Copies the write and first-byte moments an HTTP/1 connection stamped into the request's
+/// milestones.
+pub(crate) fn collect_io_marks(t: &crate::trace::Tracer, io: &IoEvents) {
+    use crate::trace::Mark;
+    let (wrote, first_byte) = io.marks();
+    if let Some(at) = wrote {
+        t.mark(Mark::WroteRequest, at.saturating_duration_since(t.start));
+    }
+    if let Some(at) = first_byte {
+        t.mark(Mark::FirstByte, at.saturating_duration_since(t.start));
+    }
+}

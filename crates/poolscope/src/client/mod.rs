@@ -60,10 +60,14 @@ mod body;
 mod builder;
 mod capture;
 pub(crate) mod conn;
+mod end;
 mod error;
 mod exec;
 mod origin;
+mod retry;
 mod send;
+mod target;
+mod telemetry;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -80,7 +84,7 @@ pub use error::Error;
 pub use exec::BoxSendFuture;
 
 use crate::connect::{Connect, RequestBody};
-use crate::history::{History, RecordedEvent, RequestEvent};
+use crate::history::{History, RecordedEvent};
 use crate::inflight::{InFlightReport, Registry};
 use crate::pool::Pool;
 use crate::stats::PoolSnapshot;
@@ -163,23 +167,20 @@ where
         let id = shared
             .next_request
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Registered here, synchronously, so a captured stack shows the caller.
-        let caller = std::panic::Location::caller();
-        let registration = shared
-            .inflight
-            .as_ref()
-            .map(|r| r.register_at(id, req.method(), req.uri(), caller));
-        if let Some(h) = &shared.history {
-            h.request(RequestEvent::Started {
-                id,
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-            });
-        }
+        let mut req = req;
+        let origin = self.check(&mut req);
+        // Started here, synchronously, so a captured stack shows the caller.
+        let telemetry = telemetry::RequestTelemetry::start(
+            shared,
+            id,
+            &req,
+            origin.as_ref().ok().map(|o| &o.key),
+            std::panic::Location::caller(),
+        );
         let this = self.clone();
         ResponseFuture {
             inner: std::sync::Mutex::new(Box::pin(async move {
-                this.send(req, id, registration).await
+                this.send(req, origin, telemetry).await
             })),
         }
     }

@@ -1,0 +1,383 @@
+//! One request's telemetry: every sink that watches a request, behind one method per
+//! milestone.
+//!
+//! The sinks are the in-flight entry, the request's [`Tracer`] (the client's and the
+//! request's own `ClientTrace`, and the metrics' dial hooks), the event history and the
+//! request metrics. Each milestone reads the clock at most once, and only when some sink is
+//! on; with none on, a [`RequestTelemetry`] is a few `None`s and every method returns at once.
+//! The pool's own events reach the same history and metrics through the pool's one dispatch
+//! (`Stats::dispatch`), not through here.
+//!
+//! Milestones, in order: [`start`](RequestTelemetry::start), then per attempt
+//! [`get_conn`](RequestTelemetry::get_conn), [`connecting`](RequestTelemetry::connecting)
+//! (when it dials), [`got_conn`](RequestTelemetry::got_conn),
+//! [`first_byte`](RequestTelemetry::first_byte) (unless the connection's IO stamps it), and
+//! [`retry`](RequestTelemetry::retry) between attempts; at the end
+//! [`failed`](RequestTelemetry::failed), or [`body_done`](RequestTelemetry::body_done) once
+//! the response body ends. Dropped before either (the response future was dropped), it
+//! reports the request as canceled.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, StatusCode};
+
+use super::error::Error;
+use super::Shared;
+use crate::history::{History, RequestEvent};
+use crate::inflight::{Entry, Phase, Registration};
+use crate::pool::{ConnId, ConnectKey, LeaseInfo, Returned};
+use crate::trace::{
+    BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, GotConnInfo, Mark, PutIdleConnInfo,
+    RequestDoneInfo, RetryInfo, RetryReason, Tracer,
+};
+
+/// What the history and tracer say of a request whose future was dropped.
+const CANCELED: &str = "canceled: the response future was dropped";
+
+/// One request's sinks. See the module's documentation.
+pub(crate) struct RequestTelemetry {
+    id: u64,
+    /// When the request started: read once, if any sink is on.
+    start: Option<Instant>,
+    registration: Option<Registration>,
+    tracer: Option<Arc<Tracer>>,
+    /// `Some` until the request's end is recorded.
+    history: Option<Arc<History>>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::RequestMetrics>,
+    /// The end is reported (or handed to a [`TraceEnd`]): nothing more on drop.
+    ended: bool,
+}
+
+impl RequestTelemetry {
+    /// The request is issued: registers it in flight (with `caller`, where it was issued), and
+    /// starts its tracer and metrics if it has a pool key (`None`: its URI has none, and it
+    /// is about to fail).
+    pub(crate) fn start<B>(
+        shared: &Shared<B>,
+        id: u64,
+        req: &Request<B>,
+        key: Option<&ConnectKey>,
+        caller: &'static std::panic::Location<'static>,
+    ) -> RequestTelemetry {
+        let traces = [
+            Some(&shared.trace),
+            req.extensions().get::<ClientTrace>(),
+            shared.metrics_trace.as_ref(),
+        ];
+        let traced = key.is_some() && traces.iter().flatten().any(|t| !t.is_empty());
+        #[cfg(feature = "metrics")]
+        let metered = key.is_some() && shared.metrics.is_some();
+        #[cfg(not(feature = "metrics"))]
+        let metered = false;
+        let start = (traced || metered || shared.inflight.is_some() || shared.history.is_some())
+            .then(Instant::now);
+        let registration = match (&shared.inflight, start) {
+            (Some(r), Some(at)) => {
+                Some(r.register_started(id, req.method(), req.uri(), caller, at))
+            }
+            _ => None,
+        };
+        if let (Some(h), Some(at)) = (&shared.history, start) {
+            h.request(
+                at,
+                RequestEvent::Started {
+                    id,
+                    method: req.method().clone(),
+                    uri: req.uri().clone(),
+                },
+            );
+        }
+        let tracer = match (key, start) {
+            (Some(key), Some(at)) if traced => Tracer::new(id, key, &traces, at),
+            _ => None,
+        };
+        #[cfg(feature = "metrics")]
+        let metrics = match (&shared.metrics, key, start) {
+            (Some(m), Some(key), Some(at)) => Some(crate::metrics::RequestMetrics::start(
+                m,
+                req.method(),
+                key,
+                at,
+            )),
+            _ => None,
+        };
+        RequestTelemetry {
+            id,
+            start,
+            registration,
+            tracer,
+            history: shared.history.clone(),
+            #[cfg(feature = "metrics")]
+            metrics,
+            ended: false,
+        }
+    }
+
+    /// The in-flight entry, for the bodies' phases and byte counts.
+    pub(crate) fn entry(&self) -> Option<&Arc<Entry>> {
+        self.registration.as_ref().map(|r| &r.entry)
+    }
+
+    /// The tracer, for the dial task and the connection's IO events.
+    pub(crate) fn tracer(&self) -> Option<&Arc<Tracer>> {
+        self.tracer.as_ref()
+    }
+
+    /// An attempt asks the pool for a connection (`attempt` counts from 1).
+    pub(crate) fn get_conn(&self, key: &ConnectKey, attempt: u32) {
+        if let Some(e) = self.entry() {
+            e.set_phase(Phase::WaitingForConnection);
+        }
+        if let Some(t) = &self.tracer {
+            if attempt > 1 {
+                t.clear_attempt();
+            }
+            t.get_conn(|| GetConnInfo {
+                request_id: t.request_id,
+                key: key.clone(),
+            });
+        }
+    }
+
+    /// The pool let this request dial.
+    pub(crate) fn connecting(&self) {
+        if let Some(e) = self.entry() {
+            e.set_phase(Phase::Connecting);
+        }
+    }
+
+    /// The attempt got a connection: `info` from the pool, `facts` from the dial.
+    pub(crate) fn got_conn(&self, info: &LeaseInfo, facts: &super::conn::ConnFacts) {
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.metrics {
+            m.got_conn(info);
+        }
+        if let Some(e) = self.entry() {
+            e.set_phase(Phase::Sending);
+            e.set_conn(info.conn_id);
+        }
+        if self.history.is_none() && self.tracer.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(h) = &self.history {
+            h.request(
+                now,
+                RequestEvent::GotConn {
+                    id: self.id,
+                    conn_id: info.conn_id,
+                    reused: info.reused,
+                    waited: info.waited,
+                },
+            );
+        }
+        if let Some(t) = &self.tracer {
+            let at = now.saturating_duration_since(t.start);
+            t.mark(Mark::GotConn, at);
+            t.mark(Mark::Queued, info.waited);
+            t.got_conn(|| GotConnInfo {
+                request_id: t.request_id,
+                conn_id: info.conn_id,
+                reused: info.reused,
+                was_idle: info.was_idle,
+                idle_time: info.idle_time,
+                queued_for: info.waited,
+                version: facts.version,
+                remote_addr: facts.remote_addr,
+                local_addr: facts.local_addr,
+                tls: facts.tls.clone(),
+            });
+        }
+    }
+
+    /// The response head arrived, on a connection whose IO does not stamp its first byte.
+    pub(crate) fn first_byte(&self) {
+        if let Some(t) = &self.tracer {
+            let at = t.elapsed();
+            t.mark(Mark::FirstByte, at);
+            t.got_first_response_byte(|| FirstByteInfo {
+                request_id: t.request_id,
+                elapsed: at,
+            });
+        }
+    }
+
+    /// The request is sent again: `attempt` is the one about to start.
+    pub(crate) fn retry(&self, attempt: u32, reason: RetryReason, conn_id: ConnId, error: &Error) {
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.metrics {
+            m.retry(reason);
+        }
+        if self.history.is_none() && self.tracer.is_none() {
+            return;
+        }
+        if let Some(h) = &self.history {
+            h.request(
+                Instant::now(),
+                RequestEvent::Retry {
+                    id: self.id,
+                    attempt,
+                    reason,
+                    conn_id,
+                },
+            );
+        }
+        if let Some(t) = &self.tracer {
+            t.retry(|| RetryInfo {
+                request_id: t.request_id,
+                attempt,
+                reason,
+                conn_id,
+                error: crate::trace::error_text(error),
+            });
+        }
+    }
+
+    /// The request failed before it had a response.
+    pub(crate) fn failed(mut self, error: &Error) {
+        self.ended = true;
+        let end = self.clock();
+        #[cfg(feature = "metrics")]
+        if let (Some(m), Some(end)) = (self.metrics.take(), end) {
+            m.finish_at(Err(error.error_type()), end);
+        }
+        drop(self.registration.take());
+        let text = (self.history.is_some() || self.tracer.is_some())
+            .then(|| crate::trace::error_text(error));
+        if let (Some(h), Some(end)) = (self.history.take(), end) {
+            h.request(
+                end,
+                RequestEvent::Failed {
+                    id: self.id,
+                    error: text.clone().unwrap_or_default(),
+                },
+            );
+        }
+        if let (Some(t), Some(end)) = (&self.tracer, end) {
+            t.request_done(|| RequestDoneInfo {
+                request_id: t.request_id,
+                status: None,
+                timings: t.timings_at(end),
+                error: text,
+            });
+        }
+    }
+
+    /// The response body ended (`error`: how it failed, or that it was dropped early). The
+    /// history, the in-flight registry and the metrics learn it now; the tracer once the
+    /// connection is back in the pool or closed (Go's order), through the [`TraceEnd`].
+    pub(crate) fn body_done(mut self, status: StatusCode, error: Option<&str>) -> TraceEnd {
+        self.ended = true;
+        let end = self.clock();
+        if let (Some(h), Some(end)) = (self.history.take(), end) {
+            h.request(
+                end,
+                match error {
+                    None => RequestEvent::Done {
+                        id: self.id,
+                        status,
+                        elapsed: self
+                            .start
+                            .map(|s| end.saturating_duration_since(s))
+                            .unwrap_or_default(),
+                    },
+                    Some(e) => RequestEvent::Failed {
+                        id: self.id,
+                        error: e.to_owned(),
+                    },
+                },
+            );
+        }
+        // Out of the in-flight registry: the body is over.
+        drop(self.registration.take());
+        #[cfg(feature = "metrics")]
+        if let (Some(m), Some(end)) = (self.metrics.take(), end) {
+            m.finish_at(Ok(status), end);
+        }
+        TraceEnd {
+            tracer: self.tracer.take().zip(end),
+            status,
+        }
+    }
+
+    /// One reading of the clock for the request's end, if a sink needs it.
+    fn clock(&self) -> Option<Instant> {
+        self.start.map(|_| Instant::now())
+    }
+}
+
+impl Drop for RequestTelemetry {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        // The response future was dropped before the request ended. The metrics record it
+        // as canceled when they drop.
+        let end = self.clock();
+        drop(self.registration.take());
+        if let (Some(h), Some(end)) = (self.history.take(), end) {
+            h.request(
+                end,
+                RequestEvent::Failed {
+                    id: self.id,
+                    error: CANCELED.to_owned(),
+                },
+            );
+        }
+        if let (Some(t), Some(end)) = (&self.tracer, end) {
+            t.request_done(|| RequestDoneInfo {
+                request_id: t.request_id,
+                status: None,
+                timings: t.timings_at(end),
+                error: Some(CANCELED.to_owned()),
+            });
+        }
+    }
+}
+
+/// The tracer's part of a response's end: reported once the connection's fate is known.
+pub(crate) struct TraceEnd {
+    /// The tracer, and the end instant the other sinks used.
+    tracer: Option<(Arc<Tracer>, Instant)>,
+    status: StatusCode,
+}
+
+impl TraceEnd {
+    /// Reports `put_idle_conn` (if the response had a connection), `response_body_done` and
+    /// `request_done`.
+    pub(crate) fn report(
+        self,
+        conn: Option<(ConnId, Returned)>,
+        bytes: u64,
+        error: Option<String>,
+    ) {
+        let Some((t, end)) = self.tracer else {
+            return;
+        };
+        if let Some((conn_id, returned)) = conn {
+            t.put_idle_conn(|| PutIdleConnInfo {
+                request_id: t.request_id,
+                conn_id,
+                error: match returned {
+                    Returned::Closed(reason) => {
+                        Some(format!("connection closed: {}", reason.as_str()))
+                    }
+                    _ => None,
+                },
+            });
+        }
+        t.response_body_done(|| BodyDoneInfo {
+            request_id: t.request_id,
+            bytes,
+            error: error.clone(),
+        });
+        t.request_done(|| RequestDoneInfo {
+            request_id: t.request_id,
+            status: Some(self.status),
+            timings: t.timings_at(end),
+            error,
+        });
+    }
+}
