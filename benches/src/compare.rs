@@ -355,22 +355,41 @@ impl Drop for TestServer {
 
 // ----- the clients ---------------------------------------------------------------------------
 
-/// The Prometheus recorder "everything on" reports to, installed once per process.
+/// The Prometheus recorder "everything on" reports to, installed once per process. Timed
+/// runs drain its histogram samples every 500 ms on a thread, as an application's exporter
+/// would; counted runs ([`run_requests`]) drain them once at their end instead, so that the
+/// count does not depend on how many times a timer fired under valgrind.
 fn prometheus() -> &'static Option<metrics_exporter_prometheus::PrometheusHandle> {
     static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         OnceLock::new();
+    // Histograms with OpenTelemetry's duration buckets, as docs/metrics.md advises (without
+    // buckets the exporter keeps summaries, several times dearer per sample).
+    const OTEL_BUCKETS: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    ];
     HANDLE.get_or_init(|| {
-        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                OTEL_BUCKETS,
+            )
+            .ok()?
             .install_recorder()
-            .ok()?;
-        // Upkeep drains histogram samples, as an application's exporter would.
-        let h = handle.clone();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(500));
-            h.run_upkeep();
-        });
-        Some(handle)
+            .ok()
     })
+}
+
+/// Starts the upkeep thread of the Prometheus recorder, once.
+fn prometheus_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        if let Some(h) = prometheus().clone() {
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(500));
+                h.run_upkeep();
+            });
+        }
+    });
 }
 
 fn counter<E>(n: &Arc<AtomicU64>) -> impl Fn(&E) + Send + Sync + 'static {
@@ -446,6 +465,28 @@ fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClie
                 .metrics(true)
                 .event_history(1024)
                 .capture_stacks(kind == Kind::Stacks);
+            // For profiling one sink's share: `BENCH_SINKS_OFF=history,metrics,inflight,trace,stats`.
+            let off = std::env::var("BENCH_SINKS_OFF").unwrap_or_default();
+            for sink in off.split(',') {
+                match sink {
+                    "history" => {
+                        b.event_history(0);
+                    }
+                    "metrics" => {
+                        b.metrics(false);
+                    }
+                    "inflight" => {
+                        b.track_in_flight(false);
+                    }
+                    "trace" => {
+                        b.trace(poolscope::ClientTrace::default());
+                    }
+                    "stats" => {
+                        b.stats(poolscope::Stats::default());
+                    }
+                    _ => {}
+                }
+            }
         }
         _ => {}
     }
@@ -567,7 +608,11 @@ pub async fn run_requests(
     for t in tasks {
         let _ = t.await;
     }
-    Ok((start.elapsed(), failed.load(Ordering::Relaxed)))
+    let elapsed = start.elapsed();
+    if let Some(h) = prometheus() {
+        h.run_upkeep();
+    }
+    Ok((elapsed, failed.load(Ordering::Relaxed)))
 }
 
 fn histogram() -> Histogram<u64> {
@@ -592,6 +637,7 @@ async fn run_once(
         .map_err(|e: http::uri::InvalidUri| e.to_string())?;
     let events = Arc::new(AtomicU64::new(0));
     let client = Arc::new(AnyClient::new(kind, &w, &events)?);
+    prometheus_upkeep();
     let before = server.accepted();
     let budget = Budget::Until(Instant::now() + Duration::from_secs_f64(secs));
     let failed = Arc::new(AtomicU64::new(0));

@@ -6,9 +6,11 @@
 //! a small mutex-guarded slab picked by the request id, so registering and removing never
 //! takes a global lock; phase, connection and byte counts are atomics the request updates.
 //!
-//! Stacks are captured unresolved (`backtrace::Backtrace::new_unresolved`) and resolved only
-//! when a report is rendered; frames of poolscope, tokio, hyper, futures and std are left out
-//! so the caller's frames come first.
+//! Stacks are captured as raw return addresses, and only the top [`CAPTURE_DEPTH`] frames:
+//! the unwinder stops there instead of walking the runtime's frames down to the thread's
+//! start. Addresses are resolved only when a report is rendered, each once per registry
+//! (resolved frames are cached by address). Frames of poolscope, tokio, hyper, futures and
+//! std are left out so the caller's frames come first.
 //!
 //! [`InFlightReport`]'s `Display` follows the shape of the Go tracker this is modelled on:
 //!
@@ -90,7 +92,52 @@ pub(crate) struct Entry {
     bytes: AtomicU64,
     /// Where the request was issued (`#[track_caller]`): known even without stacks.
     caller: &'static std::panic::Location<'static>,
-    stack: Option<Mutex<backtrace::Backtrace>>,
+    stack: Option<RawStack>,
+}
+
+/// How many frames a registration unwinds. The machinery above the caller (the unwinder's own
+/// frames, the registry, the client's `request` and `get`) is about 6 frames in a release
+/// build, so this reaches the caller's frame and up to [`MAX_FRAMES`] - 1 below it; the
+/// runtime's frames further down, often dozens, are never walked. Each frame costs the
+/// unwinder about 2,000 instructions.
+pub const CAPTURE_DEPTH: usize = 12;
+
+/// The return addresses of the top frames of a stack, unresolved.
+struct RawStack {
+    ips: [usize; CAPTURE_DEPTH],
+    len: usize,
+}
+
+impl RawStack {
+    /// The calling thread's stack, down to [`CAPTURE_DEPTH`] frames. Inlined, as is the
+    /// registration, so that neither adds a frame to unwind.
+    #[inline(always)]
+    fn capture() -> RawStack {
+        let mut stack = RawStack {
+            ips: [0; CAPTURE_DEPTH],
+            len: 0,
+        };
+        backtrace::trace(|frame| {
+            if let Some(slot) = stack.ips.get_mut(stack.len) {
+                *slot = frame.ip() as usize;
+                stack.len += 1;
+            }
+            stack.len < CAPTURE_DEPTH
+        });
+        stack
+    }
+
+    fn ips(&self) -> &[usize] {
+        &self.ips[..self.len]
+    }
+}
+
+/// One symbol an address resolved to (an address of inlined code has several).
+#[derive(Clone)]
+struct Symbol {
+    name: String,
+    file: Option<std::path::PathBuf>,
+    line: Option<u32>,
 }
 
 impl Entry {
@@ -125,6 +172,8 @@ pub struct Registry {
     shards: Box<[Mutex<Slab<Arc<Entry>>>]>,
     capture_stacks: bool,
     redact: Option<Redact>,
+    /// Addresses already resolved, with their symbols (innermost first).
+    symbols: Mutex<std::collections::HashMap<usize, Arc<[Symbol]>>>,
 }
 
 /// A registered request; dropping it removes the entry.
@@ -190,6 +239,7 @@ impl Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(Slab::new())).collect(),
             capture_stacks,
             redact,
+            symbols: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -215,6 +265,7 @@ impl Registry {
 
     /// As [`register_at`](Self::register_at), for a request that started `started` (a
     /// clock reading its other sinks share).
+    #[inline]
     pub(crate) fn register_started(
         self: &Arc<Self>,
         id: u64,
@@ -232,9 +283,7 @@ impl Registry {
             conn_id: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             caller,
-            stack: self
-                .capture_stacks
-                .then(|| Mutex::new(backtrace::Backtrace::new_unresolved())),
+            stack: self.capture_stacks.then(RawStack::capture),
         });
         let shard = &self.shards[id as usize % SHARDS];
         let slot = shard
@@ -277,7 +326,11 @@ impl Registry {
                     line: e.caller.line(),
                     column: e.caller.column(),
                 },
-                stack: e.stack.as_ref().map(resolve).unwrap_or_default(),
+                stack: e
+                    .stack
+                    .as_ref()
+                    .map(|s| self.resolve(s))
+                    .unwrap_or_default(),
             })
             .collect();
         entries.sort_by(|a, b| b.elapsed.cmp(&a.elapsed).then(a.id.cmp(&b.id)));
@@ -353,7 +406,7 @@ fn hidden(name: &str) -> bool {
 }
 
 /// How many frames a report shows per request: the caller's, and a few below.
-const MAX_FRAMES: usize = 6;
+pub const MAX_FRAMES: usize = 6;
 
 /// Whether `file` is machinery rather than the caller's code: a dependency in cargo's
 /// registry or git checkouts (poolscope itself too, when it comes from crates.io), the Rust
@@ -416,37 +469,65 @@ fn split_qualified(inner: &str) -> Option<(&str, &str)> {
     None
 }
 
-fn resolve(stack: &Mutex<backtrace::Backtrace>) -> Vec<StackFrame> {
-    let mut bt = stack.lock().unwrap_or_else(|e| e.into_inner());
-    bt.resolve();
-    let cwd = std::env::current_dir().ok();
-    let mut frames: Vec<StackFrame> = Vec::new();
-    for frame in bt.frames() {
-        for sym in frame.symbols() {
-            let Some(name) = sym.name() else { continue };
-            let name = format!("{name:#}");
-            // A frame without a file is not the caller's (entry points, stripped code).
-            let Some(path) = sym.filename() else { continue };
-            if machinery_file(path) || hidden(&name) {
-                continue;
-            }
-            let file = cwd
-                .as_ref()
-                .and_then(|c| path.strip_prefix(c).ok())
-                .unwrap_or(path)
-                .display()
-                .to_string();
-            frames.push(StackFrame {
-                function: tidy(&name),
-                file: Some(file),
-                line: sym.lineno(),
-            });
+impl Registry {
+    /// The symbols of `ip`, from the cache or resolved now (outside the cache's lock: reading
+    /// debug info can take milliseconds the first time).
+    fn symbols(&self, ip: usize) -> Arc<[Symbol]> {
+        if let Some(s) = self
+            .symbols
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+        {
+            return s.clone();
         }
+        let mut found = Vec::new();
+        backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {
+            if let Some(name) = sym.name() {
+                found.push(Symbol {
+                    name: format!("{name:#}"),
+                    file: sym.filename().map(|f| f.to_path_buf()),
+                    line: sym.lineno(),
+                });
+            }
+        });
+        let found: Arc<[Symbol]> = found.into();
+        self.symbols
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ip, found.clone());
+        found
     }
-    // The same function appears once per closure level of an async fn: keep the first.
-    frames.dedup_by(|a, b| a.function == b.function && a.file == b.file);
-    frames.truncate(MAX_FRAMES);
-    frames
+
+    /// The frames a report shows of `stack`: the caller's first, machinery left out.
+    fn resolve(&self, stack: &RawStack) -> Vec<StackFrame> {
+        let cwd = std::env::current_dir().ok();
+        let mut frames: Vec<StackFrame> = Vec::new();
+        for &ip in stack.ips() {
+            for sym in self.symbols(ip).iter() {
+                // A frame without a file is not the caller's (entry points, stripped code).
+                let Some(path) = &sym.file else { continue };
+                if machinery_file(path) || hidden(&sym.name) {
+                    continue;
+                }
+                let file = cwd
+                    .as_ref()
+                    .and_then(|c| path.strip_prefix(c).ok())
+                    .unwrap_or(path)
+                    .display()
+                    .to_string();
+                frames.push(StackFrame {
+                    function: tidy(&sym.name),
+                    file: Some(file),
+                    line: sym.line,
+                });
+            }
+        }
+        // The same function appears once per closure level of an async fn: keep the first.
+        frames.dedup_by(|a, b| a.function == b.function && a.file == b.file);
+        frames.truncate(MAX_FRAMES);
+        frames
+    }
 }
 
 /// One frame of the stack that started a request.

@@ -486,7 +486,8 @@ trace_setters! {
     on_got_1xx_response => got_1xx_response: Got1xxInfo,
     /// The response body ended, failed or was dropped.
     on_response_body_done => response_body_done: BodyDoneInfo,
-    /// The request is over, with its timings.
+    /// The request is over, with its timings: once per request, whether it got a response,
+    /// failed, or was canceled (its response future dropped; `error` says so).
     on_request_done => request_done: RequestDoneInfo,
     /// An attempt failed in a way that is safe to repeat; the request is sent again.
     on_retry => retry: RetryInfo,
