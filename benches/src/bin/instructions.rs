@@ -194,10 +194,10 @@ fn main() -> std::process::ExitCode {
             rule.push_str("---:|");
         }
         println!("{header}\n{rule}");
-        for (ki, kind) in kinds.iter().enumerate() {
+        for (kind, row) in kinds.iter().zip(&per) {
             let mut line = format!("| {} |", kind.name());
-            for ci in 0..args.concurrency.len() {
-                let cell = match per[ki][ci].map(pick) {
+            for (ci, value) in row.iter().enumerate() {
+                let cell = match value.map(pick) {
                     None => "failed".to_owned(),
                     Some(v) => {
                         let ratio = hyper
