@@ -8,7 +8,7 @@
 //!
 //! The cache is bounded ([`MAX_ORIGINS`]); past that, origins are computed per request as
 //! before. An authority with userinfo is never cached, so credentials are not kept anywhere.
-//! This module does not decide whether the header is sent (that is `set_host`, in `send.rs`).
+//! This module does not decide whether the header is sent (that is `set_host`, in `target.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
