@@ -198,9 +198,14 @@ impl ResponseBody {
     }
 
     fn finish(&self, error: Option<String>) {
+        self.finish_with(|| error);
+    }
+
+    /// Completes once; `error` is built only if this call completes.
+    fn finish_with(&self, error: impl FnOnce() -> Option<String>) {
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(done) = done {
-            done.complete(self.bytes, error);
+            done.complete(self.bytes, error());
         }
     }
 
@@ -258,7 +263,7 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.finish(Some("response body dropped before its end".to_owned()));
+        self.finish_with(|| Some("response body dropped before its end".to_owned()));
     }
 }
 

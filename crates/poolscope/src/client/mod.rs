@@ -177,11 +177,10 @@ where
             origin.as_ref().ok().map(|o| &o.key),
             std::panic::Location::caller(),
         );
-        let this = self.clone();
+        // The request's future itself, boxed once (an `async` block around it would be moved,
+        // whole, once more).
         ResponseFuture {
-            inner: std::sync::Mutex::new(Box::pin(async move {
-                this.send(req, origin, telemetry).await
-            })),
+            inner: std::sync::Mutex::new(Box::pin(self.clone().send(req, origin, telemetry))),
         }
     }
 }

@@ -32,7 +32,9 @@ where
     C: Connect,
     B: RequestBody,
 {
-    /// Sends `req`, whose origin `check` resolved (or refused), reporting to `telemetry`.
+    /// Sends `req`, whose origin `check` resolved (or refused), reporting to `telemetry`:
+    /// attempts until one gets a response head, or the retry policy gives up. (One `async fn`
+    /// for the whole loop: each nested future would be moved, whole, into its parent.)
     pub(super) async fn send(
         self,
         req: Request<B>,
@@ -46,14 +48,38 @@ where
                 return Err(e);
             }
         };
-        match self.attempts(req, &origin, &telemetry).await {
-            Ok(answered) => Ok(self.respond(answered, telemetry)),
-            Err(e) => {
-                let e = e.target(format!("{}:{}", origin.key.host(), origin.key.port()));
-                telemetry.failed(&e);
-                Err(e)
-            }
-        }
+        let key = &origin.key;
+        let replay = Replay::of(&req);
+        let uri = req.uri().clone();
+        let mut req = req.map(|b| ReqBody::new(b, None));
+        let mut attempt: u32 = 1;
+        let error = loop {
+            telemetry.get_conn(key, attempt);
+            let pooled = match self.connection_for(&origin, &telemetry).await {
+                Ok(pooled) => pooled,
+                Err(e) => break e,
+            };
+            let failed = match self.attempt(pooled, req, &origin, &telemetry).await {
+                Ok(answered) => return Ok(self.respond(answered, telemetry)),
+                Err(failed) => failed,
+            };
+            let (again, retry, error) = match next_attempt(
+                failed,
+                replay.as_ref(),
+                &uri,
+                self.shared.retry_canceled_requests,
+                attempt,
+            ) {
+                Ok(next) => next,
+                Err(e) => break e,
+            };
+            attempt += 1;
+            telemetry.retry(attempt, retry.reason, retry.conn_id, &error);
+            req = again;
+        };
+        let error = error.target(format!("{}:{}", key.host(), key.port()));
+        telemetry.failed(&error);
+        Err(error)
     }
 
     /// What can be refused before anything starts: the version, and a URI without a pool
@@ -74,38 +100,6 @@ where
             .origins
             .resolve(req.uri())
             .map_err(|e| Error::new(Kind::InvalidUri).with(e))
-    }
-
-    /// Attempts until one gets a response head, or the retry policy gives up.
-    async fn attempts(
-        &self,
-        req: Request<B>,
-        origin: &Origin,
-        telemetry: &RequestTelemetry,
-    ) -> Result<Answered<B>, Error> {
-        let key = &origin.key;
-        let replay = Replay::of(&req);
-        let uri = req.uri().clone();
-        let mut req = req.map(|b| ReqBody::new(b, None));
-        let mut attempt: u32 = 1;
-        loop {
-            telemetry.get_conn(key, attempt);
-            let pooled = self.connection_for(origin, telemetry).await?;
-            let failed = match self.attempt(pooled, req, origin, telemetry).await {
-                Ok(answered) => return Ok(answered),
-                Err(failed) => failed,
-            };
-            let (again, retry, error) = next_attempt(
-                failed,
-                replay.as_ref(),
-                &uri,
-                self.shared.retry_canceled_requests,
-                attempt,
-            )?;
-            attempt += 1;
-            telemetry.retry(attempt, retry.reason, retry.conn_id, &error);
-            req = again;
-        }
     }
 
     /// Checks out a connection for the origin's key, running each dial the pool allows on the
