@@ -167,6 +167,12 @@ where
         let id = shared
             .next_request
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Captured here, inlined: the caller's frame is the second one the unwinder meets.
+        let stack = shared
+            .inflight
+            .as_ref()
+            .filter(|r| r.captures_stacks())
+            .map(|_| crate::inflight::RawStack::capture());
         let mut req = req;
         let origin = self.check(&mut req);
         // Started here, synchronously, so a captured stack shows the caller.
@@ -176,6 +182,7 @@ where
             &req,
             origin.as_ref().ok().map(|o| &o.key),
             std::panic::Location::caller(),
+            stack,
         );
         // The request's future itself, boxed once (an `async` block around it would be moved,
         // whole, once more).

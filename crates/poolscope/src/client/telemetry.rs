@@ -51,15 +51,16 @@ pub(crate) struct RequestTelemetry {
 }
 
 impl RequestTelemetry {
-    /// The request is issued: registers it in flight (with `caller`, where it was issued), and
-    /// starts its tracer and metrics if it has a pool key (`None`: its URI has none, and it
-    /// is about to fail).
+    /// The request is issued: registers it in flight (with `caller`, where it was issued, and
+    /// the `stack` `Client::request` captured), and starts its tracer and metrics if it has a
+    /// pool key (`None`: its URI has none, and it is about to fail).
     pub(crate) fn start<B>(
         shared: &Shared<B>,
         id: u64,
         req: &Request<B>,
         key: Option<&ConnectKey>,
         caller: &'static std::panic::Location<'static>,
+        stack: Option<crate::inflight::RawStack>,
     ) -> RequestTelemetry {
         let traces = [
             Some(&shared.trace),
@@ -75,7 +76,7 @@ impl RequestTelemetry {
             .then(Instant::now);
         let registration = match (&shared.inflight, start) {
             (Some(r), Some(at)) => {
-                Some(r.register_started(id, req.method(), req.uri(), caller, at))
+                Some(r.register_started(id, req.method(), req.uri(), caller, at, stack))
             }
             _ => None,
         };
