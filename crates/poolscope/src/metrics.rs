@@ -350,6 +350,9 @@ impl RequestMetrics {
 
 impl Drop for RequestMetrics {
     fn drop(&mut self) {
-        self.record(Err("canceled"), Instant::now());
+        // Checked first: the clock is read only for a request that did not finish.
+        if !self.finished {
+            self.record(Err("canceled"), Instant::now());
+        }
     }
 }
