@@ -3,8 +3,7 @@
 //! The history is a ring of N slots. A writer takes the next sequence number (one atomic
 //! add) and writes its event into slot `seq % N`, under that slot's own mutex: two writers
 //! meet only when their events are N apart, and a slower writer never overwrites a newer
-//! event (the slot keeps the higher `seq`). The event it replaces is dropped after the slot
-//! is unlocked. A read copies the slots, one lock at a time, and sorts them by `seq`; it
+//! event (the slot keeps the higher `seq`). A read copies the slots, one lock at a time, and sorts them by `seq`; it
 //! takes nothing out, so concurrent readers see the same history. (A lock-free queue that
 //! overwrites its oldest entry, `crossbeam_queue::ArrayQueue::force_push`, moved each 144-byte
 //! event several times: ~350 instructions per event against ~150 here.)
@@ -97,17 +96,14 @@ impl History {
 
     fn push(&self, at: Instant, what: What) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let new = Recorded { seq, at, what };
         let slot = &self.ring[(seq % self.ring.len() as u64) as usize];
         let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
         // A writer N events ahead got here first: this event is already out of the window.
-        let replaced = if held.as_ref().is_some_and(|r| r.seq > seq) {
-            Some(new)
-        } else {
-            held.replace(new)
-        };
-        drop(held);
-        drop(replaced);
+        if held.as_ref().is_some_and(|r| r.seq > seq) {
+            return;
+        }
+        // Written in place; the event it replaces is dropped here (an `Arc` or a `String`).
+        *held = Some(Recorded { seq, at, what });
     }
 
     /// Records a request's event, which happened `at`.
