@@ -20,7 +20,7 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
 use crate::pool::key::BuildKeyHasher;
 use crate::pool::{ConnectKey, LeaseInfo};
 use crate::stats::{CloseReason, Event, EventSink, Limit};
-use crate::trace::{ClientTrace, RetryReason};
+use crate::trace::{method_label, ClientTrace, RetryReason};
 
 /// `scheme`, `host`, `port` of a key, then `extra`.
 fn labels(key: &ConnectKey, extra: &[(&'static str, &'static str)]) -> Vec<Label> {
@@ -30,22 +30,6 @@ fn labels(key: &ConnectKey, extra: &[(&'static str, &'static str)]) -> Vec<Label
     v.push(Label::new("port", key.port().to_string()));
     v.extend(extra.iter().map(|(k, val)| Label::new(*k, *val)));
     v
-}
-
-/// OpenTelemetry's rule: known methods as they are, anything else `_OTHER`.
-pub(crate) fn method_label(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ => "_OTHER",
-    }
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];

@@ -681,6 +681,23 @@ impl Tracer {
     }
 }
 
+/// The method as OpenTelemetry's conventions name it: one of the nine standard methods, or
+/// `_OTHER` (labels stay bounded).
+pub(crate) fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::TRACE => "TRACE",
+        http::Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
 /// An error and its causes on one line (`what: why: root cause`), for the `error` strings of
 /// events and the history: each level's `Display` shows only itself.
 pub(crate) fn error_text(err: &(dyn std::error::Error + 'static)) -> String {

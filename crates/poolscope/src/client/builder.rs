@@ -328,6 +328,7 @@ impl Builder {
                 retry_canceled_requests: self.retry_canceled_requests,
                 set_host: self.set_host,
                 next_request: std::sync::atomic::AtomicU64::new(1),
+                redact: self.redact_url.clone(),
                 origins: super::origin::Origins::new(self.proxy.clone()),
             }),
             connector,

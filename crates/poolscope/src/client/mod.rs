@@ -66,6 +66,8 @@ mod exec;
 mod origin;
 mod retry;
 mod send;
+#[cfg(feature = "tracing")]
+mod span;
 mod target;
 mod telemetry;
 
@@ -127,6 +129,9 @@ pub(crate) struct Shared<B> {
     set_host: bool,
     next_request: AtomicU64,
     origins: origin::Origins,
+    /// The user's URL rewriting, for the request span's `url.full`.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    redact: Option<crate::inflight::Redact>,
 }
 
 impl Client<(), ()> {
@@ -186,6 +191,14 @@ where
         );
         // The request's future itself, boxed once (an `async` block around it would be moved,
         // whole, once more).
+        #[cfg(feature = "tracing")]
+        if let Some(span) = telemetry.span().cloned() {
+            use tracing::Instrument;
+            let fut = self.clone().send(req, origin, telemetry).instrument(span);
+            return ResponseFuture {
+                inner: std::sync::Mutex::new(Box::pin(fut)),
+            };
+        }
         ResponseFuture {
             inner: std::sync::Mutex::new(Box::pin(self.clone().send(req, origin, telemetry))),
         }

@@ -46,6 +46,9 @@ pub(crate) struct RequestTelemetry {
     history: Option<Arc<History>>,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::RequestMetrics>,
+    /// The request's `tracing` span; ends when this is dropped (the request's end).
+    #[cfg(feature = "tracing")]
+    span: Option<super::span::RequestSpan>,
     /// The end is reported (or handed to a [`TraceEnd`]): nothing more on drop.
     ended: bool,
 }
@@ -104,6 +107,10 @@ impl RequestTelemetry {
             )),
             _ => None,
         };
+        #[cfg(feature = "tracing")]
+        let span = key.map(|k| {
+            super::span::RequestSpan::start(req.method(), k, req.uri(), shared.redact.as_ref())
+        });
         RequestTelemetry {
             id,
             start,
@@ -112,6 +119,8 @@ impl RequestTelemetry {
             history: shared.history.clone(),
             #[cfg(feature = "metrics")]
             metrics,
+            #[cfg(feature = "tracing")]
+            span,
             ended: false,
         }
     }
@@ -119,6 +128,12 @@ impl RequestTelemetry {
     /// The in-flight entry, for the bodies' phases and byte counts.
     pub(crate) fn entry(&self) -> Option<&Arc<Entry>> {
         self.registration.as_ref().map(|r| &r.entry)
+    }
+
+    /// The request's span, for its future to run in.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn span(&self) -> Option<&tracing::Span> {
+        self.span.as_ref().map(|s| s.span())
     }
 
     /// The tracer, for the dial task and the connection's IO events.
@@ -158,6 +173,10 @@ impl RequestTelemetry {
         if let Some(e) = self.entry() {
             e.set_phase(Phase::Sending);
             e.set_conn(info.conn_id);
+        }
+        #[cfg(feature = "tracing")]
+        if let Some(s) = &self.span {
+            s.got_conn(info, facts);
         }
         if self.history.is_none() && self.tracer.is_none() {
             return;
@@ -211,6 +230,10 @@ impl RequestTelemetry {
         if let Some(m) = &self.metrics {
             m.retry(reason);
         }
+        #[cfg(feature = "tracing")]
+        if let Some(s) = &self.span {
+            s.resent(attempt.saturating_sub(1));
+        }
         if self.history.is_none() && self.tracer.is_none() {
             return;
         }
@@ -239,6 +262,10 @@ impl RequestTelemetry {
     /// The request failed before it had a response.
     pub(crate) fn failed(mut self, error: &Error) {
         self.ended = true;
+        #[cfg(feature = "tracing")]
+        if let Some(s) = self.span.take() {
+            s.failed(error.error_type());
+        }
         let end = self.clock();
         #[cfg(feature = "metrics")]
         if let (Some(m), Some(end)) = (self.metrics.take(), end) {
@@ -271,6 +298,10 @@ impl RequestTelemetry {
     /// connection is back in the pool or closed (Go's order), through the [`TraceEnd`].
     pub(crate) fn body_done(mut self, status: StatusCode, error: Option<&str>) -> TraceEnd {
         self.ended = true;
+        #[cfg(feature = "tracing")]
+        if let Some(s) = self.span.take() {
+            s.status(status);
+        }
         let end = self.clock();
         if let (Some(h), Some(end)) = (self.history.take(), end) {
             h.request(
@@ -316,6 +347,10 @@ impl Drop for RequestTelemetry {
         }
         // The response future was dropped before the request ended. The metrics record it
         // as canceled when they drop.
+        #[cfg(feature = "tracing")]
+        if let Some(s) = self.span.take() {
+            s.failed("canceled");
+        }
         let end = self.clock();
         drop(self.registration.take());
         if let (Some(h), Some(end)) = (self.history.take(), end) {
