@@ -191,10 +191,9 @@ where
         );
         // The request's future itself, boxed once (an `async` block around it would be moved,
         // whole, once more).
-        // Run in the span only when someone records it (else the wrapper is a future moved
-        // once more and entered at every poll, for nothing).
+        // Run in the span (there is one only when someone records it).
         #[cfg(feature = "tracing")]
-        if let Some(span) = telemetry.span().filter(|s| !s.is_disabled()).cloned() {
+        if let Some(span) = telemetry.span().cloned() {
             use tracing::Instrument;
             let fut = self.clone().send(req, origin, telemetry).instrument(span);
             return ResponseFuture {

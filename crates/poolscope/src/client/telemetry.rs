@@ -47,8 +47,10 @@ pub(crate) struct RequestTelemetry {
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::RequestMetrics>,
     /// The request's `tracing` span; ends when this is dropped (the request's end).
+    /// Boxed, and only when someone records it: a disabled span would only make every move
+    /// of the request's future larger.
     #[cfg(feature = "tracing")]
-    span: Option<super::span::RequestSpan>,
+    span: Option<Box<super::span::RequestSpan>>,
     /// The end is reported (or handed to a [`TraceEnd`]): nothing more on drop.
     ended: bool,
 }
@@ -108,9 +110,12 @@ impl RequestTelemetry {
             _ => None,
         };
         #[cfg(feature = "tracing")]
-        let span = key.map(|k| {
-            super::span::RequestSpan::start(req.method(), k, req.uri(), shared.redact.as_ref())
-        });
+        let span = key
+            .map(|k| {
+                super::span::RequestSpan::start(req.method(), k, req.uri(), shared.redact.as_ref())
+            })
+            .filter(|s| !s.span().is_disabled())
+            .map(Box::new);
         RequestTelemetry {
             id,
             start,
