@@ -103,19 +103,20 @@ impl Kind {
         }
     }
 
+    /// Every client, in the tables' order.
+    pub const EVERY: [Kind; 7] = [
+        Kind::HyperUtil,
+        Kind::Reqwest,
+        Kind::Bare,
+        Kind::HooksEmpty,
+        Kind::All,
+        Kind::Stacks,
+        Kind::Go,
+    ];
+
     /// The client a short name names.
     pub fn parse(short: &str) -> Option<Kind> {
-        [
-            Kind::HyperUtil,
-            Kind::Reqwest,
-            Kind::Bare,
-            Kind::HooksEmpty,
-            Kind::All,
-            Kind::Stacks,
-            Kind::Go,
-        ]
-        .into_iter()
-        .find(|k| k.short() == short)
+        Kind::EVERY.into_iter().find(|k| k.short() == short)
     }
 
     fn supports(self, w: &Workload) -> bool {
@@ -194,15 +195,7 @@ impl Options {
             rounds: 5,
             secs: 2.0,
             workloads,
-            kinds: vec![
-                Kind::HyperUtil,
-                Kind::Reqwest,
-                Kind::Bare,
-                Kind::HooksEmpty,
-                Kind::All,
-                Kind::Stacks,
-                Kind::Go,
-            ],
+            kinds: Kind::EVERY.to_vec(),
             server_binary: None,
         }
     }
