@@ -355,20 +355,20 @@ impl Drop for TestServer {
 static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
 
 fn prometheus() -> &'static Option<metrics_exporter_prometheus::PrometheusHandle> {
-    // Histograms with OpenTelemetry's duration buckets, as docs/metrics.md advises (without
-    // buckets the exporter keeps summaries, several times dearer per sample).
-    const OTEL_BUCKETS: &[f64] = &[
-        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    ];
+    // Histograms with each metric's bucket advice, as docs/metrics.md shows (without buckets
+    // the exporter keeps summaries, several times dearer per sample).
     HANDLE.get_or_init(|| {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                OTEL_BUCKETS,
-            )
-            .ok()?
-            .install_recorder()
-            .ok()
+        let mut b =
+            metrics_exporter_prometheus::PrometheusBuilder::new().set_enable_unit_suffix(true);
+        for (name, buckets) in poolscope::metrics::bucket_advice() {
+            b = b
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(name.replace('.', "_")),
+                    buckets,
+                )
+                .ok()?;
+        }
+        b.install_recorder().ok()
     })
 }
 

@@ -42,6 +42,10 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Serve the client's metrics in Prometheus's format at http://ADDR/metrics while the
+    /// run lasts (e.g. 127.0.0.1:9100; port 0 picks one, printed on stderr).
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Everything a run records, shared by workers and hooks.
@@ -435,6 +439,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let (stats, trace) = rec.hooks();
     let mut b = opts::builder(&args.conn)?;
     b.stats(stats).trace(trace);
+    if let Some(addr) = args.metrics_addr {
+        let local = crate::metrics_endpoint::serve(addr).await?;
+        eprintln!("metrics at http://{local}/metrics");
+        b.metrics(true);
+    }
     if let Some(n) = args.max_conns_per_host {
         b.pool_max_conns_per_host(n);
     }

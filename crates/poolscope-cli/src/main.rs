@@ -10,6 +10,7 @@
 
 mod demo;
 mod load;
+mod metrics_endpoint;
 mod opts;
 mod report;
 mod trace_cmd;

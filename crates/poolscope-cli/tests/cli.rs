@@ -417,3 +417,77 @@ fn ctrl_c_stops_a_load_whose_requests_never_get_an_answer() {
     assert_eq!(v["requests_ok"], 0);
     drop(held);
 }
+
+/// `GET path` on `addr` with a plain socket: the response's body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn load_serves_its_clients_metrics_while_it_runs() {
+    use std::io::BufRead;
+    let addr = server();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
+        .args([
+            "load",
+            "--json",
+            "--duration",
+            "3s",
+            "-c",
+            "2",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            &format!("http://{addr}/track"),
+        ])
+        .env("NO_COLOR", "1")
+        .envs(PROXY_VARS.iter().map(|v| (*v, "")))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let metrics = line
+        .trim()
+        .strip_prefix("metrics at http://")
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_owned();
+    // While the run goes on, requests are counted by method and status, in seconds.
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = http_get(&metrics, "/metrics");
+    let count: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("http_client_request_duration_seconds_count{")
+                && l.contains("http_request_method=\"GET\"")
+                && l.contains("http_response_status_code=\"200\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(count > 0.0, "{text}");
+    // metrics-exporter-prometheus 0.17 writes the HELP line under the name without the unit.
+    assert!(
+        text.contains("# HELP http_client_request_duration Duration of HTTP client requests"),
+        "{text}"
+    );
+    assert!(text.contains("http_client_open_connections{"), "{text}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The scrape saw part of the run: no more than all of it.
+    assert!(v["requests_ok"].as_f64().unwrap() >= count);
+}

@@ -20,8 +20,9 @@ pub mod connect;
 pub mod debug;
 pub mod history;
 pub mod inflight;
+mod methods;
 #[cfg(feature = "metrics")]
-mod metrics;
+pub mod metrics;
 pub mod pool;
 pub mod stats;
 pub mod trace;

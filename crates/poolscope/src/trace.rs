@@ -130,10 +130,15 @@ pub struct DnsDoneInfo {
     pub request_id: u64,
     /// The pool key being dialed.
     pub key: ConnectKey,
+    /// The name that was resolved: the key's host, or a proxy's.
+    pub host: String,
     /// The addresses found.
     pub addrs: Vec<std::net::IpAddr>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// What kind of failure it was, as OpenTelemetry's `error.type` of a DNS lookup:
+    /// `host_not_found` (the name does not exist or has no address), `timeout`, or `_OTHER`.
+    pub error_type: Option<&'static str>,
     /// How long it took.
     pub took: Duration,
 }
@@ -678,23 +683,6 @@ impl Tracer {
             first_byte,
             resend_count: self.resends.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// The method as OpenTelemetry's conventions name it: one of the nine standard methods, or
-/// `_OTHER` (labels stay bounded).
-pub(crate) fn method_label(m: &http::Method) -> &'static str {
-    match *m {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::TRACE => "TRACE",
-        http::Method::PATCH => "PATCH",
-        _ => "_OTHER",
     }
 }
 

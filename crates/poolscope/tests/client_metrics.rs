@@ -89,6 +89,25 @@ fn histogram_count(snap: &Snap, name: &str, labels: &[(&str, &str)]) -> usize {
     }
 }
 
+/// The labels of every series of metric `name`, each as sorted `key=value` pairs.
+fn series(snap: &Snap, name: &str) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = snap
+        .iter()
+        .filter(|(k, ..)| k.key().name() == name)
+        .map(|(k, ..)| {
+            let mut l: Vec<String> = k
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            l.sort();
+            l
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[test]
 fn ten_requests_on_one_connection_give_exact_counts() {
     let (snap, port) = with_recorder(|snapshotter| async move {
@@ -101,41 +120,79 @@ fn ten_requests_on_one_connection_give_exact_counts() {
             let resp = c.get(server.url("/")).await.unwrap();
             resp.into_body().collect().await.unwrap();
         }
+        let resp = c.get(server.url("/status/404")).await.unwrap();
+        resp.into_body().collect().await.unwrap();
         // Let the last connection's return settle.
         tokio::task::yield_now().await;
         (snapshotter.snapshot().into_vec(), port)
     });
     let key = [
-        ("scheme", "http"),
-        ("host", "127.0.0.1"),
-        ("port", port.as_str()),
+        ("url.scheme", "http"),
+        ("server.address", "127.0.0.1"),
+        ("server.port", port.as_str()),
+    ];
+    assert_eq!(counter(&snap, "poolscope.connection.created", &key), 1);
+    assert_eq!(counter(&snap, "poolscope.connection.reused", &key), 10);
+    assert_eq!(gauge(&snap, "http.client.active_requests", &key), 0.0);
+    let idle = [key[0], key[1], key[2], ("http.connection.state", "idle")];
+    let active = [key[0], key[1], key[2], ("http.connection.state", "active")];
+    assert_eq!(gauge(&snap, "http.client.open_connections", &idle), 1.0);
+    assert_eq!(gauge(&snap, "http.client.open_connections", &active), 0.0);
+    // The durations' series carry exactly OpenTelemetry's attributes: a 404 has its code as
+    // `error.type` too.
+    let p = format!("server.port={port}");
+    let base = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "http.request.method=GET",
+            "network.protocol.version=1.1",
+            "server.address=127.0.0.1",
+            p.as_str(),
+            "url.scheme=http",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(series(&snap, "http.client.request.duration"), {
+        let mut v = vec![
+            base(&["http.response.status_code=200"]),
+            base(&["http.response.status_code=404", "error.type=404"]),
+        ];
+        v.sort();
+        v
+    });
+    let ok = [
+        ("http.request.method", "GET"),
+        ("http.response.status_code", "200"),
     ];
     assert_eq!(
-        counter(&snap, "http_client_connections_opened_total", &key),
+        histogram_count(&snap, "http.client.request.duration", &ok),
+        10
+    );
+    // Only the first request waited (for its own dial); the ten that found the connection
+    // idle record no time in queue at all, rather than a zero.
+    assert_eq!(
+        histogram_count(&snap, "http.client.request.time_in_queue", &key),
         1
     );
     assert_eq!(
-        counter(&snap, "http_client_connections_reused_total", &key),
-        9
-    );
-    assert_eq!(gauge(&snap, "http_client_active_requests", &key), 0.0);
-    let idle = [key[0], key[1], key[2], ("state", "idle")];
-    let active = [key[0], key[1], key[2], ("state", "active")];
-    assert_eq!(gauge(&snap, "http_client_open_connections", &idle), 1.0);
-    assert_eq!(gauge(&snap, "http_client_open_connections", &active), 0.0);
-    let ok = [("method", "GET"), ("status_class", "2xx")];
-    assert_eq!(
-        histogram_count(&snap, "http_client_request_duration_seconds", &ok),
-        10
-    );
-    assert_eq!(
-        histogram_count(&snap, "http_client_request_time_in_queue_seconds", &key),
-        10
-    );
-    assert_eq!(
-        histogram_count(&snap, "http_client_connect_duration_seconds", &key),
+        histogram_count(&snap, "poolscope.connect.duration", &key),
         1
     );
+    assert_eq!(
+        histogram_count(&snap, "poolscope.connection.create_time", &key),
+        1
+    );
+    // Units and descriptions are registered (Prometheus's HELP lines and `_seconds`).
+    let (_, unit, desc, _) = snap
+        .iter()
+        .find(|(k, ..)| k.key().name() == "http.client.request.duration")
+        .unwrap();
+    assert_eq!(*unit, Some(metrics::Unit::Seconds));
+    assert!(desc.is_some());
 }
 
 #[test]
@@ -158,7 +215,7 @@ fn limit_hits_waiting_requests_and_errors_are_counted_with_bounded_labels() {
         for t in tasks {
             t.await.unwrap();
         }
-        // A refused connection: an error type, no status.
+        // A refused connection: an error type, no status, no version.
         let refused = closed_port();
         let req = http::Request::builder()
             .method("PURGE")
@@ -171,24 +228,44 @@ fn limit_hits_waiting_requests_and_errors_are_counted_with_bounded_labels() {
     assert_eq!(
         counter(
             &snap,
-            "http_client_pool_limit_hits_total",
-            &[("limit", "max_conns_per_host")]
+            "poolscope.connection.limit_hits",
+            &[("poolscope.limit", "max_conns_per_host")]
         ),
         3
     );
-    let key = [("host", "127.0.0.1"), ("port", port.as_str())];
+    let key = [
+        ("server.address", "127.0.0.1"),
+        ("server.port", port.as_str()),
+    ];
     assert_eq!(
         gauge(
             &snap,
-            "http_client_pool_waiting_requests",
-            &[key[0], key[1], ("queue", "conns_per_host")]
+            "poolscope.connection.pending_requests",
+            &[key[0], key[1], ("poolscope.queue", "conns_per_host")]
         ),
         0.0
     );
-    let failed = [("method", "_OTHER"), ("error_type", "connect")];
+    // All four waited: one for its dial, three for the connection it made.
     assert_eq!(
-        histogram_count(&snap, "http_client_request_duration_seconds", &failed),
+        histogram_count(&snap, "http.client.request.time_in_queue", &key),
+        4
+    );
+    let failed = [("http.request.method", "_OTHER"), ("error.type", "connect")];
+    assert_eq!(
+        histogram_count(&snap, "http.client.request.duration", &failed),
         1
+    );
+    let series = series(&snap, "http.client.request.duration");
+    let failed = series
+        .iter()
+        .find(|s| s.contains(&"error.type=connect".to_owned()))
+        .unwrap();
+    assert!(
+        !failed
+            .iter()
+            .any(|l| l.starts_with("network.protocol.version")
+                || l.starts_with("http.response.status_code")),
+        "{failed:?}"
     );
     // No label anywhere carries a path or a query.
     for (k, _, _, _) in &snap {
@@ -199,4 +276,128 @@ fn limit_hits_waiting_requests_and_errors_are_counted_with_bounded_labels() {
             );
         }
     }
+}
+
+#[test]
+fn a_known_methods_list_of_ones_own_names_its_methods() {
+    let (snap, _) = with_recorder(|snapshotter| async move {
+        let server = TestServer::start().await;
+        let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .metrics(true)
+            .known_methods([
+                http::Method::GET,
+                http::Method::from_bytes(b"PURGE").unwrap(),
+            ])
+            .build_http();
+        for m in ["PURGE", "POST"] {
+            let req = http::Request::builder()
+                .method(m)
+                .uri(server.url("/"))
+                .body(Empty::new())
+                .unwrap();
+            c.request(req)
+                .await
+                .unwrap()
+                .into_body()
+                .collect()
+                .await
+                .unwrap();
+        }
+        (snapshotter.snapshot().into_vec(), String::new())
+    });
+    for (m, n) in [("PURGE", 1), ("_OTHER", 1), ("POST", 0)] {
+        let got = value(
+            &snap,
+            "http.client.request.duration",
+            &[("http.request.method", m)],
+        );
+        let count = match got {
+            Some(DebugValue::Histogram(h)) => h.len(),
+            None => 0,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(count, n, "{m}");
+    }
+}
+
+/// A name server on loopback UDP: `A 127.0.0.1` for `ok.test.`, NXDOMAIN for any other name
+/// (and no data for other types). Enough of RFC 1035 for hickory's queries.
+async fn tiny_dns() -> u16 {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let q = &buf[..n];
+            // The question: labels up to the root, then type and class.
+            let mut i = 12;
+            let mut name = String::new();
+            while i < n && q[i] != 0 {
+                let len = usize::from(q[i]);
+                name.push_str(&String::from_utf8_lossy(&q[i + 1..i + 1 + len]).to_lowercase());
+                name.push('.');
+                i += 1 + len;
+            }
+            let end = i + 5;
+            let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+            let known = name == "ok.test.";
+            let answer = known && qtype == 1;
+            let mut r = Vec::from(&q[..2]);
+            // QR, opcode 0, RD copied; RA; RCODE 3 (NXDOMAIN) for unknown names.
+            r.push(0x80 | (q[2] & 0x01));
+            r.push(0x80 | if known { 0 } else { 3 });
+            r.extend([0, 1, 0, u8::from(answer), 0, 0, 0, 0]);
+            r.extend(&q[12..end]);
+            if answer {
+                r.extend([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+            }
+            let _ = sock.send_to(&r, from).await;
+        }
+    });
+    port
+}
+
+#[test]
+fn dns_lookups_are_timed_by_name_and_a_missing_name_is_host_not_found() {
+    let (snap, _) = with_recorder(|snapshotter| async move {
+        let server = TestServer::start().await;
+        let dns = tiny_dns().await;
+        let mut http = poolscope::connect::HttpConnector::new();
+        http.set_nameservers(&[std::net::IpAddr::from([127, 0, 0, 1])], dns);
+        let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .metrics(true)
+            .build(http);
+        let port = server.addr.port();
+        let resp = c
+            .get(format!("http://ok.test:{port}/").parse().unwrap())
+            .await
+            .unwrap();
+        resp.into_body().collect().await.unwrap();
+        let err = c
+            .get(format!("http://missing.test:{port}/").parse().unwrap())
+            .await
+            .expect_err("NXDOMAIN");
+        assert_eq!(
+            err.connect_phase(),
+            Some(poolscope::connect::ConnectPhase::Dns)
+        );
+        (snapshotter.snapshot().into_vec(), String::new())
+    });
+    assert_eq!(
+        series(&snap, "dns.lookup.duration"),
+        [
+            vec![
+                "dns.question.name=missing.test".to_owned(),
+                "error.type=host_not_found".to_owned()
+            ],
+            vec!["dns.question.name=ok.test".to_owned()],
+        ]
+    );
+    let ok = [("dns.question.name", "ok.test")];
+    assert_eq!(histogram_count(&snap, "dns.lookup.duration", &ok), 1);
+    let failed = [("dns.question.name", "missing.test")];
+    assert_eq!(histogram_count(&snap, "dns.lookup.duration", &failed), 1);
 }

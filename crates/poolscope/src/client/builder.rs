@@ -54,8 +54,11 @@ pub struct Builder {
     redact_url: Option<Redact>,
     event_history: usize,
     proxy: Option<crate::connect::Proxy>,
+    known_methods: crate::methods::KnownMethods,
     #[cfg(feature = "metrics")]
     metrics: bool,
+    #[cfg(feature = "metrics")]
+    metrics_idle_timeout: Duration,
 }
 
 impl Builder {
@@ -80,8 +83,11 @@ impl Builder {
             redact_url: None,
             event_history: 0,
             proxy: None,
+            known_methods: Default::default(),
             #[cfg(feature = "metrics")]
             metrics: false,
+            #[cfg(feature = "metrics")]
+            metrics_idle_timeout: crate::metrics::DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -216,9 +222,34 @@ impl Builder {
     /// Report to the `metrics` facade (whatever recorder the application installed): request
     /// durations, time in queue, open connections, limit hits… (see `docs/metrics.md`).
     /// Default: `false`. poolscope only; needs the `metrics` feature (on by default).
+    ///
+    /// Building a client with metrics on also calls [`crate::metrics::describe`], so the
+    /// recorder installed then has every metric's unit and description.
     #[cfg(feature = "metrics")]
     pub fn metrics(&mut self, enabled: bool) -> &mut Self {
         self.metrics = enabled;
+        self
+    }
+
+    /// How long a host may have no connection and no request before its metric handles are
+    /// dropped (they are made again if it comes back; the recorder keeps its series). Bounds
+    /// the memory of a client that talks to many hosts. Default: 5 minutes. poolscope only.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_idle_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.metrics_idle_timeout = timeout;
+        self
+    }
+
+    /// The HTTP methods metrics and spans name as they are; any other is `_OTHER` (and a
+    /// span's name `HTTP`), so label values stay bounded. Default: OpenTelemetry's list,
+    /// `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `CONNECT`, `OPTIONS`, `TRACE`, `PATCH`; this
+    /// replaces it, as `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` does elsewhere. poolscope
+    /// only.
+    pub fn known_methods<I>(&mut self, methods: I) -> &mut Self
+    where
+        I: IntoIterator<Item = http::Method>,
+    {
+        self.known_methods = crate::methods::KnownMethods::new(methods);
         self
     }
 
@@ -291,9 +322,13 @@ impl Builder {
             stats = stats.with_sink(h.clone());
         }
         #[cfg(feature = "metrics")]
-        let metrics = self
-            .metrics
-            .then(|| std::sync::Arc::new(crate::metrics::Metrics::default()));
+        let metrics = self.metrics.then(|| {
+            crate::metrics::describe();
+            std::sync::Arc::new(crate::metrics::Metrics::new(
+                self.known_methods.clone(),
+                self.metrics_idle_timeout,
+            ))
+        });
         #[cfg(feature = "metrics")]
         let metrics_trace = match &metrics {
             Some(m) => {
@@ -329,6 +364,7 @@ impl Builder {
                 set_host: self.set_host,
                 next_request: std::sync::atomic::AtomicU64::new(1),
                 redact: self.redact_url.clone(),
+                methods: self.known_methods.clone(),
                 origins: super::origin::Origins::new(self.proxy.clone()),
             }),
             connector,

@@ -132,6 +132,9 @@ pub(crate) struct Shared<B> {
     /// The user's URL rewriting, for the request span's `url.full`.
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     redact: Option<crate::inflight::Redact>,
+    /// The methods the request span names (the metrics keep their own copy).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    methods: crate::methods::KnownMethods,
 }
 
 impl Client<(), ()> {

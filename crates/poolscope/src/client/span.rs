@@ -26,12 +26,14 @@ pub(crate) struct RequestSpan(tracing::Span);
 impl RequestSpan {
     pub(crate) fn start(
         method: &Method,
+        methods: &crate::methods::KnownMethods,
         key: &ConnectKey,
         uri: &Uri,
         redact: Option<&crate::inflight::Redact>,
     ) -> RequestSpan {
-        let label = crate::trace::method_label(method);
-        let name = if label == "_OTHER" { "HTTP" } else { label };
+        let label = methods.label(method);
+        let other = label == crate::methods::OTHER;
+        let name = if other { "HTTP" } else { label };
         let span = tracing::info_span!(
             target: "poolscope::request",
             "HTTP",
@@ -39,6 +41,7 @@ impl RequestSpan {
             otel.kind = "client",
             otel.status_code = Empty,
             http.request.method = label,
+            http.request.method_original = Empty,
             server.address = key.host(),
             server.port = i64::from(key.port()),
             url.scheme = key.scheme(),
@@ -54,6 +57,9 @@ impl RequestSpan {
             poolscope.time_in_queue_s = Empty,
         );
         if !span.is_disabled() {
+            if other {
+                span.record("http.request.method_original", method.as_str());
+            }
             // The URL is rendered only for a span someone records.
             let clean = crate::inflight::strip_userinfo(uri);
             let url = redact.map_or_else(|| clean.to_string(), |f| f(&clean));

@@ -112,7 +112,13 @@ impl RequestTelemetry {
         #[cfg(feature = "tracing")]
         let span = key
             .map(|k| {
-                super::span::RequestSpan::start(req.method(), k, req.uri(), shared.redact.as_ref())
+                super::span::RequestSpan::start(
+                    req.method(),
+                    &shared.methods,
+                    k,
+                    req.uri(),
+                    shared.redact.as_ref(),
+                )
             })
             .filter(|s| !s.span().is_disabled())
             .map(Box::new);
@@ -173,7 +179,7 @@ impl RequestTelemetry {
     pub(crate) fn got_conn(&self, info: &LeaseInfo, facts: &super::conn::ConnFacts) {
         #[cfg(feature = "metrics")]
         if let Some(m) = &self.metrics {
-            m.got_conn(info);
+            m.got_conn(info, facts.version);
         }
         if let Some(e) = self.entry() {
             e.set_phase(Phase::Sending);

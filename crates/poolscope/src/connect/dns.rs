@@ -95,10 +95,7 @@ impl HickoryResolver {
         })?;
         let addrs: Vec<IpAddr> = lookup.iter().collect();
         if addrs.is_empty() {
-            return Err(ConnectError::new(
-                ConnectPhase::Dns,
-                format!("no addresses for {host:?}"),
-            ));
+            return Err(ConnectError::no_addresses(host));
         }
         Ok(addrs)
     }
@@ -168,11 +165,41 @@ where
                 .as_ref()
                 .map(|a| a.iter().map(SocketAddr::ip).collect())
                 .unwrap_or_default(),
+            host: host.to_owned(),
             error: result.as_ref().err().map(|e| crate::trace::error_text(e)),
+            error_type: result.as_ref().err().map(error_type),
             took: end - start,
         })
     });
     result
+}
+
+/// A failed lookup's `error.type` (see [`DnsDoneInfo::error_type`]), from the error and its
+/// causes: hickory's answers, an IO timeout, or poolscope's own empty answer.
+fn error_type(err: &ConnectError) -> &'static str {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(r) = e.downcast_ref::<hickory_resolver::ResolveError>() {
+            if r.is_nx_domain() || r.is_no_records_found() {
+                return "host_not_found";
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return "timeout";
+            }
+        }
+        if let Some(ce) = e.downcast_ref::<ConnectError>() {
+            if ce.is_no_addresses() {
+                return "host_not_found";
+            }
+            if ce.is_timeout() {
+                return "timeout";
+            }
+        }
+        cause = e.source();
+    }
+    "_OTHER"
 }
 
 async fn ask<R>(mut resolver: R, host: &str) -> Result<Vec<SocketAddr>, ConnectError>
@@ -193,10 +220,7 @@ where
         answer.map_err(|e| dns_error(host, e.into()))?.collect()
     };
     if addrs.is_empty() {
-        return Err(ConnectError::new(
-            ConnectPhase::Dns,
-            format!("no addresses for {host:?}"),
-        ));
+        return Err(ConnectError::no_addresses(host));
     }
     Ok(addrs)
 }

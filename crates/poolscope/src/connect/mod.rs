@@ -95,6 +95,9 @@ pub struct ConnectError {
     cause: Option<Box<dyn StdError + Send + Sync>>,
 }
 
+/// How [`ConnectError::no_addresses`] begins.
+const NO_ADDRESSES: &str = "no addresses for";
+
 impl ConnectError {
     pub(crate) fn new(phase: ConnectPhase, msg: impl Into<String>) -> ConnectError {
         ConnectError {
@@ -104,6 +107,18 @@ impl ConnectError {
             proxy_status: None,
             cause: None,
         }
+    }
+
+    /// A lookup of `host` that found no address.
+    pub(crate) fn no_addresses(host: &str) -> ConnectError {
+        ConnectError::new(ConnectPhase::Dns, format!("{NO_ADDRESSES} {host:?}"))
+    }
+
+    /// Whether this is a lookup that found no address ([`no_addresses`](Self::no_addresses)).
+    pub(crate) fn is_no_addresses(&self) -> bool {
+        self.phase == ConnectPhase::Dns
+            && self.cause.is_none()
+            && self.msg.starts_with(NO_ADDRESSES)
     }
 
     pub(crate) fn with(mut self, cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
