@@ -190,17 +190,6 @@ const RETRY_REASONS: [RetryReason; 4] = [
     RetryReason::RefusedStream,
 ];
 
-/// `network.protocol.version` as OpenTelemetry writes it.
-pub(crate) fn version_str(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
 /// A version as a small number (0: none), to keep in an atomic.
 fn version_code(v: Option<Version>) -> u8 {
     match v {
@@ -364,8 +353,12 @@ impl HostMetrics {
             ),
             Outcome::Error(e) => (None, Some(("error.type", e.to_owned()))),
         };
-        let version = version_of(key.version)
-            .map(|v| ("network.protocol.version", version_str(v).to_owned()));
+        let version = version_of(key.version).map(|v| {
+            (
+                "network.protocol.version",
+                crate::trace::protocol_version(v).to_owned(),
+            )
+        });
         let labels = self.labels([
             Some(("http.request.method", method)),
             version,
@@ -470,11 +463,11 @@ impl Metrics {
     fn limit_hit(&self, limit: Limit) -> &Counter {
         let hits = self.limit_hits.get_or_init(|| {
             [
-                "max_idle_conns",
-                "max_idle_conns_per_host",
-                "max_conns_per_host",
+                Limit::MaxIdleConns,
+                Limit::MaxIdleConnsPerHost,
+                Limit::MaxConnsPerHost,
             ]
-            .map(|l| metrics::counter!(LIMIT_HITS, "poolscope.limit" => l))
+            .map(|l| metrics::counter!(LIMIT_HITS, "poolscope.limit" => l.as_str()))
         });
         match limit {
             Limit::MaxIdleConns => &hits[0],

@@ -344,6 +344,11 @@ pub(crate) trait EventSink: Send + Sync {
     /// Called after the pool lock is released, like a hook.
     fn on_pool_event(&self, event: &Event);
 
+    /// Whether it wants events now (the pool builds none when nothing does).
+    fn active(&self) -> bool {
+        true
+    }
+
     /// Whether `*_hit` events should carry a snapshot for this sink.
     fn wants_snapshots(&self) -> bool {
         false
@@ -444,6 +449,17 @@ pub(crate) enum Limit {
     MaxConnsPerHost,
 }
 
+impl Limit {
+    /// The limit's name, as the builder and metrics call it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxIdleConns => "max_idle_conns",
+            Limit::MaxIdleConnsPerHost => "max_idle_conns_per_host",
+            Limit::MaxConnsPerHost => "max_conns_per_host",
+        }
+    }
+}
+
 /// One pool event, collected under the pool lock and dispatched after it is released.
 #[derive(Debug, Clone)]
 pub(crate) enum Event {
@@ -489,7 +505,7 @@ impl Stats {
 
     /// Whether anything listens: the pool builds events only then.
     pub(crate) fn records(&self) -> bool {
-        self.hooks.is_some() || !self.sinks.is_empty()
+        self.hooks.is_some() || self.sinks.iter().any(|s| s.active())
     }
 
     /// Adds an internal listener.

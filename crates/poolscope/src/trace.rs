@@ -686,6 +686,17 @@ impl Tracer {
     }
 }
 
+/// `network.protocol.version` as OpenTelemetry writes it (`1.1`, `2`…).
+pub(crate) fn protocol_version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
 /// An error and its causes on one line (`what: why: root cause`), for the `error` strings of
 /// events and the history: each level's `Display` shows only itself.
 pub(crate) fn error_text(err: &(dyn std::error::Error + 'static)) -> String {

@@ -59,6 +59,10 @@ pub struct Builder {
     metrics: bool,
     #[cfg(feature = "metrics")]
     metrics_idle_timeout: Duration,
+    #[cfg(feature = "tracing")]
+    levels: super::span::Levels,
+    #[cfg(feature = "tracing")]
+    inject: Option<super::InjectContext>,
 }
 
 impl Builder {
@@ -88,6 +92,10 @@ impl Builder {
             metrics: false,
             #[cfg(feature = "metrics")]
             metrics_idle_timeout: crate::metrics::DEFAULT_IDLE_TIMEOUT,
+            #[cfg(feature = "tracing")]
+            levels: Default::default(),
+            #[cfg(feature = "tracing")]
+            inject: None,
         }
     }
 
@@ -240,6 +248,37 @@ impl Builder {
         self
     }
 
+    /// The level of the request spans (and their `wait_for_connection` and the dials'
+    /// `connection_setup` spans). Default: INFO. Needs the `tracing` feature.
+    #[cfg(feature = "tracing")]
+    pub fn request_span_level(&mut self, level: tracing::Level) -> &mut Self {
+        self.levels.spans = level;
+        self
+    }
+
+    /// The level of the pool's `tracing` events (target `poolscope::pool`): dials, closes,
+    /// waits and limit hits. Connections entering and leaving the idle lists are always at
+    /// TRACE. Default: DEBUG. Needs the `tracing` feature.
+    #[cfg(feature = "tracing")]
+    pub fn pool_event_level(&mut self, level: tracing::Level) -> &mut Self {
+        self.levels.pool = level;
+        self
+    }
+
+    /// Calls `f` with each request's span and its headers when the request is issued, before
+    /// it is sent (and so for every retry of it), for trace-context propagation: with
+    /// `tracing-opentelemetry`, inject the span's context as W3C `traceparent` so the server's
+    /// span is the child of this CLIENT span (see `docs/tracing.md`). Not called when the
+    /// span is disabled. Needs the `tracing` feature.
+    #[cfg(feature = "tracing")]
+    pub fn inject_trace_context<F>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn(&tracing::Span, &mut http::HeaderMap) + Send + Sync + 'static,
+    {
+        self.inject = Some(std::sync::Arc::new(f));
+        self
+    }
+
     /// The HTTP methods metrics and spans name as they are; any other is `_OTHER` (and a
     /// span's name `HTTP`), so label values stay bounded. Default: OpenTelemetry's list,
     /// `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `CONNECT`, `OPTIONS`, `TRACE`, `PATCH`; this
@@ -340,6 +379,12 @@ impl Builder {
         };
         #[cfg(not(feature = "metrics"))]
         let metrics_trace = None;
+        #[cfg(feature = "tracing")]
+        {
+            stats = stats.with_sink(std::sync::Arc::new(super::span::PoolEvents(
+                self.levels.pool,
+            )));
+        }
         Client {
             shared: std::sync::Arc::new(Shared {
                 pool: Pool::with_stats(self.pool.clone(), stats),
@@ -365,6 +410,10 @@ impl Builder {
                 next_request: std::sync::atomic::AtomicU64::new(1),
                 redact: self.redact_url.clone(),
                 methods: self.known_methods.clone(),
+                #[cfg(feature = "tracing")]
+                levels: self.levels,
+                #[cfg(feature = "tracing")]
+                inject: self.inject.clone(),
                 origins: super::origin::Origins::new(self.proxy.clone()),
             }),
             connector,

@@ -48,6 +48,18 @@ pub(crate) struct ConnFacts {
     pub(crate) gate: Option<Arc<Gate>>,
     /// `ConnectionInfo::poison` was called: no request may get it any more.
     pub(crate) poisoned: AtomicBool,
+    /// The dial's `connection_setup` span, until the first request that gets the connection
+    /// links to it (which ends it).
+    #[cfg(feature = "tracing")]
+    pub(crate) setup: std::sync::Mutex<Option<tracing::Span>>,
+}
+
+#[cfg(feature = "tracing")]
+impl ConnFacts {
+    /// The `connection_setup` span, for the first request that asks.
+    pub(crate) fn take_setup_span(&self) -> Option<tracing::Span> {
+        self.setup.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// Reads an HTTP/2 connection's current stream limit (hyper's
@@ -478,6 +490,8 @@ where
             streams,
             gate,
             poisoned: AtomicBool::new(false),
+            #[cfg(feature = "tracing")]
+            setup: Default::default(),
         }),
     })
 }

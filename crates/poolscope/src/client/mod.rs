@@ -67,7 +67,7 @@ mod origin;
 mod retry;
 mod send;
 #[cfg(feature = "tracing")]
-mod span;
+pub(crate) mod span;
 mod target;
 mod telemetry;
 
@@ -135,7 +135,15 @@ pub(crate) struct Shared<B> {
     /// The methods the request span names (the metrics keep their own copy).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     methods: crate::methods::KnownMethods,
+    #[cfg(feature = "tracing")]
+    levels: span::Levels,
+    #[cfg(feature = "tracing")]
+    inject: Option<InjectContext>,
 }
+
+/// [`Builder::inject_trace_context`]'s function.
+#[cfg(feature = "tracing")]
+pub(crate) type InjectContext = Arc<dyn Fn(&tracing::Span, &mut http::HeaderMap) + Send + Sync>;
 
 impl Client<(), ()> {
     /// Starts building a client whose connection tasks run on `executor` (e.g.
@@ -192,6 +200,10 @@ where
             std::panic::Location::caller(),
             stack,
         );
+        #[cfg(feature = "tracing")]
+        if let (Some(span), Some(inject)) = (telemetry.span(), &shared.inject) {
+            inject(span, req.headers_mut());
+        }
         // The request's future itself, boxed once (an `async` block around it would be moved,
         // whole, once more).
         // Run in the span (there is one only when someone records it).

@@ -120,7 +120,15 @@ where
             shared.pool.checkout(key.clone())
         };
         loop {
-            match checkout.step().await {
+            #[cfg(feature = "tracing")]
+            let step = if telemetry.has_span() {
+                noting_pending(checkout.step(), || telemetry.waiting()).await
+            } else {
+                checkout.step().await
+            };
+            #[cfg(not(feature = "tracing"))]
+            let step = checkout.step().await;
+            match step {
                 Ok(Step::Ready(pooled)) => {
                     telemetry.got_conn(pooled.info(), &pooled.facts);
                     return Ok(pooled);
@@ -144,6 +152,33 @@ where
                         origin.via.clone(),
                         move || weak.evict_closed(&key),
                     );
+                    #[cfg(feature = "tracing")]
+                    {
+                        let setup =
+                            super::span::setup_span(shared.levels.spans, permit.key(), permit.id());
+                        if !setup.is_disabled() {
+                            use tracing::Instrument;
+                            let span = setup.clone();
+                            shared.dial.exec.execute(
+                                async move {
+                                    let dialed = dial.await;
+                                    super::span::setup_done(
+                                        &span,
+                                        dialed.as_ref().ok().map(|c| &*c.facts),
+                                    );
+                                    if let Ok(c) = &dialed {
+                                        // Kept until the first request that gets the
+                                        // connection links to it.
+                                        *c.facts.setup.lock().unwrap_or_else(|e| e.into_inner()) =
+                                            Some(span);
+                                    }
+                                    permit.finish(dialed);
+                                }
+                                .instrument(setup),
+                            );
+                            continue;
+                        }
+                    }
                     shared.dial.exec.execute(async move {
                         permit.finish(dial.await);
                     });
@@ -385,4 +420,21 @@ fn watch_io<B>(t: &Arc<Tracer>, req: &mut Request<ReqBody<B>>, io: Option<&Arc<c
             })
         });
     }
+}
+
+/// Awaits `fut`, calling `on_pending` the first time it is not ready.
+#[cfg(feature = "tracing")]
+async fn noting_pending<F: std::future::Future>(fut: F, on_pending: impl FnOnce()) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut on_pending = Some(on_pending);
+    std::future::poll_fn(|cx| {
+        let poll = fut.as_mut().poll(cx);
+        if poll.is_pending() {
+            if let Some(f) = on_pending.take() {
+                f();
+            }
+        }
+        poll
+    })
+    .await
 }

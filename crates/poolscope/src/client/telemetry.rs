@@ -113,6 +113,7 @@ impl RequestTelemetry {
         let span = key
             .map(|k| {
                 super::span::RequestSpan::start(
+                    shared.levels.spans,
                     req.method(),
                     &shared.methods,
                     k,
@@ -166,6 +167,20 @@ impl RequestTelemetry {
                 key: key.clone(),
             });
         }
+    }
+
+    /// The pool could not serve the request at once: it waits (its span says so).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn waiting(&self) {
+        if let Some(s) = &self.span {
+            s.waiting();
+        }
+    }
+
+    /// Whether a span wants to hear of waits.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn has_span(&self) -> bool {
+        self.span.is_some()
     }
 
     /// The pool let this request dial.

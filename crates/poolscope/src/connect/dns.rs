@@ -156,6 +156,12 @@ where
     let start = Instant::now();
     let result = ask(resolver.clone(), host).await;
     let end = Instant::now();
+    #[cfg(feature = "tracing")]
+    crate::client::span::dial_phase(
+        "poolscope.dns_s",
+        end - start,
+        result.as_ref().err().map(|e| e.to_string()).as_deref(),
+    );
     with_dial_tracer(|t| {
         t.mark(Mark::Dns, end.saturating_duration_since(start));
         t.dns_done(|| DnsDoneInfo {

@@ -204,6 +204,12 @@ where
             };
             (s, info)
         });
+    #[cfg(feature = "tracing")]
+    crate::client::span::dial_phase(
+        "poolscope.tls_s",
+        start.elapsed(),
+        result.as_ref().err().map(|e| e.to_string()).as_deref(),
+    );
     with_dial_tracer(|t| {
         if result.is_ok() {
             t.mark(Mark::Tls, end.saturating_duration_since(start));

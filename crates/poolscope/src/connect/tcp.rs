@@ -356,6 +356,12 @@ async fn attempt(
     if let (Some(t), Ok(_)) = (&report.tracer, &result) {
         t.mark(Mark::Connect, began.elapsed());
     }
+    #[cfg(feature = "tracing")]
+    crate::client::span::dial_phase(
+        "poolscope.connect_s",
+        began.elapsed(),
+        result.as_ref().err().map(|e| e.err.to_string()).as_deref(),
+    );
     report.done(result.as_ref().err().map(AttemptError::event_text));
     result
 }

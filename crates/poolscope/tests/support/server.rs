@@ -7,6 +7,7 @@
 //! - `/bytes/N` → 200 with N bytes
 //! - `/status/N` → status N, empty body
 //! - `/authority` → 200 "AUTHORITY HOST": the request's `:authority` (or `-`) and `Host`
+//! - `/header/NAME` → 200 with the request's header NAME (empty when it has none)
 //! - `/upgrade` → 101, then the connection echoes what it reads
 //! - `CONNECT` (any target) → 200 with `x-target` (the request target the server saw), then
 //!   the connection echoes
@@ -173,6 +174,14 @@ async fn respond(req: Request<Incoming>) -> Response<Full<Bytes>> {
         return upgrade_and_echo(req);
     }
     let path = req.uri().path().to_owned();
+    if let Some(name) = path.strip_prefix("/header/") {
+        let value = req
+            .headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return Response::new(Full::from(value));
+    }
     if path == "/authority" {
         // What the server was told the request is for: `:authority` (HTTP/2) and `Host`.
         let authority = req.uri().authority().map_or("-", |a| a.as_str()).to_owned();
