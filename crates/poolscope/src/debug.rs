@@ -11,8 +11,8 @@
 //! Mount them on a loopback or admin-only listener.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
+use std::future::Ready;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
@@ -20,14 +20,31 @@ use http_body_util::Full;
 
 use crate::Client;
 
-/// The debug service of [`service`].
-#[derive(Clone, Debug)]
+/// The debug service of [`service`]: a hyper `Service` and a `tower::Service`, so it can be
+/// served by hyper directly or mounted in an axum `Router`.
+#[derive(Debug)]
 pub struct DebugService<C, B> {
     client: Client<C, B>,
 }
 
-/// A hyper service serving `/debug/inflight`, `/debug/pool` and `/debug/events` for
-/// `client` (text, or JSON with `?format=json`). Other paths answer 404.
+impl<C: Clone, B> Clone for DebugService<C, B> {
+    fn clone(&self) -> Self {
+        DebugService {
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// A service serving `/debug/inflight`, `/debug/pool` and `/debug/events` for `client`
+/// (text, or JSON with `?format=json`). Other paths answer 404. Nested under a prefix that
+/// its router strips (axum's `Router::nest_service("/debug", ...)`), it answers `/inflight`,
+/// `/pool` and `/events` the same.
+///
+/// In axum:
+///
+/// ```ignore
+/// let app = axum::Router::new().nest_service("/debug", poolscope::debug::service(client));
+/// ```
 ///
 /// # Examples
 ///
@@ -80,8 +97,9 @@ impl<C, B: Send + 'static> DebugService<C, B> {
                 "GET only\n".into(),
             );
         }
-        match req.uri().path() {
-            "/debug/inflight" => {
+        let path = req.uri().path();
+        match path.strip_prefix("/debug").unwrap_or(path) {
+            "/inflight" => {
                 let r = self.client.in_flight();
                 if json {
                     as_json(r.to_json())
@@ -89,7 +107,7 @@ impl<C, B: Send + 'static> DebugService<C, B> {
                     text(r.to_string())
                 }
             }
-            "/debug/pool" => {
+            "/pool" => {
                 let s = self.client.pool_snapshot();
                 if json {
                     as_json(s.to_json())
@@ -97,7 +115,7 @@ impl<C, B: Send + 'static> DebugService<C, B> {
                     text(format!("{s}\n"))
                 }
             }
-            "/debug/events" => {
+            "/events" => {
                 let events = self.client.recent_events();
                 if json {
                     as_json(serde_json::to_string(&events).unwrap_or_else(|_| "[]".into()))
@@ -116,11 +134,27 @@ where
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Ready<Result<Self::Response, Infallible>>;
 
     fn call(&self, req: Request<ReqB>) -> Self::Future {
-        let resp = self.answer(&req);
-        Box::pin(async move { Ok(resp) })
+        std::future::ready(Ok(self.answer(&req)))
+    }
+}
+
+impl<C, B, ReqB> tower_service::Service<Request<ReqB>> for DebugService<C, B>
+where
+    B: Send + 'static,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        std::future::ready(Ok(self.answer(&req)))
     }
 }
 

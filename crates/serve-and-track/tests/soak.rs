@@ -37,6 +37,7 @@ fn soak(total: u64) -> (u64, Vec<(u64, u64)>) {
     rt.block_on(async move {
         // A real Prometheus recorder receives the client's metrics.
         let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_enable_unit_suffix(true)
             .install_recorder()
             .ok();
         // As an application must: upkeep drains histogram samples (the exporter's HTTP

@@ -47,7 +47,7 @@
 //! is never sent twice. A request makes at most 10 attempts. Each retry fires
 //! `ClientTrace::on_retry` with its [`RetryReason`](crate::trace::RetryReason), is counted in
 //! `RequestTimings::resend_count`, in the history (`request_retry`) and in the metric
-//! `http_client_request_retries_total{reason}`. A request that fails in the end says why
+//! `poolscope.request.resends{poolscope.retry_reason}`. A request that fails in the end says why
 //! it was not sent again in its error's `Display`.
 //!
 //! An HTTP/2 connection is leased to at most the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
