@@ -64,9 +64,11 @@ use std::time::{Duration, Instant};
 
 use crate::pool::{ConnId, ConnectKey};
 
-mod snapshot;
+pub(crate) mod snapshot;
 
-pub use snapshot::{HostSnapshot, PoolLimits, PoolSnapshot};
+pub use snapshot::{
+    ConnSnapshot, ConnState, DialSummary, HostSnapshot, PoolLimits, PoolSnapshot, TcpInfo, TcpState,
+};
 
 /// A request entered a wait queue of its key (idle-wait or conns-per-host).
 ///

@@ -12,6 +12,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use poolscope::pool::{Checkout, Config, Connecting, Pool, Pooled, Step};
+use poolscope::stats::ConnState;
 use proptest::prelude::*;
 use support::*;
 
@@ -214,6 +215,15 @@ impl Driver {
                 "a request waits while an idle connection exists: {snap}"
             );
             assert!(h.conns_per_host_waiters <= h.idle_conn_waiters, "{snap}");
+            // One row per live connection, in the states the counts say.
+            let rows = |state| h.connections.iter().filter(|c| c.state == state).count();
+            assert_eq!(rows(ConnState::Idle), h.idle, "idle rows: {snap}");
+            assert_eq!(rows(ConnState::Active), h.active, "active rows: {snap}");
+            assert!(h.connections.windows(2).all(|w| w[0].id < w[1].id), "{snap}");
+            for c in &h.connections {
+                assert_eq!(c.idle_for.is_some(), c.state == ConnState::Idle, "{snap}");
+                assert_eq!(c.streams > 0, c.state == ConnState::Active, "{snap}");
+            }
         }
     }
 
@@ -256,6 +266,19 @@ impl Driver {
         }
         for h in &snap.hosts {
             let k = h.key.to_string();
+            // The connections leased out now are exactly the active rows, each with as many
+            // streams as leases the driver holds.
+            let mut leases: HashMap<u64, usize> = HashMap::new();
+            for c in self.held.iter().filter(|c| c.key().to_string() == k) {
+                *leases.entry(c.id().get()).or_default() += 1;
+            }
+            let rows: HashMap<u64, usize> = h
+                .connections
+                .iter()
+                .filter(|c| c.state == ConnState::Active)
+                .map(|c| (c.id.get(), c.streams))
+                .collect();
+            assert_eq!(rows, leases, "active rows {k}: {snap}");
             assert_eq!(
                 h.active,
                 active.get(&k).map_or(0, |s| s.len()),

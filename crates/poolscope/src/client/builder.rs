@@ -51,6 +51,7 @@ pub struct Builder {
     trace: ClientTrace,
     track_in_flight: bool,
     capture_stacks: bool,
+    snapshot_tcp_info: bool,
     redact_url: Option<Redact>,
     event_history: usize,
     proxy: Option<crate::connect::Proxy>,
@@ -84,6 +85,7 @@ impl Builder {
             trace: ClientTrace::default(),
             track_in_flight: true,
             capture_stacks: false,
+            snapshot_tcp_info: false,
             redact_url: None,
             event_history: 0,
             proxy: None,
@@ -217,6 +219,20 @@ impl Builder {
         F: Fn(&Uri) -> String + Send + Sync + 'static,
     {
         self.redact_url = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Read the kernel's `TCP_INFO` (round-trip time, retransmissions, congestion window,
+    /// bytes acknowledged, TCP state) of each connection when a pool snapshot is taken:
+    /// [`Client::pool_snapshot`], the snapshots at limit hits, `/debug/pool`. Default:
+    /// `false`. Linux; connections made by poolscope's connectors, not through a proxy.
+    ///
+    /// Each connection then keeps a duplicate of its socket's descriptor (closed with the
+    /// connection), so the process holds two descriptors per connection, and each snapshot
+    /// makes one `getsockopt` per connection (about a microsecond each; see
+    /// `docs/benchmarks.md`). poolscope only.
+    pub fn snapshot_tcp_info(&mut self, enabled: bool) -> &mut Self {
+        self.snapshot_tcp_info = enabled;
         self
     }
 
@@ -400,6 +416,7 @@ impl Builder {
                     h2: self.h2.clone(),
                     http2_only: self.http2_only,
                     exec: self.exec.clone(),
+                    tcp_info: self.snapshot_tcp_info,
                 },
                 trace: self.trace.clone(),
                 metrics_trace,

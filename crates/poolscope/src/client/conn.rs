@@ -31,6 +31,10 @@ pub(crate) struct ConnFacts {
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) tls: Option<TlsInfo>,
+    /// How the dial picked `remote_addr` (poolscope's connectors).
+    pub(crate) dial: Option<crate::stats::DialSummary>,
+    /// The socket, for `TCP_INFO` in snapshots (`Builder::snapshot_tcp_info`).
+    pub(crate) probe: Option<Arc<crate::connect::stream::TcpProbe>>,
     /// The connector said it reached a proxy (`Connected::proxy`): HTTP/1 requests go out in
     /// absolute form.
     pub(crate) proxied: bool,
@@ -59,6 +63,20 @@ impl ConnFacts {
     /// The `connection_setup` span, for the first request that asks.
     pub(crate) fn take_setup_span(&self) -> Option<tracing::Span> {
         self.setup.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl crate::pool::Describe for ConnFacts {
+    fn describe(&self, row: &mut crate::stats::ConnSnapshot) {
+        row.version = self.version;
+        row.local_addr = self.local_addr;
+        row.peer_addr = self.remote_addr;
+        row.dial = self.dial;
+        row.tcp = self
+            .probe
+            .as_ref()
+            .and_then(|p| p.read())
+            .map(|k| crate::stats::TcpInfo::from_kernel(&k));
     }
 }
 
@@ -153,6 +171,10 @@ impl<B: Send + 'static> Poolable for PoolClient<B> {
 
     fn max_concurrent(&self) -> Option<usize> {
         self.facts.streams.as_ref().map(StreamLimit::current)
+    }
+
+    fn describe(&self) -> Option<Arc<dyn crate::pool::Describe>> {
+        Some(self.facts.clone())
     }
 }
 
@@ -383,6 +405,8 @@ pub(crate) struct DialConfig {
     pub(crate) h2: http2::Builder<Exec>,
     pub(crate) http2_only: bool,
     pub(crate) exec: Exec,
+    /// Keep a handle for reading `TCP_INFO` in snapshots (`Builder::snapshot_tcp_info`).
+    pub(crate) tcp_info: bool,
 }
 
 /// Dials `uri` with `connector` (the requesting tracer in scope for DNS/connect/TLS events),
@@ -431,12 +455,22 @@ where
     let proxy_auth = extras
         .remove::<crate::connect::stream::ProxyAuthorization>()
         .map(|a| a.0);
-    let (remote_addr, local_addr, tls) = if let Some(info) = extras.remove::<ConnInfo>() {
-        (Some(info.remote_addr), Some(info.local_addr), info.tls)
+    let (remote_addr, local_addr, tls, dial) = if let Some(info) = extras.remove::<ConnInfo>() {
+        (
+            Some(info.remote_addr),
+            Some(info.local_addr),
+            info.tls,
+            info.dial,
+        )
     } else if let Some(info) = extras.get::<HttpInfo>() {
-        (Some(info.remote_addr()), Some(info.local_addr()), None)
+        (
+            Some(info.remote_addr()),
+            Some(info.local_addr()),
+            None,
+            None,
+        )
     } else {
-        (None, None, None)
+        (None, None, None, None)
     };
     let h2 = cfg.http2_only || connected.is_negotiated_h2();
     let proxied = connected.is_proxied();
@@ -451,25 +485,30 @@ where
     // `Upgraded::downcast` finds the connector's type. Only poolscope's own `Stream` stamps
     // the write and first-byte moments of HTTP/1 requests; on other connectors they are
     // taken when the body ends and when the response head arrives (as for HTTP/2).
-    let (handshaken, events) = if h2 {
-        let span =
-            tracing::debug_span!("h2_connection", local = ?local_addr, remote = ?remote_addr);
-        (handshake(io, true, &cfg, on_close, span).await, None)
+    let span = if h2 {
+        tracing::debug_span!("h2_connection", local = ?local_addr, remote = ?remote_addr)
     } else {
-        match crate::connect::Stream::downcast_from(io) {
-            Ok(mut stream) => {
+        tracing::Span::none()
+    };
+    let (handshaken, events, probe) = match crate::connect::Stream::downcast_from(io) {
+        Ok(mut stream) => {
+            let probe = if cfg.tcp_info {
+                stream.tcp_probe()
+            } else {
+                None
+            };
+            let events = (!h2).then(|| {
                 let events = Arc::new(IoEvents::new());
                 stream.set_events(events.clone());
-                (
-                    handshake(stream, false, &cfg, on_close, tracing::Span::none()).await,
-                    Some(events),
-                )
-            }
-            Err(io) => (
-                handshake(io, false, &cfg, on_close, tracing::Span::none()).await,
-                None,
-            ),
+                events
+            });
+            (
+                handshake(stream, h2, &cfg, on_close, span).await,
+                events,
+                probe,
+            )
         }
+        Err(io) => (handshake(io, h2, &cfg, on_close, span).await, None, None),
     };
     let (tx, streams, gate) = handshaken.map_err(handshake_err)?;
     Ok(PoolClient {
@@ -483,6 +522,8 @@ where
             remote_addr,
             local_addr,
             tls,
+            dial,
+            probe,
             proxied,
             proxy_auth,
             extras: (!extras.is_empty()).then_some(extras),

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use super::dns::{self, HickoryResolver};
 use super::tcp::{self, SocketOptions};
 use super::{ConnInfo, ConnectError, ConnectPhase, Stream};
+use crate::stats::DialSummary;
 
 /// Dials `http://` URIs: DNS (by default [`HickoryResolver`]: hickory-resolver, literal IPs
 /// and `localhost` without a query; or any resolver service given to
@@ -340,7 +341,7 @@ where
         host: &str,
         port: u16,
         explicit_port: bool,
-    ) -> Result<(TcpStream, SocketAddr, SocketAddr), ConnectError> {
+    ) -> Result<(TcpStream, SocketAddr, SocketAddr, Option<DialSummary>), ConnectError> {
         let config = &*self.config;
         let pinned: Vec<SocketAddr> = config
             .pins
@@ -361,7 +362,7 @@ where
             }
             addrs
         };
-        let stream = tcp::connect(
+        let (stream, dial) = tcp::connect(
             addrs,
             &config.socket,
             config.happy_eyeballs,
@@ -374,7 +375,7 @@ where
         let local = stream
             .local_addr()
             .map_err(|e| ConnectError::new(ConnectPhase::Tcp, "reading local address").with(e))?;
-        Ok((stream, remote, local))
+        Ok((stream, remote, local, Some(dial)))
     }
 }
 
@@ -410,13 +411,15 @@ where
                 };
             }
             let explicit_port = uri.port_u16().is_some();
-            let (stream, remote_addr, local_addr) = this.dial(&host, port, explicit_port).await?;
+            let (stream, remote_addr, local_addr, dial) =
+                this.dial(&host, port, explicit_port).await?;
             Ok(Stream::tcp(
                 stream,
                 ConnInfo {
                     remote_addr,
                     local_addr,
                     tls: None,
+                    dial,
                 },
             ))
         })
@@ -435,7 +438,7 @@ mod tests {
     async fn dial(http: &HttpConnector) -> TcpStream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (stream, remote, _) = http.dial("127.0.0.1", port, true).await.unwrap();
+        let (stream, remote, _, _) = http.dial("127.0.0.1", port, true).await.unwrap();
         let (_, peer) = listener.accept().await.unwrap();
         assert_eq!(peer, stream.local_addr().unwrap());
         assert_eq!(remote.port(), port);
@@ -555,7 +558,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         match http.dial("127.0.0.1", port, true).await {
-            Ok((stream, _, _)) => assert_eq!(SockRef::from(&stream).mark().unwrap(), 7),
+            Ok((stream, _, _, _)) => assert_eq!(SockRef::from(&stream).mark().unwrap(), 7),
             // Without CAP_NET_ADMIN.
             Err(e) => {
                 assert_eq!(e.phase(), ConnectPhase::Tcp);

@@ -344,12 +344,14 @@ fn conn_info(connected: &hyper_util::client::legacy::connect::Connected) -> Conn
             remote_addr: h.remote_addr(),
             local_addr: h.local_addr(),
             tls: None,
+            dial: None,
         },
         // The connector beneath reports no addresses.
         None => ConnInfo {
             remote_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             local_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             tls: None,
+            dial: None,
         },
     }
 }

@@ -51,6 +51,9 @@ pub struct ConnInfo {
     pub local_addr: SocketAddr,
     /// TLS details, for HTTPS.
     pub tls: Option<TlsInfo>,
+    /// How the dial picked `remote_addr` among the resolved addresses (poolscope's TCP
+    /// connect; `None` for a connection another connector made).
+    pub dial: Option<crate::stats::DialSummary>,
 }
 
 /// The phase of a dial that failed.

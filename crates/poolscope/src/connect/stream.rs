@@ -18,6 +18,8 @@ use crate::client::conn::IoEvents;
 /// hyper's `Read`/`Write` and hyper-util's `Connection` (which reports [`ConnInfo`] as an
 /// extra and HTTP/2 when ALPN chose `h2`).
 pub struct Stream {
+    /// Declared first, so that it is dropped before the socket it duplicates.
+    probe: Option<ProbeGuard>,
     inner: Inner,
     info: ConnInfo,
     /// Set by the client on an HTTP/1 connection: the write and first-byte moments of the
@@ -56,6 +58,7 @@ impl<T: Read + Write + Send + Unpin + 'static> Io for T {}
 impl Stream {
     pub(crate) fn tcp(stream: TcpStream, info: ConnInfo) -> Stream {
         Stream {
+            probe: None,
             inner: Inner::Tcp(TokioIo::new(stream)),
             info,
             events: None,
@@ -66,6 +69,7 @@ impl Stream {
 
     pub(crate) fn tls(stream: TlsStream<TcpStream>, info: ConnInfo) -> Stream {
         Stream {
+            probe: None,
             inner: Inner::Tls(Box::new(TokioIo::new(stream))),
             info,
             events: None,
@@ -93,6 +97,7 @@ impl Stream {
     /// A connection another connector made, as it is.
     pub(crate) fn other(io: Box<dyn Io>, info: ConnInfo, proxied: bool) -> Stream {
         Stream {
+            probe: None,
             inner: Inner::Other(io),
             info,
             events: None,
@@ -104,6 +109,7 @@ impl Stream {
     /// TLS over a connection another connector made.
     pub(crate) fn tls_over(stream: TlsStream<TokioIo<Box<dyn Io>>>, info: ConnInfo) -> Stream {
         Stream {
+            probe: None,
             inner: Inner::TlsOver(Box::new(TokioIo::new(stream))),
             info,
             events: None,
@@ -130,6 +136,31 @@ impl Stream {
         self
     }
 
+    /// A handle through which snapshots read this connection's `TCP_INFO` while it lives
+    /// (plain TCP and TLS over poolscope's own TCP; a tunnel's socket is the proxy's, and is
+    /// not sampled). It holds a duplicate of the socket's descriptor, closed when the `Stream`
+    /// is dropped (before the socket itself), so it never keeps a connection open and never
+    /// reads a descriptor number that has been reused.
+    pub(crate) fn tcp_probe(&mut self) -> Option<Arc<TcpProbe>> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            let fd = match &self.inner {
+                Inner::Tcp(s) => s.inner().as_fd(),
+                Inner::Tls(s) => s.inner().get_ref().0.as_fd(),
+                Inner::Other(_) | Inner::TlsOver(_) => return None,
+            };
+            let fd = fd.try_clone_to_owned().ok()?;
+            let probe = Arc::new(TcpProbe(std::sync::Mutex::new(Some(fd))));
+            self.probe = Some(ProbeGuard(probe.clone()));
+            Some(probe)
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
     pub(crate) fn set_events(&mut self, events: Arc<IoEvents>) {
         self.events = Some(events);
     }
@@ -137,6 +168,44 @@ impl Stream {
     /// What the connector knows about this connection.
     pub fn info(&self) -> &ConnInfo {
         &self.info
+    }
+}
+
+/// A connection's socket, for reading its `TCP_INFO` (see [`Stream::tcp_probe`]): a
+/// duplicate descriptor, present while the connection's `Stream` lives.
+pub(crate) struct TcpProbe(
+    #[cfg(unix)] std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
+    #[cfg(not(unix))] (),
+);
+
+impl TcpProbe {
+    /// The kernel's `TCP_INFO` now, or `None` once the connection is gone (or if the kernel
+    /// does not say).
+    pub(crate) fn read(&self) -> Option<tcp_info::TcpInfo> {
+        #[cfg(unix)]
+        {
+            let fd = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            // Read under the lock: the descriptor cannot be closed meanwhile.
+            tcp_info::tcp_info(fd.as_ref()?).ok()
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
+    fn close(&self) {
+        #[cfg(unix)]
+        drop(self.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+}
+
+/// Closes the probe's descriptor when its `Stream` is dropped.
+struct ProbeGuard(Arc<TcpProbe>);
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

@@ -19,6 +19,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::stats::DialSummary;
+
 use std::sync::Arc;
 
 use super::{ConnectError, ConnectPhase};
@@ -373,7 +375,7 @@ pub(crate) async fn connect(
     opts: &SocketOptions,
     stagger: Option<Duration>,
     timeout: Option<Duration>,
-) -> Result<TcpStream, ConnectError> {
+) -> Result<(TcpStream, DialSummary), ConnectError> {
     // As hyper-util: with a local address for one family only, only that family is dialed.
     let addrs = match opts.only_family() {
         Some(local) => {
@@ -406,7 +408,9 @@ async fn race(
     addrs: Vec<SocketAddr>,
     opts: &SocketOptions,
     stagger: Option<Duration>,
-) -> Result<TcpStream, ConnectError> {
+) -> Result<(TcpStream, DialSummary), ConnectError> {
+    let resolved = addrs.len();
+    let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
     let mut pending = interleave(addrs).into_iter();
     let mut running = FuturesUnordered::new();
     let mut errors: Vec<AttemptError> = Vec::new();
@@ -420,7 +424,12 @@ async fn race(
             None => Ok(running.next().await),
         };
         match next {
-            Ok(Some(Ok(stream))) => return Ok(stream),
+            Ok(Some(Ok(stream))) => {
+                let fallback = stream.peer_addr().is_ok_and(|a| a.is_ipv6() != first_v6);
+                // Attempts started: the addresses no longer pending.
+                let attempts = resolved - pending.len();
+                return Ok((stream, DialSummary::new(resolved, attempts, fallback)));
+            }
             Ok(Some(Err(e))) => {
                 errors.push(e);
                 if let Some(addr) = pending.next() {

@@ -206,9 +206,10 @@ impl<T: Poolable> Checkout<T> {
             inner::Poll::Pending if timed_out => {
                 // The timed-out key's row only: a full snapshot would walk every key under
                 // the lock, for each waiter of a storm of timeouts.
-                let snapshot = locked.snapshot_of(&parts.key);
+                let mut snapshot = locked.snapshot_of(&parts.key);
                 locked.cancel_waiter(wref, WaitOutcome::TimedOut);
                 locked.finish(&parts.shared);
+                snapshot.describe_connections();
                 self.state = State::Done;
                 return Poll::Ready(Err(Error::new(Kind::WaitTimeout).with_snapshot(snapshot)));
             }

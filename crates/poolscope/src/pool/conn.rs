@@ -60,6 +60,29 @@ pub trait Poolable: Send + Sized + 'static {
     fn max_concurrent(&self) -> Option<usize> {
         None
     }
+
+    /// What can describe this connection in a [`PoolSnapshot`](crate::stats::PoolSnapshot)
+    /// for as long as it lives, beyond what the pool counts (addresses, the kernel's view of
+    /// its socket). Asked once, when the connection's dial ends (with the pool lock held,
+    /// under the same rules as [`is_open`](Poolable::is_open)); the pool keeps it until the
+    /// connection closes, so that a connection leased out (which the pool does not hold) is
+    /// described too. Default: `None`.
+    fn describe(&self) -> Option<Arc<dyn Describe>> {
+        None
+    }
+}
+
+/// Describes one connection in a snapshot: see [`Poolable::describe`].
+///
+/// Called when a snapshot is taken (by `Pool::snapshot`, or at a limit hit for a hook that
+/// wants one), once per connection, after the pool lock is released, on the thread that took
+/// the snapshot. It may make a system call (poolscope's client reads `TCP_INFO` here) but
+/// should not block. A panic is caught: the row keeps what the pool filled.
+pub trait Describe: Send + Sync + 'static {
+    /// Fills the connection's facts into `row` (its version, addresses, dial, `tcp`,
+    /// `max_streams`). The pool's own counts in it (state, age, requests, streams) are kept
+    /// whatever this writes.
+    fn describe(&self, row: &mut crate::stats::ConnSnapshot);
 }
 
 /// A connection's id, unique within one pool, given when its dial starts.
@@ -110,6 +133,8 @@ pub(crate) struct ConnMeta {
     pub(crate) created: Instant,
     /// Requests served, the current one included while leased.
     pub(crate) requests: u64,
+    /// Its record in its key's `conns` (see `inner::ConnRecord`).
+    pub(crate) slot: usize,
 }
 
 /// A connection leased by the pool, as the pool hands it over before it becomes a `Pooled`.

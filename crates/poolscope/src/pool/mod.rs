@@ -141,7 +141,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use checkout::{Checkout, Connecting, Step};
-pub use conn::{ConnId, LeaseInfo, Poolable, Pooled, Returned};
+pub use conn::{ConnId, Describe, LeaseInfo, Poolable, Pooled, Returned};
 pub use error::{BoxError, Error};
 pub use key::{ConnectKey, InvalidKey};
 
@@ -274,7 +274,12 @@ impl<T: Poolable> Pool<T> {
 
     /// The pool as it is now.
     pub fn snapshot(&self) -> PoolSnapshot {
-        self.shared.lock().snapshot()
+        let mut snap = {
+            let locked = self.shared.lock();
+            locked.snapshot()
+        };
+        snap.describe_connections();
+        snap
     }
 
     /// Closes every idle connection now, and, as Go's `CloseIdleConnections` does, the

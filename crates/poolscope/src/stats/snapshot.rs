@@ -1,12 +1,17 @@
-//! `PoolSnapshot`: what the pool looked like at one moment, per key.
+//! `PoolSnapshot`: what the pool looked like at one moment, per key and per connection.
 //!
-//! Taken under the pool lock in one pass over the keys (no connection is touched), so its
-//! numbers are consistent with each other. Rendered by `Display` as a table.
+//! The counts and the connection rows are taken under the pool lock in one pass, so they are
+//! consistent with each other; what only the connection knows (addresses, the kernel's
+//! `TCP_INFO`) is asked of it after the lock is released. Rendered by `Display` as tables.
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::pool::ConnectKey;
+use http::Version;
+
+use crate::pool::{ConnId, ConnectKey, Describe};
 
 /// The pool's configured limits, as carried by a [`PoolSnapshot`]. `None` is "no limit".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +49,237 @@ pub struct HostSnapshot {
     pub conns_per_host_waiters: usize,
     /// How long the oldest waiting request has waited.
     pub oldest_wait: Option<Duration>,
+    /// One row per live connection (idle or active), oldest first; dials in progress are
+    /// counted in `connecting` only.
+    pub connections: Vec<ConnSnapshot>,
+}
+
+/// What a connection is doing when the snapshot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// No request uses it: in the idle list, or an HTTP/2 connection with no stream.
+    Idle,
+    /// At least one request uses it.
+    Active,
+}
+
+impl ConnState {
+    /// `idle` or `active`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Idle => "idle",
+            ConnState::Active => "active",
+        }
+    }
+}
+
+/// One live connection in a [`HostSnapshot`].
+///
+/// The pool fills what it counts (state, age, requests, streams); the connection itself
+/// ([`Poolable::describe`](crate::pool::Poolable::describe)) fills the rest: poolscope's
+/// client gives its version, addresses, how its dial went and, with
+/// `Builder::snapshot_tcp_info(true)`, the kernel's [`TcpInfo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnSnapshot {
+    /// The connection.
+    pub id: ConnId,
+    /// Idle or active.
+    pub state: ConnState,
+    /// The HTTP version it speaks.
+    pub version: Version,
+    /// How long ago it was established.
+    pub age: Duration,
+    /// How long it has been idle, when it is.
+    pub idle_for: Option<Duration>,
+    /// Requests it has carried, the ones on it now included.
+    pub requests: u64,
+    /// Requests on it now (0 or 1 for HTTP/1).
+    pub streams: usize,
+    /// For HTTP/2, the peer's `SETTINGS_MAX_CONCURRENT_STREAMS` as the pool applies it.
+    pub max_streams: Option<usize>,
+    /// Our address.
+    pub local_addr: Option<SocketAddr>,
+    /// The address it is connected to: the resolved address it dialled (or the proxy's).
+    pub peer_addr: Option<SocketAddr>,
+    /// How its dial chose `peer_addr`.
+    pub dial: Option<DialSummary>,
+    /// The kernel's view of its TCP socket, read when the snapshot was taken.
+    pub tcp: Option<TcpInfo>,
+}
+
+impl ConnSnapshot {
+    /// A row with what the pool knows; the connection describes the rest.
+    pub(crate) fn new(id: ConnId, state: ConnState, shared: bool, age: Duration) -> ConnSnapshot {
+        ConnSnapshot {
+            id,
+            state,
+            version: if shared {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            },
+            age,
+            idle_for: None,
+            requests: 0,
+            streams: 0,
+            max_streams: None,
+            local_addr: None,
+            peer_addr: None,
+            dial: None,
+            tcp: None,
+        }
+    }
+}
+
+/// How a dial picked the address it connected to (happy eyeballs, RFC 8305).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DialSummary {
+    /// Addresses the name resolved to.
+    pub resolved: usize,
+    /// Connection attempts started, the winning one included.
+    pub attempts: usize,
+    /// The winning address is not of the family the resolver listed first: the preferred
+    /// family failed or was slower than the fallback delay.
+    pub fallback: bool,
+}
+
+impl DialSummary {
+    /// Creates a summary (for `Describe` implementations).
+    pub fn new(resolved: usize, attempts: usize, fallback: bool) -> DialSummary {
+        DialSummary {
+            resolved,
+            attempts,
+            fallback,
+        }
+    }
+}
+
+/// The kernel's `TCP_INFO` for a connection's socket (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpInfo {
+    /// The TCP state.
+    pub state: TcpState,
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Round-trip time variance.
+    pub rtt_var: Duration,
+    /// The smallest round-trip time seen (kernel 4.6+).
+    pub min_rtt: Option<Duration>,
+    /// Segments retransmitted over the connection's life.
+    pub retransmits: u32,
+    /// Segments the kernel considers lost now.
+    pub lost: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// Congestion window, in segments.
+    pub cwnd: u32,
+    /// Bytes the peer acknowledged (kernel 4.1+).
+    pub bytes_acked: Option<u64>,
+    /// Bytes received (kernel 4.1+).
+    pub bytes_received: Option<u64>,
+    /// The latest delivery rate estimate, bytes per second (kernel 4.9+).
+    pub delivery_rate: Option<u64>,
+}
+
+impl TcpInfo {
+    /// Converts what `tcp-info` read.
+    pub(crate) fn from_kernel(k: &tcp_info::TcpInfo) -> TcpInfo {
+        let us = |v: u32| Duration::from_micros(u64::from(v));
+        TcpInfo {
+            state: TcpState::from_kernel(k.state),
+            rtt: us(k.rtt_us),
+            rtt_var: us(k.rtt_var_us),
+            min_rtt: k.min_rtt_us.map(us),
+            retransmits: k.total_retrans,
+            lost: k.lost,
+            unacked: k.unacked,
+            cwnd: k.snd_cwnd,
+            bytes_acked: k.bytes_acked,
+            bytes_received: k.bytes_received,
+            delivery_rate: k.delivery_rate,
+        }
+    }
+}
+
+/// A TCP connection's state, as the kernel names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    /// The peer closed its side; we have not yet.
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    /// A state this version does not know, by its number.
+    Other(u8),
+}
+
+impl TcpState {
+    fn from_kernel(v: u8) -> TcpState {
+        match v {
+            1 => TcpState::Established,
+            2 => TcpState::SynSent,
+            3 => TcpState::SynRecv,
+            4 => TcpState::FinWait1,
+            5 => TcpState::FinWait2,
+            6 => TcpState::TimeWait,
+            7 => TcpState::Close,
+            8 => TcpState::CloseWait,
+            9 => TcpState::LastAck,
+            10 => TcpState::Listen,
+            11 => TcpState::Closing,
+            v => TcpState::Other(v),
+        }
+    }
+
+    /// The kernel's name: `ESTABLISHED`, `CLOSE_WAIT`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+            TcpState::Other(_) => "UNKNOWN",
+        }
+    }
+}
+
+/// Connections to describe once the lock is released: (host, row, describer).
+#[derive(Clone, Default)]
+pub(crate) struct Pending(pub(crate) Vec<(usize, usize, Arc<dyn Describe>)>);
+
+impl PartialEq for Pending {
+    /// Two snapshots are compared by what they say, not by what is left to ask.
+    fn eq(&self, _: &Pending) -> bool {
+        true
+    }
+}
+
+impl Eq for Pending {}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} to describe", self.0.len())
+    }
 }
 
 /// The state of the whole pool at one moment: limits and one [`HostSnapshot`] per key.
@@ -76,12 +312,49 @@ pub struct PoolSnapshot {
     pub limits: PoolLimits,
     /// One entry per key with any connection or waiter, sorted by key.
     pub hosts: Vec<HostSnapshot>,
+    /// Taken under the lock, asked after it (see [`PoolSnapshot::describe_connections`]).
+    pub(crate) pending: Pending,
 }
 
 impl PoolSnapshot {
+    /// Asks each connection to describe itself (addresses, TCP_INFO) into its row: outside
+    /// the pool lock, since that is the connection's own code and may make a system call. A
+    /// describer that panics leaves its row as the pool filled it.
+    pub(crate) fn describe_connections(&mut self) {
+        for (h, c, d) in std::mem::take(&mut self.pending.0) {
+            if let Some(row) = self.hosts.get_mut(h).and_then(|h| h.connections.get_mut(c)) {
+                let mut filled = row.clone();
+                let described = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    d.describe(&mut filled)
+                }));
+                if described.is_ok() {
+                    // What the pool counted stays the pool's.
+                    filled.id = row.id;
+                    filled.state = row.state;
+                    filled.age = row.age;
+                    filled.idle_for = row.idle_for;
+                    filled.requests = row.requests;
+                    filled.streams = row.streams;
+                    *row = filled;
+                }
+            }
+        }
+    }
+
+    /// Every connection row, with its key.
+    pub fn connections(&self) -> impl Iterator<Item = (&ConnectKey, &ConnSnapshot)> {
+        self.hosts
+            .iter()
+            .flat_map(|h| h.connections.iter().map(move |c| (&h.key, c)))
+    }
+
     /// The snapshot as JSON: limits and one object per key (`key`, `idle`, `active`,
     /// `connecting`, `total`, `idle_conn_waiters`, `conns_per_host_waiters`,
-    /// `oldest_wait_seconds`).
+    /// `oldest_wait_seconds`, `connections`), each connection an object (`id`, `state`,
+    /// `version`, `age_seconds`, `idle_seconds`, `requests`, `streams`, `max_streams`,
+    /// `local_addr`, `peer_addr`, `dial` {`resolved`, `attempts`, `fallback`}, `tcp` {`state`,
+    /// `rtt_seconds`, `rtt_var_seconds`, `min_rtt_seconds`, `retransmits`, `lost`, `unacked`,
+    /// `cwnd`, `bytes_acked`, `bytes_received`, `delivery_rate`}); absent facts are `null`.
     pub fn to_json(&self) -> String {
         #[derive(serde::Serialize)]
         struct Limits {
@@ -101,6 +374,42 @@ impl PoolSnapshot {
             idle_conn_waiters: usize,
             conns_per_host_waiters: usize,
             oldest_wait_seconds: Option<f64>,
+            connections: Vec<Conn>,
+        }
+        #[derive(serde::Serialize)]
+        struct Conn {
+            id: u64,
+            state: &'static str,
+            version: String,
+            age_seconds: f64,
+            idle_seconds: Option<f64>,
+            requests: u64,
+            streams: usize,
+            max_streams: Option<usize>,
+            local_addr: Option<String>,
+            peer_addr: Option<String>,
+            dial: Option<Dial>,
+            tcp: Option<Tcp>,
+        }
+        #[derive(serde::Serialize)]
+        struct Dial {
+            resolved: usize,
+            attempts: usize,
+            fallback: bool,
+        }
+        #[derive(serde::Serialize)]
+        struct Tcp {
+            state: &'static str,
+            rtt_seconds: f64,
+            rtt_var_seconds: f64,
+            min_rtt_seconds: Option<f64>,
+            retransmits: u32,
+            lost: u32,
+            unacked: u32,
+            cwnd: u32,
+            bytes_acked: Option<u64>,
+            bytes_received: Option<u64>,
+            delivery_rate: Option<u64>,
         }
         #[derive(serde::Serialize)]
         struct Snap {
@@ -128,6 +437,40 @@ impl PoolSnapshot {
                     idle_conn_waiters: h.idle_conn_waiters,
                     conns_per_host_waiters: h.conns_per_host_waiters,
                     oldest_wait_seconds: h.oldest_wait.map(|d| d.as_secs_f64()),
+                    connections: h
+                        .connections
+                        .iter()
+                        .map(|c| Conn {
+                            id: c.id.get(),
+                            state: c.state.as_str(),
+                            version: format!("{:?}", c.version),
+                            age_seconds: c.age.as_secs_f64(),
+                            idle_seconds: c.idle_for.map(|d| d.as_secs_f64()),
+                            requests: c.requests,
+                            streams: c.streams,
+                            max_streams: c.max_streams,
+                            local_addr: c.local_addr.map(|a| a.to_string()),
+                            peer_addr: c.peer_addr.map(|a| a.to_string()),
+                            dial: c.dial.map(|d| Dial {
+                                resolved: d.resolved,
+                                attempts: d.attempts,
+                                fallback: d.fallback,
+                            }),
+                            tcp: c.tcp.map(|t| Tcp {
+                                state: t.state.as_str(),
+                                rtt_seconds: t.rtt.as_secs_f64(),
+                                rtt_var_seconds: t.rtt_var.as_secs_f64(),
+                                min_rtt_seconds: t.min_rtt.map(|d| d.as_secs_f64()),
+                                retransmits: t.retransmits,
+                                lost: t.lost,
+                                unacked: t.unacked,
+                                cwnd: t.cwnd,
+                                bytes_acked: t.bytes_acked,
+                                bytes_received: t.bytes_received,
+                                delivery_rate: t.delivery_rate,
+                            }),
+                        })
+                        .collect(),
                 })
                 .collect(),
         };
@@ -171,6 +514,73 @@ fn row(f: &mut fmt::Formatter<'_>, width: usize, c: [String; 8]) -> fmt::Result 
         "  {:<width$}  {:>5} {:>6} {:>10} {:>5}  {:>10} {:>10}  {}",
         c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
     )
+}
+
+/// A duration in the unit that keeps it short: `850µs`, `12.3ms`, `4.1s`, `3m20s`.
+fn short(d: Duration) -> String {
+    let us = d.as_micros();
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", d.as_secs_f64() * 1e3)
+    } else if us < 60_000_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// The connections of one key, indented under its row.
+fn conn_table(f: &mut fmt::Formatter<'_>, conns: &[ConnSnapshot]) -> fmt::Result {
+    if conns.is_empty() {
+        return Ok(());
+    }
+    let line = |f: &mut fmt::Formatter<'_>, c: [&str; 11]| {
+        writeln!(
+            f,
+            "      {:<6} {:<8} {:<6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>7}  {:<11} {}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+        )
+    };
+    line(
+        f,
+        [
+            "conn", "version", "state", "age", "idle", "requests", "streams", "rtt", "retrans",
+            "tcp", "peer",
+        ],
+    )?;
+    for c in conns {
+        let dash = || "-".to_owned();
+        let streams = match c.max_streams {
+            Some(max) => format!("{}/{max}", c.streams),
+            None => c.streams.to_string(),
+        };
+        let tcp = c.tcp.as_ref();
+        let mut peer = c.peer_addr.map_or_else(dash, |a| a.to_string());
+        if let Some(local) = c.local_addr {
+            peer = format!("{peer} from {local}");
+        }
+        if c.dial.is_some_and(|d| d.fallback) {
+            peer.push_str(" (fallback family)");
+        }
+        line(
+            f,
+            [
+                &c.id.to_string(),
+                &format!("{:?}", c.version),
+                c.state.as_str(),
+                &short(c.age),
+                &c.idle_for.map_or_else(dash, short),
+                &c.requests.to_string(),
+                &streams,
+                &tcp.map_or_else(dash, |t| short(t.rtt)),
+                &tcp.map_or_else(dash, |t| t.retransmits.to_string()),
+                tcp.map_or("-", |t| t.state.as_str()),
+                &peer,
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for PoolSnapshot {
@@ -223,6 +633,7 @@ impl fmt::Display for PoolSnapshot {
                     oldest,
                 ],
             )?;
+            conn_table(f, &h.connections)?;
         }
         write!(
             f,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{idle_out_reason, Guarded, Locked, SharedConn, WaiterRef};
+use super::{idle_out_reason, ConnRecord, Guarded, Locked, SharedConn, WaiterRef};
 use crate::pool::conn::{ConnMeta, Lease, LeaseInfo};
 use crate::pool::error::Error;
 use crate::pool::{ConnId, ConnectKey, Poolable};
@@ -200,12 +200,22 @@ impl<T: Poolable> Locked<'_, T> {
                 return;
             }
         };
+        let first_share = conn.handle();
+        let describe = conn.describer();
+        let slot = self.host(key).conns.insert(ConnRecord {
+            id,
+            created: now,
+            // An HTTP/1 connection goes to a request first (if nobody takes it, `put` makes
+            // it idle, where its own count is read).
+            requests: u64::from(first_share.is_none()),
+            describe,
+        });
         let meta = ConnMeta {
             id,
             created: now,
             requests: 0,
+            slot,
         };
-        let first_share = conn.handle();
         let shared = first_share.is_some();
         self.fx.push(|| {
             Event::ConnOpened(ConnOpened {

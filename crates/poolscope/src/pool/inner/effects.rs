@@ -29,6 +29,8 @@ pub(super) struct Effects<T> {
     pub(super) old_wakers: Vec<Waker>,
     /// Errors left in removed waiters (a connector's error): dropped after the lock.
     pub(super) old_errors: Vec<Error>,
+    /// Describers of closed connections (`Poolable::describe`): dropped after the lock.
+    pub(super) old_describers: Vec<Arc<dyn crate::pool::Describe>>,
     pub(super) spawn_reaper: bool,
     pub(super) wake_reaper: bool,
 }
@@ -73,6 +75,7 @@ impl<T: Poolable> Locked<'_, T> {
             old_waker,
             old_wakers,
             old_errors,
+            old_describers,
             ..
         } = fx;
         if spawn_reaper {
@@ -84,11 +87,20 @@ impl<T: Poolable> Locked<'_, T> {
         for conn in drops {
             caught::guard(|| drop(conn), ());
         }
-        caught::guard(|| drop((old_waker, old_wakers, old_errors)), ());
+        caught::guard(
+            || drop((old_waker, old_wakers, old_errors, old_describers)),
+            (),
+        );
         // Hooks before wake-ups, so that a request woken by this operation finds its events
         // (a connection opened, a wait ended) already reported; each hook is caught, so a
         // panicking one skips no wake-up.
         if record {
+            let mut events = events;
+            for ev in &mut events {
+                if let Event::LimitHit(_, Some(snap)) = ev {
+                    caught::guard(|| snap.describe_connections(), ());
+                }
+            }
             for ev in &events {
                 caught::guard(|| stats.dispatch(ev), ());
             }
@@ -119,6 +131,10 @@ pub(super) trait Guarded: Poolable {
 
     fn limit(&self) -> Option<usize> {
         caught::guard(|| self.max_concurrent(), Some(0))
+    }
+
+    fn describer(&self) -> Option<Arc<dyn crate::pool::Describe>> {
+        caught::guard(|| self.describe(), None)
     }
 }
 

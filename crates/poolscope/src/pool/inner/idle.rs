@@ -70,6 +70,9 @@ impl<T: Poolable> Locked<'_, T> {
                 requests: meta.requests + 1,
                 ..meta
             };
+            if let Some(host) = self.st.hosts.get_mut(key) {
+                host.leased(&meta);
+            }
             let info = LeaseInfo {
                 conn_id: meta.id,
                 reused,
@@ -269,6 +272,14 @@ impl<T: Poolable> Locked<'_, T> {
     pub(super) fn close(&mut self, key: &ConnectKey, conn: T, meta: ConnMeta, reason: CloseReason) {
         let now = self.now();
         self.fx.drops.push(conn);
+        if let Some(host) = self.st.hosts.get_mut(key) {
+            if host.conns.get(meta.slot).is_some_and(|r| r.id == meta.id) {
+                if let Some(describe) = host.conns.remove(meta.slot).describe {
+                    // The describer may be the user's: dropped after the lock.
+                    self.fx.old_describers.push(describe);
+                }
+            }
+        }
         self.fx.push(|| {
             Event::ConnClosed(ConnClosed {
                 key: key.clone(),

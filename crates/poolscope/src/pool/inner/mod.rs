@@ -149,6 +149,20 @@ struct Host<T> {
     idle_waitq: VecDeque<WaiterRef>,
     /// Requests waiting for permission to dial (`max_conns_per_host` reached).
     dial_waitq: VecDeque<WaiterRef>,
+    /// Every live connection of the key (idle, shared or leased out), for snapshots: the
+    /// only place a leased HTTP/1 connection is known. Entered when a dial ends, left in
+    /// [`Locked::close`]; `ConnMeta::slot` is the connection's index.
+    conns: Slab<ConnRecord>,
+}
+
+/// What the pool keeps of a live connection for snapshots.
+struct ConnRecord {
+    id: ConnId,
+    created: Instant,
+    /// Requests it carried as of its latest lease (an HTTP/1 connection leased out is counted
+    /// from here; idle and shared ones from their own `ConnMeta`).
+    requests: u64,
+    describe: Option<Arc<dyn crate::pool::Describe>>,
 }
 
 struct Idle<T> {
@@ -216,6 +230,7 @@ impl<T> Host<T> {
             stranded: VecDeque::new(),
             stranded_live: 0,
             closed_hint: 0,
+            conns: Slab::new(),
         }
     }
 
@@ -229,7 +244,19 @@ impl<T> Host<T> {
     }
 
     fn is_unused(&self) -> bool {
-        self.total == 0 && self.idle_waiting == 0 && self.dial_waiting == 0
+        let unused = self.total == 0 && self.idle_waiting == 0 && self.dial_waiting == 0;
+        debug_assert!(
+            !unused || self.conns.is_empty(),
+            "a closed connection kept its record"
+        );
+        unused
+    }
+
+    /// Counts `requests` on the HTTP/1 connection whose record is `slot`, as it is leased.
+    fn leased(&mut self, meta: &ConnMeta) {
+        if let Some(r) = self.conns.get_mut(meta.slot) {
+            r.requests = meta.requests;
+        }
     }
 
     /// Whether `evict_closed` should check the idle connections now (see `closed_hint`).
@@ -298,6 +325,7 @@ impl<T: Poolable> Shared<T> {
                 old_waker: None,
                 old_wakers: Vec::new(),
                 old_errors: Vec::new(),
+                old_describers: Vec::new(),
                 spawn_reaper: false,
                 wake_reaper: false,
             },
@@ -431,6 +459,11 @@ impl<'a, T: Poolable> Locked<'a, T> {
         loop {
             let host = self.st.hosts.get_mut(key)?;
             let idle = host.idle.pop_back()?;
+            // Counted as leased now (if it turns out closed, its record goes with it).
+            host.leased(&ConnMeta {
+                requests: idle.meta.requests + 1,
+                ..idle.meta
+            });
             self.st.idle_total -= 1;
             let now = self.now();
             // One subtraction serves the expiry check and the lease's idle time.
@@ -445,10 +478,10 @@ impl<'a, T: Poolable> Locked<'a, T> {
                 self.close(key, idle.conn, idle.meta, close);
                 continue;
             }
-            self.idle_out(key, idle.meta.id, idle_time, IdleOutReason::Reused);
             let mut meta = idle.meta;
             let reused = meta.requests > 0;
             meta.requests += 1;
+            self.idle_out(key, idle.meta.id, idle_time, IdleOutReason::Reused);
             return Some(Lease {
                 conn: idle.conn,
                 meta,

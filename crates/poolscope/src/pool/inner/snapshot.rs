@@ -2,9 +2,18 @@
 
 use tokio::time::Instant;
 
-use super::{Host, Locked};
-use crate::pool::{ConnectKey, Poolable};
-use crate::stats::{Event, HostSnapshot, Limit, PoolLimits, PoolSnapshot};
+use std::sync::Arc;
+
+use super::{Guarded, Host, Locked};
+use crate::pool::{ConnectKey, Describe, Poolable};
+use crate::stats::snapshot::Pending;
+use crate::stats::{ConnSnapshot, ConnState, Event, HostSnapshot, Limit, PoolLimits, PoolSnapshot};
+
+/// What describes each connection row (by its index in the key's rows).
+type Describers = Vec<(usize, Arc<dyn Describe>)>;
+
+/// One key's row and what describes its connections.
+type HostRows = (HostSnapshot, Describers);
 
 impl<T: Poolable> Locked<'_, T> {
     pub(super) fn limit_hit(&mut self, limit: Limit) {
@@ -31,8 +40,75 @@ impl<T: Poolable> Locked<'_, T> {
         self.snapshot_with(hosts, now)
     }
 
+    /// One row per live connection of `h`, oldest first, with what describes each. O(its
+    /// connections), under the lock: the connections' own code runs later (see
+    /// `PoolSnapshot::describe_connections`).
+    fn conn_rows(&self, h: &Host<T>, now: Instant) -> (Vec<ConnSnapshot>, Describers) {
+        let mut listed = vec![false; h.conns.capacity()];
+        let mut rows = Vec::with_capacity(h.conns.len());
+        let mut push = |slot: usize, row: ConnSnapshot| {
+            if let Some(flag) = listed.get_mut(slot) {
+                *flag = true;
+            }
+            rows.push((slot, row));
+        };
+        for idle in h.idle.iter() {
+            let mut row = ConnSnapshot::new(
+                idle.meta.id,
+                ConnState::Idle,
+                false,
+                now.saturating_duration_since(idle.meta.created),
+            );
+            row.idle_for = Some(now.saturating_duration_since(idle.since));
+            row.requests = idle.meta.requests;
+            push(idle.meta.slot, row);
+        }
+        for s in &h.shared {
+            let state = if s.leases == 0 {
+                ConnState::Idle
+            } else {
+                ConnState::Active
+            };
+            let mut row = ConnSnapshot::new(
+                s.meta.id,
+                state,
+                true,
+                now.saturating_duration_since(s.meta.created),
+            );
+            row.idle_for = (s.leases == 0).then(|| now.saturating_duration_since(s.idle_since));
+            row.requests = s.meta.requests;
+            row.streams = s.leases;
+            row.max_streams = s.conn.limit();
+            push(s.meta.slot, row);
+        }
+        for (slot, r) in h.conns.iter() {
+            if listed.get(slot).is_some_and(|l| !l) {
+                // Neither idle nor shared: an HTTP/1 connection leased to a request.
+                let mut row = ConnSnapshot::new(
+                    r.id,
+                    ConnState::Active,
+                    false,
+                    now.saturating_duration_since(r.created),
+                );
+                row.requests = r.requests;
+                row.streams = 1;
+                rows.push((slot, row));
+            }
+        }
+        rows.sort_by_key(|(_, row)| row.id);
+        let describers = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (slot, _))| {
+                let d = h.conns.get(*slot)?.describe.as_ref()?;
+                Some((i, d.clone()))
+            })
+            .collect();
+        (rows.into_iter().map(|(_, row)| row).collect(), describers)
+    }
+
     /// One key's row.
-    fn host_snapshot(&self, key: &ConnectKey, h: &Host<T>, now: Instant) -> HostSnapshot {
+    fn host_snapshot(&self, key: &ConnectKey, h: &Host<T>, now: Instant) -> HostRows {
         let idle = h.idle.len() + h.shared_idle();
         let oldest_wait = h
             .idle_waitq
@@ -45,7 +121,8 @@ impl<T: Poolable> Locked<'_, T> {
             })
             .map(|w| now - w.since)
             .next();
-        HostSnapshot {
+        let (connections, describers) = self.conn_rows(h, now);
+        let row = HostSnapshot {
             key: key.clone(),
             idle,
             active: h.total - h.connecting - idle,
@@ -54,10 +131,23 @@ impl<T: Poolable> Locked<'_, T> {
             idle_conn_waiters: h.idle_waiting,
             conns_per_host_waiters: h.dial_waiting,
             oldest_wait,
-        }
+            connections,
+        };
+        (row, describers)
     }
 
-    fn snapshot_with(&self, hosts: Vec<HostSnapshot>, now: Instant) -> PoolSnapshot {
+    fn snapshot_with(&self, hosts: Vec<HostRows>, now: Instant) -> PoolSnapshot {
+        let mut pending = Pending::default();
+        let hosts = hosts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (host, describers))| {
+                pending
+                    .0
+                    .extend(describers.into_iter().map(|(c, d)| (i, c, d)));
+                host
+            })
+            .collect();
         PoolSnapshot {
             taken_at: now.into_std(),
             limits: PoolLimits {
@@ -68,20 +158,22 @@ impl<T: Poolable> Locked<'_, T> {
                 max_lifetime: self.cfg.max_lifetime,
             },
             hosts,
+            pending,
         }
     }
 
-    /// The pool as it is now, one line per key, sorted.
+    /// The pool as it is now, one line per key, sorted. The connections are described by
+    /// the caller, after the lock (`PoolSnapshot::describe_connections`).
     pub(in crate::pool) fn snapshot(&self) -> PoolSnapshot {
         let now = self.now();
-        let mut hosts: Vec<HostSnapshot> = self
+        let mut hosts: Vec<HostRows> = self
             .st
             .hosts
             .iter()
             .filter(|(_, h)| !h.is_unused())
             .map(|(key, h)| self.host_snapshot(key, h, now))
             .collect();
-        hosts.sort_by(|a, b| a.key.cmp(&b.key));
+        hosts.sort_by(|a, b| a.0.key.cmp(&b.0.key));
         self.snapshot_with(hosts, now)
     }
 }
