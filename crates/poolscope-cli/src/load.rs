@@ -116,6 +116,7 @@ impl Recording {
                 limit,
                 after_seconds: self.elapsed().as_secs_f64(),
                 snapshot: snap.to_string(),
+                pool: serde_json::from_str(&snap.to_json()).unwrap_or_default(),
             });
         }
     }
@@ -384,7 +385,7 @@ pub async fn execute(
                 let snap = client.pool_snapshot();
                 bar.set_position(done);
                 bar.set_message(format!(
-                    "{:.0} req/s  p50 {:.2}ms p99 {:.2}ms  conns {} active {} idle {} connecting  waiting {}  limit hits {}",
+                    "{:.0} req/s  p50 {:.2}ms p99 {:.2}ms  conns {} active {} idle {} connecting  waiting {}  limit hits {}{}",
                     done as f64 / secs,
                     lat.p50 * 1e3,
                     lat.p99 * 1e3,
@@ -393,6 +394,7 @@ pub async fn execute(
                     snap.total_connecting(),
                     snap.total_waiters(),
                     rec.limit_hits.load(Ordering::Relaxed),
+                    connections_line(&snap),
                 ));
             }
         })
@@ -403,6 +405,38 @@ pub async fn execute(
     live.abort();
     bar.finish_and_clear();
     stop.is_stopped()
+}
+
+/// The live view's summary of the connections' rows: streams in use on HTTP/2 and, where
+/// the kernel said, the round-trip times and retransmissions.
+pub fn connections_line(snap: &poolscope::stats::PoolSnapshot) -> String {
+    let mut out = String::new();
+    let h2: Vec<_> = snap
+        .connections()
+        .filter(|(_, c)| c.version == http::Version::HTTP_2)
+        .collect();
+    if !h2.is_empty() {
+        let streams: usize = h2.iter().map(|(_, c)| c.streams).sum();
+        let max: usize = h2.iter().filter_map(|(_, c)| c.max_streams).sum();
+        out.push_str(&format!("  h2 streams {streams}/{max}"));
+    }
+    let mut rtts: Vec<Duration> = snap
+        .connections()
+        .filter_map(|(_, c)| c.tcp.map(|t| t.rtt))
+        .collect();
+    if !rtts.is_empty() {
+        rtts.sort();
+        let retrans: u64 = snap
+            .connections()
+            .filter_map(|(_, c)| c.tcp.map(|t| u64::from(t.retransmits)))
+            .sum();
+        out.push_str(&format!(
+            "  rtt p50 {:.2}ms max {:.2}ms  retrans {retrans}",
+            rtts[rtts.len() / 2].as_secs_f64() * 1e3,
+            rtts[rtts.len() - 1].as_secs_f64() * 1e3,
+        ));
+    }
+    out
 }
 
 /// The live view: a bar when the request count is known, a spinner otherwise.
@@ -438,7 +472,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let rec = Arc::new(Recording::default());
     let (stats, trace) = rec.hooks();
     let mut b = opts::builder(&args.conn)?;
-    b.stats(stats).trace(trace);
+    // The live view and the first limit hit's snapshot show each connection's TCP_INFO.
+    b.stats(stats).trace(trace).snapshot_tcp_info(true);
     if let Some(addr) = args.metrics_addr {
         let local = crate::metrics_endpoint::serve(addr).await?;
         eprintln!("metrics at http://{local}/metrics");

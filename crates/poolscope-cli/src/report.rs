@@ -38,6 +38,9 @@ pub struct FirstHit {
     pub after_seconds: f64,
     /// The snapshot, rendered as a table.
     pub snapshot: String,
+    /// The same snapshot as `PoolSnapshot::to_json` gives it: per key, and per connection
+    /// with its TCP_INFO.
+    pub pool: serde_json::Value,
 }
 
 /// What a load run did.

@@ -244,6 +244,16 @@ fn load_json_reports_counts_and_percentiles() {
         .as_str()
         .unwrap()
         .contains("max_conns_per_host=4"));
+    // The same snapshot with its connection rows (the ones established by then, with the
+    // kernel's TCP state: load reads TCP_INFO).
+    let hosts = v["first_limit_hit"]["pool"]["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{v}");
+    let conns = hosts[0]["connections"].as_array().unwrap();
+    assert!(conns.len() <= 4, "{v}");
+    for c in conns {
+        assert_eq!(c["tcp"]["state"], "ESTABLISHED", "{c}");
+        assert!(c["peer_addr"].as_str().unwrap().ends_with(&addr.port().to_string()));
+    }
 }
 
 #[test]
