@@ -252,7 +252,10 @@ fn load_json_reports_counts_and_percentiles() {
     assert!(conns.len() <= 4, "{v}");
     for c in conns {
         assert_eq!(c["tcp"]["state"], "ESTABLISHED", "{c}");
-        assert!(c["peer_addr"].as_str().unwrap().ends_with(&addr.port().to_string()));
+        assert!(c["peer_addr"]
+            .as_str()
+            .unwrap()
+            .ends_with(&addr.port().to_string()));
     }
 }
 

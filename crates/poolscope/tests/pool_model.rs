@@ -219,7 +219,10 @@ impl Driver {
             let rows = |state| h.connections.iter().filter(|c| c.state == state).count();
             assert_eq!(rows(ConnState::Idle), h.idle, "idle rows: {snap}");
             assert_eq!(rows(ConnState::Active), h.active, "active rows: {snap}");
-            assert!(h.connections.windows(2).all(|w| w[0].id < w[1].id), "{snap}");
+            assert!(
+                h.connections.windows(2).all(|w| w[0].id < w[1].id),
+                "{snap}"
+            );
             for c in &h.connections {
                 assert_eq!(c.idle_for.is_some(), c.state == ConnState::Idle, "{snap}");
                 assert_eq!(c.streams > 0, c.state == ConnState::Active, "{snap}");

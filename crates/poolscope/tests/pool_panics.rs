@@ -281,3 +281,92 @@ async fn a_hook_that_panics_as_a_dial_delivers_still_wakes_its_owner() {
     drop(b);
     settled(&pool);
 }
+
+/// A connection whose `describe` (under the lock) or whose describer (after it) panics.
+struct Described {
+    panic_in_describe: bool,
+}
+
+struct PanickingDescriber;
+
+impl poolscope::pool::Describe for PanickingDescriber {
+    fn describe(&self, row: &mut poolscope::stats::ConnSnapshot) {
+        row.requests = 1000;
+        panic!("a describer panicked");
+    }
+}
+
+impl poolscope::pool::Poolable for Described {
+    fn is_open(&self) -> bool {
+        true
+    }
+
+    fn share(&self) -> Option<Self> {
+        None
+    }
+
+    fn describe(&self) -> Option<Arc<dyn poolscope::pool::Describe>> {
+        assert!(!self.panic_in_describe, "describe panicked");
+        Some(Arc::new(PanickingDescriber))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_describer_that_panics_leaves_the_row_as_the_pool_counted_it() {
+    let pool: Pool<Described> = Pool::new(Config::default());
+    let mut c = pool.checkout(key("a"));
+    let Poll::Ready(Ok(Step::Dial(permit))) = poll_any(&mut c) else {
+        panic!("expected a dial");
+    };
+    permit.finish(Ok(Described {
+        panic_in_describe: false,
+    }));
+    let Poll::Ready(Ok(Step::Ready(conn))) = poll_any(&mut c) else {
+        panic!("expected the connection");
+    };
+    // The snapshot is taken; the describer's panic stays inside it.
+    let snap = pool.snapshot();
+    let row = &snap.hosts[0].connections[0];
+    assert_eq!(
+        row.requests, 1,
+        "the pool's count, not the describer's: {snap}"
+    );
+    assert_eq!(row.state, poolscope::stats::ConnState::Active);
+    drop(conn);
+    assert_eq!(pool.snapshot().hosts[0].idle, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_describe_that_panics_as_the_dial_ends_still_delivers_the_connection() {
+    let pool: Pool<Described> = Pool::new(Config::default());
+    let mut c = pool.checkout(key("a"));
+    let Poll::Ready(Ok(Step::Dial(permit))) = poll_any(&mut c) else {
+        panic!("expected a dial");
+    };
+    let finished = catch_unwind(AssertUnwindSafe(|| {
+        permit.finish(Ok(Described {
+            panic_in_describe: true,
+        }))
+    }));
+    assert!(finished.is_err(), "the panic reaches the caller");
+    let Poll::Ready(Ok(Step::Ready(conn))) = poll_any(&mut c) else {
+        panic!("the connection is delivered all the same");
+    };
+    let snap = pool.snapshot();
+    assert_eq!(snap.hosts[0].connections.len(), 1, "{snap}");
+    drop(conn);
+    drop(c);
+    let snap = pool.snapshot();
+    assert_eq!(
+        (snap.hosts[0].idle, snap.hosts[0].connections.len()),
+        (1, 1),
+        "{snap}"
+    );
+}
+
+fn poll_any<T: poolscope::pool::Poolable>(
+    c: &mut poolscope::pool::Checkout<T>,
+) -> Poll<Result<Step<T>, poolscope::pool::Error>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    c.poll_step(&mut cx)
+}

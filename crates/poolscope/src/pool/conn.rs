@@ -133,8 +133,6 @@ pub(crate) struct ConnMeta {
     pub(crate) created: Instant,
     /// Requests served, the current one included while leased.
     pub(crate) requests: u64,
-    /// Its record in its key's `conns` (see `inner::ConnRecord`).
-    pub(crate) slot: usize,
 }
 
 /// A connection leased by the pool, as the pool hands it over before it becomes a `Pooled`.

@@ -202,19 +202,20 @@ impl<T: Poolable> Locked<'_, T> {
         };
         let first_share = conn.handle();
         let describe = conn.describer();
-        let slot = self.host(key).conns.insert(ConnRecord {
+        self.host(key).conns.insert(
             id,
-            created: now,
-            // An HTTP/1 connection goes to a request first (if nobody takes it, `put` makes
-            // it idle, where its own count is read).
-            requests: u64::from(first_share.is_none()),
-            describe,
-        });
+            ConnRecord {
+                created: now,
+                // An HTTP/1 connection goes to a request first (if nobody takes it, `put` makes
+                // it idle, where its own count is read).
+                requests: u64::from(first_share.is_none()),
+                describe,
+            },
+        );
         let meta = ConnMeta {
             id,
             created: now,
             requests: 0,
-            slot,
         };
         let shared = first_share.is_some();
         self.fx.push(|| {

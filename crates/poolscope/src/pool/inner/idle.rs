@@ -71,7 +71,7 @@ impl<T: Poolable> Locked<'_, T> {
                 ..meta
             };
             if let Some(host) = self.st.hosts.get_mut(key) {
-                host.leased(&meta);
+                host.leased(meta.id, meta.requests);
             }
             let info = LeaseInfo {
                 conn_id: meta.id,
@@ -273,11 +273,9 @@ impl<T: Poolable> Locked<'_, T> {
         let now = self.now();
         self.fx.drops.push(conn);
         if let Some(host) = self.st.hosts.get_mut(key) {
-            if host.conns.get(meta.slot).is_some_and(|r| r.id == meta.id) {
-                if let Some(describe) = host.conns.remove(meta.slot).describe {
-                    // The describer may be the user's: dropped after the lock.
-                    self.fx.old_describers.push(describe);
-                }
+            if let Some(describe) = host.conns.remove(&meta.id).and_then(|r| r.describe) {
+                // The describer may be the user's: dropped after the lock.
+                self.fx.old_describers.push(describe);
             }
         }
         self.fx.push(|| {

@@ -112,7 +112,6 @@ mod tests {
                 id: ConnId(seq),
                 created: now,
                 requests: 0,
-                slot: 0,
             },
             seq,
             since: now,

@@ -2,10 +2,11 @@
 
 use tokio::time::Instant;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{Guarded, Host, Locked};
-use crate::pool::{ConnectKey, Describe, Poolable};
+use crate::pool::{ConnId, ConnectKey, Describe, Poolable};
 use crate::stats::snapshot::Pending;
 use crate::stats::{ConnSnapshot, ConnState, Event, HostSnapshot, Limit, PoolLimits, PoolSnapshot};
 
@@ -44,14 +45,7 @@ impl<T: Poolable> Locked<'_, T> {
     /// connections), under the lock: the connections' own code runs later (see
     /// `PoolSnapshot::describe_connections`).
     fn conn_rows(&self, h: &Host<T>, now: Instant) -> (Vec<ConnSnapshot>, Describers) {
-        let mut listed = vec![false; h.conns.capacity()];
         let mut rows = Vec::with_capacity(h.conns.len());
-        let mut push = |slot: usize, row: ConnSnapshot| {
-            if let Some(flag) = listed.get_mut(slot) {
-                *flag = true;
-            }
-            rows.push((slot, row));
-        };
         for idle in h.idle.iter() {
             let mut row = ConnSnapshot::new(
                 idle.meta.id,
@@ -61,7 +55,7 @@ impl<T: Poolable> Locked<'_, T> {
             );
             row.idle_for = Some(now.saturating_duration_since(idle.since));
             row.requests = idle.meta.requests;
-            push(idle.meta.slot, row);
+            rows.push(row);
         }
         for s in &h.shared {
             let state = if s.leases == 0 {
@@ -79,32 +73,33 @@ impl<T: Poolable> Locked<'_, T> {
             row.requests = s.meta.requests;
             row.streams = s.leases;
             row.max_streams = s.conn.limit();
-            push(s.meta.slot, row);
+            rows.push(row);
         }
-        for (slot, r) in h.conns.iter() {
-            if listed.get(slot).is_some_and(|l| !l) {
+        let listed: HashSet<ConnId> = rows.iter().map(|r| r.id).collect();
+        for (&id, r) in &h.conns {
+            if !listed.contains(&id) {
                 // Neither idle nor shared: an HTTP/1 connection leased to a request.
                 let mut row = ConnSnapshot::new(
-                    r.id,
+                    id,
                     ConnState::Active,
                     false,
                     now.saturating_duration_since(r.created),
                 );
                 row.requests = r.requests;
                 row.streams = 1;
-                rows.push((slot, row));
+                rows.push(row);
             }
         }
-        rows.sort_by_key(|(_, row)| row.id);
+        rows.sort_by_key(|row| row.id);
         let describers = rows
             .iter()
             .enumerate()
-            .filter_map(|(i, (slot, _))| {
-                let d = h.conns.get(*slot)?.describe.as_ref()?;
+            .filter_map(|(i, row)| {
+                let d = h.conns.get(&row.id)?.describe.as_ref()?;
                 Some((i, d.clone()))
             })
             .collect();
-        (rows.into_iter().map(|(_, row)| row).collect(), describers)
+        (rows, describers)
     }
 
     /// One key's row.
