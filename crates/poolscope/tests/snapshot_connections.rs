@@ -388,3 +388,91 @@ async fn http2_streams_in_flight_and_the_servers_limit() {
 fn rows_idle(rows: &[ConnSnapshot]) -> bool {
     rows.len() == 1 && rows[0].state == ConnState::Idle && rows[0].streams == 0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_says_which_address_the_dial_chose_and_whether_the_family_fell_back() {
+    // The name resolves to ::1 first, then 127.0.0.1; only the IPv4 address listens, so the
+    // first attempt fails (refused, or unreachable without IPv6) and the second wins.
+    let server = Server::start(None).await;
+    let port = server.addr.port();
+    let mut http = poolscope::connect::HttpConnector::new();
+    http.resolve_to("dual.test", port, "::1".parse().unwrap())
+        .resolve_to("dual.test", port, "127.0.0.1".parse().unwrap());
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(http);
+    let url: http::Uri = format!("http://dual.test:{port}/").parse().unwrap();
+    let resp = client.get(url).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    let row = conn_rows(&client).remove(0);
+    assert_eq!(
+        row.peer_addr,
+        Some(server.addr),
+        "the address that answered"
+    );
+    let dial = row.dial.unwrap();
+    assert_eq!(
+        (dial.resolved, dial.attempts, dial.fallback),
+        (2, 2, true),
+        "{row:?}"
+    );
+    let text = client.pool_snapshot().to_string();
+    assert!(text.contains("(fallback family)"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&client.pool_snapshot().to_json()).unwrap();
+    assert_eq!(json["hosts"][0]["connections"][0]["dial"]["fallback"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_a_limit_hit_hook_gets_has_the_described_rows() {
+    let server = Server::start(None).await;
+    let seen: Arc<Mutex<Vec<poolscope::PoolSnapshot>>> = Arc::default();
+    let s = seen.clone();
+    let stats = poolscope::Stats::builder()
+        .on_max_conns_per_host_hit(move |snap| s.lock().unwrap().push(snap.clone()))
+        .build();
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_max_conns_per_host(1)
+        .stats(stats)
+        .snapshot_tcp_info(true);
+    let client: Client<_, Empty<Bytes>> = b.build_http();
+    // The first request holds the only connection; the second hits the limit.
+    let c = client.clone();
+    let url = server.url("/slow");
+    let first = tokio::spawn(async move {
+        c.get(url)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+    });
+    eventually("the first request at the server", || {
+        server.slow_requests() == 1
+    })
+    .await;
+    let c = client.clone();
+    let url = server.url("/slow");
+    let second = tokio::spawn(async move {
+        c.get(url)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+    });
+    eventually("the limit hit", || !seen.lock().unwrap().is_empty()).await;
+    let snap = seen.lock().unwrap()[0].clone();
+    let rows = &snap.hosts[0].connections;
+    assert_eq!(rows.len(), 1, "{snap}");
+    assert_eq!(rows[0].state, ConnState::Active);
+    // Described after the lock, before the hook ran: addresses and TCP_INFO are there.
+    assert_eq!(rows[0].peer_addr, Some(server.addr), "{snap}");
+    assert_eq!(
+        rows[0].tcp.map(|t| t.state),
+        Some(TcpState::Established),
+        "{snap}"
+    );
+    server.gate.add_permits(2);
+    first.await.unwrap();
+    second.await.unwrap();
+}
