@@ -22,6 +22,12 @@ pub struct Args {
     /// The per-host connection cap (low, so requests queue).
     #[arg(long = "max-conns-per-host", default_value_t = 8)]
     pub max_conns_per_host: usize,
+    /// Write an HTML report of the run (see `poolscope load --report`).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+    /// Write its aggregates as JSON (docs/report.md).
+    #[arg(long = "report-json", value_name = "FILE")]
+    pub report_json: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
@@ -85,7 +91,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         requests: None,
         duration: Some(args.duration),
         concurrency: args.concurrency,
+        rate: None,
     };
+    if args.report.is_some() || args.report_json.is_some() {
+        rec.keep_timeline(std::time::Instant::now());
+    }
     let stop = load::Stop::new();
     stop.on_ctrl_c();
     let bar = load::progress(&plan);
@@ -109,6 +119,16 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     }
     println!();
     let report = rec.report(url, args.concurrency, interrupted);
+    load::write_reports(
+        &rec,
+        &report,
+        crate::html::Limits {
+            max_conns_per_host: Some(args.max_conns_per_host),
+            ..Default::default()
+        },
+        args.report.as_deref(),
+        args.report_json.as_deref(),
+    )?;
     print!("{report}");
     println!("\nPool now:\n{}", client.pool_snapshot());
     let _ = stop_server.send(());

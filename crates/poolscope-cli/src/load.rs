@@ -12,6 +12,7 @@ use poolscope::{ClientTrace, Stats};
 
 use crate::opts::{self, ConnOpts, HttpClient, Prepared, RequestOpts};
 use crate::report::{FirstHit, LoadReport, Percentiles};
+use crate::timeline::Timeline;
 use crate::Failure;
 
 /// `poolscope load` options.
@@ -46,6 +47,16 @@ pub struct Args {
     /// run lasts (e.g. 127.0.0.1:9100; port 0 picks one, printed on stderr).
     #[arg(long = "metrics-addr", value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Open loop: start this many requests per second, evenly spread, with -c as the most in
+    /// flight; latency counts from each request's intended start.
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// Write an HTML report of the run over time (one self-contained file).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+    /// Write the same aggregates as JSON (schema: docs/report.md).
+    #[arg(long = "report-json", value_name = "FILE")]
+    pub report_json: Option<std::path::PathBuf>,
 }
 
 /// Everything a run records, shared by workers and hooks.
@@ -73,6 +84,11 @@ pub struct Recording {
     pub errors: Mutex<BTreeMap<String, u64>>,
     pub first_hit: Mutex<Option<FirstHit>>,
     pub started: Mutex<Option<Instant>>,
+    /// Open loop: requests that could not start at their intended time.
+    pub late_starts: AtomicU64,
+    /// The run over time, when a report was asked for (`timeline_on`).
+    pub timeline: Mutex<Option<Timeline>>,
+    pub timeline_on: std::sync::atomic::AtomicBool,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -108,8 +124,29 @@ impl Recording {
             .map_or(Duration::ZERO, |s| s.elapsed())
     }
 
+    /// Records into the timeline, if one is kept.
+    pub fn timeline(&self, f: impl FnOnce(&mut Timeline)) {
+        if self.timeline_on.load(Ordering::Relaxed) {
+            if let Some(t) = self
+                .timeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                f(t);
+            }
+        }
+    }
+
+    /// Keeps the run over time from `start` on (for `--report` and `--report-json`).
+    pub fn keep_timeline(&self, start: Instant) {
+        *self.timeline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Timeline::new(start));
+        self.timeline_on.store(true, Ordering::Relaxed);
+    }
+
     fn hit(self: &Arc<Self>, limit: &'static str, snap: &poolscope::PoolSnapshot) {
         self.limit_hits.fetch_add(1, Ordering::Relaxed);
+        self.timeline(|t| t.limit_hit(limit, snap.taken_at));
         let mut first = self.first_hit.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
             *first = Some(FirstHit {
@@ -131,11 +168,34 @@ impl Recording {
             self.clone(),
         );
         let (r6, r7, r8, r9) = (self.clone(), self.clone(), self.clone(), self.clone());
+        let (w1, w2, w3, w4, r10) = (
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+        );
         let stats = Stats::builder()
-            .on_conn_opened(move |_| {
+            .on_conn_opened(move |e| {
                 r1.opened.fetch_add(1, Ordering::Relaxed);
+                r1.timeline(|t| t.conn_opened(e.conn_id.get(), e.at, e.shared));
             })
-            .on_conn_closed(move |e| bump(&r6.closed, e.reason.as_str()))
+            .on_conn_closed(move |e| {
+                bump(&r6.closed, e.reason.as_str());
+                r6.timeline(|t| t.conn_closed(e.conn_id.get(), e.at, e.reason.as_str()));
+            })
+            .on_idle_conn_wait_in(move |e| {
+                w1.timeline(|t| t.waiting(e.key.to_string(), e.waiters, false, e.at))
+            })
+            .on_idle_conn_wait_out(move |e| {
+                w2.timeline(|t| t.waiting(e.key.to_string(), e.waiters, false, e.at))
+            })
+            .on_conns_per_host_wait_in(move |e| {
+                w3.timeline(|t| t.waiting(e.key.to_string(), e.waiters, true, e.at))
+            })
+            .on_conns_per_host_wait_out(move |e| {
+                w4.timeline(|t| t.waiting(e.key.to_string(), e.waiters, true, e.at))
+            })
             .on_max_conns_per_host_hit(move |s| r2.hit("max_conns_per_host", s))
             .on_max_idle_conns_per_host_hit(move |s| r3.hit("max_idle_per_host", s))
             .on_max_idle_conns_hit(move |s| r4.hit("max_idle", s))
@@ -147,6 +207,10 @@ impl Recording {
                     r5.reused.fetch_add(1, Ordering::Relaxed);
                 }
                 record(&r5.queue_us, i.queued_for);
+                r5.timeline(|t| t.got_conn(i.request_id, i.conn_id.get(), Instant::now()));
+            })
+            .on_request_done(move |i| {
+                r10.timeline(|t| t.request_ended(i.request_id, Instant::now()))
             })
             .on_connect_done(move |i| {
                 let n = if i.error.is_none() {
@@ -223,6 +287,8 @@ impl Recording {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             interrupted,
+            rate: None,
+            late_starts: self.late_starts.load(Ordering::Relaxed),
         }
     }
 }
@@ -232,6 +298,8 @@ pub struct Plan {
     pub requests: Option<u64>,
     pub duration: Option<Duration>,
     pub concurrency: usize,
+    /// Open loop at this many requests per second.
+    pub rate: Option<f64>,
 }
 
 /// Asks a run to stop (Ctrl-C): requests still in flight are abandoned, not awaited, so a
@@ -281,6 +349,52 @@ impl Stop {
     }
 }
 
+/// One request of the run, timed from `start` (its intended start in an open loop), its
+/// outcome recorded. `false` when the run stopped while it was in flight (it is abandoned,
+/// and not counted).
+async fn one(
+    client: &HttpClient,
+    req: &Prepared,
+    rec: &Recording,
+    start: Instant,
+    stopped: std::pin::Pin<&mut (impl std::future::Future<Output = ()> + ?Sized)>,
+) -> bool {
+    let exchange = async {
+        let resp = client.request(req.request()).await?;
+        let status = resp.status().as_u16().to_string();
+        Ok::<_, poolscope::Error>((status, resp.into_body().collect().await))
+    };
+    // A request still running when the run stops or its time is up is abandoned.
+    let outcome = tokio::select! {
+        biased;
+        _ = stopped => return false,
+        outcome = exchange => outcome,
+    };
+    let latency = start.elapsed();
+    let ok = matches!(outcome, Ok((_, Ok(_))));
+    rec.timeline(|t| t.completed(Instant::now(), latency, ok));
+    match outcome {
+        Ok((status, body)) => match body {
+            Ok(_) => {
+                record(&rec.latency_us, latency);
+                rec.ok.fetch_add(1, Ordering::Relaxed);
+                bump(&rec.statuses, &status);
+            }
+            Err(_) => {
+                rec.failed.fetch_add(1, Ordering::Relaxed);
+                bump(&rec.errors, "error reading response body");
+            }
+        },
+        Err(e) => {
+            rec.failed.fetch_add(1, Ordering::Relaxed);
+            let kind = e.to_string();
+            bump(&rec.errors, kind.split(" (").next().unwrap_or("error"));
+        }
+    }
+    true
+}
+
+/// Closed loop: one of `-c` workers, each starting its next request when the last ended.
 async fn worker(
     client: HttpClient,
     req: Arc<Prepared>,
@@ -301,50 +415,65 @@ async fn worker(
                 return;
             }
         }
-        let start = Instant::now();
-        let exchange = async {
-            let resp = client.request(req.request()).await?;
-            let status = resp.status().as_u16().to_string();
-            Ok::<_, poolscope::Error>((status, resp.into_body().collect().await))
-        };
-        // A request still running when the run stops or its time is up is abandoned.
-        let outcome = tokio::select! {
-            biased;
-            _ = &mut stopped => return,
-            outcome = exchange => outcome,
-        };
-        match outcome {
-            Ok((status, body)) => match body {
-                Ok(_) => {
-                    record(&rec.latency_us, start.elapsed());
-                    rec.ok.fetch_add(1, Ordering::Relaxed);
-                    *rec.statuses
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(status)
-                        .or_default() += 1;
-                }
-                Err(_) => {
-                    rec.failed.fetch_add(1, Ordering::Relaxed);
-                    *rec.errors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry("error reading response body".into())
-                        .or_default() += 1;
-                }
-            },
-            Err(e) => {
-                rec.failed.fetch_add(1, Ordering::Relaxed);
-                let kind = e.to_string();
-                let kind = kind.split(" (").next().unwrap_or("error").to_owned();
-                *rec.errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(kind)
-                    .or_default() += 1;
-            }
+        if !one(&client, &req, &rec, Instant::now(), stopped.as_mut()).await {
+            return;
         }
     }
+}
+
+/// A start later than its intended time by more than this counts as late.
+const LATE: Duration = Duration::from_millis(1);
+
+/// Open loop: requests start at `start + i / rate`, whatever the earlier ones are doing, at
+/// most `-c` in flight. A request that finds `-c` in flight waits for one to end, and its
+/// latency still counts from its intended start (no coordinated omission); it is counted
+/// late.
+async fn open_loop(
+    client: HttpClient,
+    req: Arc<Prepared>,
+    rec: Arc<Recording>,
+    plan: Arc<Plan>,
+    rate: f64,
+    stop: Stop,
+    deadline: Option<Instant>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let stopped = stop.stopped(deadline);
+    tokio::pin!(stopped);
+    for i in 0u64.. {
+        if plan.requests.is_some_and(|n| i >= n) {
+            break;
+        }
+        let intended = start + Duration::from_secs_f64(i as f64 / rate);
+        if deadline.is_some_and(|d| intended >= d) {
+            break;
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            permit = async {
+                tokio::time::sleep_until(intended.into()).await;
+                slots.clone().acquire_owned().await
+            } => permit,
+        };
+        let Ok(permit) = permit else { break };
+        let now = Instant::now();
+        if now.saturating_duration_since(intended) > LATE {
+            rec.late_starts.fetch_add(1, Ordering::Relaxed);
+            rec.timeline(|t| t.late_start(now));
+        }
+        let (client, req, rec, stop) = (client.clone(), req.clone(), rec.clone(), stop.clone());
+        tasks.spawn(async move {
+            let stopped = stop.stopped(deadline);
+            tokio::pin!(stopped);
+            one(&client, &req, &rec, intended, stopped.as_mut()).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Runs the plan with `client`, showing a live view on `bar` (hidden when not a terminal).
@@ -363,7 +492,18 @@ pub async fn execute(
     *rec.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     let deadline = plan.duration.map(|d| Instant::now() + d);
     let mut tasks = Vec::new();
-    for _ in 0..plan.concurrency.max(1) {
+    if let Some(rate) = plan.rate {
+        tasks.push(tokio::spawn(open_loop(
+            client.clone(),
+            req.clone(),
+            rec.clone(),
+            plan.clone(),
+            rate,
+            stop.clone(),
+            deadline,
+        )));
+    }
+    for _ in 0..if plan.rate.is_some() { 0 } else { plan.concurrency.max(1) } {
         tasks.push(tokio::spawn(worker(
             client.clone(),
             req.clone(),
@@ -405,6 +545,48 @@ pub async fn execute(
     live.abort();
     bar.finish_and_clear();
     stop.is_stopped()
+}
+
+/// Writes the HTML and JSON reports asked for, from `rec`'s timeline.
+pub fn write_reports(
+    rec: &Recording,
+    report: &LoadReport,
+    limits: crate::html::Limits,
+    html: Option<&std::path::Path>,
+    json: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    if html.is_none() && json.is_none() {
+        return Ok(());
+    }
+    let mut guard = rec.timeline.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(timeline) = guard.as_mut() else {
+        return Ok(());
+    };
+    timeline.finish(Instant::now());
+    let hist = |h: &Mutex<Option<Histogram<u64>>>| {
+        crate::html::log_bins(h.lock().unwrap_or_else(|e| e.into_inner()).as_ref())
+    };
+    let run = crate::html::RunReport {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        limits,
+        totals: report,
+        latency_histogram: hist(&rec.latency_us),
+        queue_histogram: hist(&rec.queue_us),
+        timeline,
+    };
+    let write = |path: &std::path::Path, text: String| {
+        std::fs::write(path, text)
+            .map_err(|e| Failure::Usage(format!("writing {}: {e}", path.display())))
+    };
+    if let Some(path) = html {
+        write(path, crate::html::render(&run))?;
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string(&run)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+        write(path, text)?;
+    }
+    Ok(())
 }
 
 /// The live view's summary of the connections' rows: streams in use on HTTP/2 and, where
@@ -497,7 +679,16 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         }),
         duration: args.duration,
         concurrency: args.concurrency,
+        rate: args.rate,
     };
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(Failure::Usage("--rate must be a positive number".into()));
+        }
+    }
+    if args.report.is_some() || args.report_json.is_some() {
+        rec.keep_timeline(Instant::now());
+    }
     let stop = Stop::new();
     stop.on_ctrl_c();
     #[cfg(unix)]
@@ -513,7 +704,14 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if let Some(d) = dump {
         d.abort();
     }
-    let report = rec.report(url, args.concurrency, interrupted);
+    let mut report = rec.report(url, args.concurrency, interrupted);
+    report.rate = args.rate;
+    let limits = crate::html::Limits {
+        max_conns_per_host: args.max_conns_per_host,
+        max_idle_per_host: args.max_idle_per_host,
+        idle_timeout_seconds: args.idle_timeout.map(|d| d.as_secs_f64()),
+    };
+    write_reports(&rec, &report, limits, args.report.as_deref(), args.report_json.as_deref())?;
     if args.json {
         println!(
             "{}",

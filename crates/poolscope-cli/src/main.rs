@@ -9,6 +9,8 @@
 //! usage errors (bad flags, malformed URL, unknown scheme, bad header).
 
 mod demo;
+mod html;
+mod timeline;
 mod load;
 mod metrics_endpoint;
 mod opts;

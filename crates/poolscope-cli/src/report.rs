@@ -76,6 +76,11 @@ pub struct LoadReport {
     pub limit_hits: u64,
     pub first_limit_hit: Option<FirstHit>,
     pub interrupted: bool,
+    /// Open loop: the requests per second asked for (`--rate`); latency then counts from
+    /// each request's intended start.
+    pub rate: Option<f64>,
+    /// Open loop: requests that could not start on time (all `-c` were in flight).
+    pub late_starts: u64,
 }
 
 fn ms(s: f64) -> String {
@@ -102,6 +107,14 @@ impl fmt::Display for LoadReport {
             self.requests_ok,
             self.requests_failed
         )?;
+        if let Some(rate) = self.rate {
+            writeln!(
+                f,
+                "  open loop at {rate} req/s: latency from each request's intended start; \
+                 {} started late (all {} in flight)",
+                self.late_starts, self.concurrency
+            )?;
+        }
         let l = &self.latency_seconds;
         writeln!(
             f,
