@@ -55,7 +55,9 @@ fn esc(s: &str) -> String {
 }
 
 fn secs(s: f64) -> String {
-    if s >= 1.0 {
+    if s == 0.0 {
+        "0".to_owned()
+    } else if s >= 1.0 {
         format!("{s:.2}s")
     } else if s >= 0.001 {
         format!("{:.2}ms", s * 1e3)
@@ -100,9 +102,7 @@ fn lanes_svg(tl: &Timeline, end: f64) -> String {
     let lanes_h = lane_h * n as f64;
     let queue_h = 60.0;
     let h = lanes_h + queue_h + 40.0;
-    let mut s = format!(
-        r##"<svg id="lanes" width="{W}" height="{h}" viewBox="0 0 {W} {h}">"##
-    );
+    let mut s = format!(r##"<svg id="lanes" width="{W}" height="{h}" viewBox="0 0 {W} {h}">"##);
     time_axis(&mut s, end, lanes_h + queue_h + 20.0);
     for (i, lane) in tl.lanes.iter().enumerate() {
         let y = i as f64 * lane_h;
@@ -162,7 +162,11 @@ fn lanes_svg(tl: &Timeline, end: f64) -> String {
     for (series, class) in [(false, "wait-idle"), (true, "wait-dial")] {
         let mut pts = String::new();
         for (i, b) in tl.buckets.iter().enumerate() {
-            let v = if series { b.dial_wait_max } else { b.idle_wait_max };
+            let v = if series {
+                b.dial_wait_max
+            } else {
+                b.idle_wait_max
+            };
             let t = (i as f64 + 0.5) * tl.resolution_seconds;
             let _ = write!(
                 pts,
@@ -180,8 +184,19 @@ fn lanes_svg(tl: &Timeline, end: f64) -> String {
     );
     // Limit hits: a tick under each bucket that had any (darker for more), and a line at the
     // first one.
-    let most = tl.buckets.iter().map(|b| b.limit_hits).max().unwrap_or(0).max(1);
-    for (i, b) in tl.buckets.iter().enumerate().filter(|(_, b)| b.limit_hits > 0) {
+    let most = tl
+        .buckets
+        .iter()
+        .map(|b| b.limit_hits)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for (i, b) in tl
+        .buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.limit_hits > 0)
+    {
         let t0 = i as f64 * tl.resolution_seconds;
         let _ = write!(
             s,
@@ -211,9 +226,7 @@ fn lanes_svg(tl: &Timeline, end: f64) -> String {
 fn rate_svg(tl: &Timeline, end: f64) -> String {
     let h = 160.0;
     let plot = 130.0;
-    let mut s = format!(
-        r##"<svg id="rate" width="{W}" height="{h}" viewBox="0 0 {W} {h}">"##
-    );
+    let mut s = format!(r##"<svg id="rate" width="{W}" height="{h}" viewBox="0 0 {W} {h}">"##);
     time_axis(&mut s, end, plot);
     let res = tl.resolution_seconds;
     let peak_rate = tl
@@ -227,11 +240,7 @@ fn rate_svg(tl: &Timeline, end: f64) -> String {
         .iter()
         .map(|b| (b.quantile(0.5), b.quantile(0.99)))
         .collect();
-    let peak_lat = lat
-        .iter()
-        .filter_map(|l| l.1)
-        .fold(0.0, f64::max)
-        .max(1e-6);
+    let peak_lat = lat.iter().filter_map(|l| l.1).fold(0.0, f64::max).max(1e-6);
     let mut rate = String::new();
     // p50 and p99 lines break where a bucket had no request ending.
     let (mut p50, mut p99) = (vec![String::new()], vec![String::new()]);
@@ -272,9 +281,7 @@ fn rate_svg(tl: &Timeline, end: f64) -> String {
 /// A log-scale histogram as bars.
 fn histogram_svg(id: &str, bins: &[(f64, u64)]) -> String {
     let (w, h, plot) = (480.0, 150.0, 120.0);
-    let mut s = format!(
-        r##"<svg id="{id}" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"##
-    );
+    let mut s = format!(r##"<svg id="{id}" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"##);
     let peak = bins.iter().map(|b| b.1).max().unwrap_or(0).max(1) as f64;
     let bar = (w - 20.0) / LATENCY_BINS as f64;
     for &(floor, n) in bins {

@@ -421,13 +421,10 @@ async fn worker(
     }
 }
 
-/// A start later than its intended time by more than this counts as late.
-const LATE: Duration = Duration::from_millis(1);
-
 /// Open loop: requests start at `start + i / rate`, whatever the earlier ones are doing, at
-/// most `-c` in flight. A request that finds `-c` in flight waits for one to end, and its
-/// latency still counts from its intended start (no coordinated omission); it is counted
-/// late.
+/// most `-c` in flight. A request that finds `-c` in flight when it is due waits for one to
+/// end, and its latency still counts from its intended start (no coordinated omission); it
+/// is counted late. (The timer's own lateness, a millisecond at most, is not.)
 async fn open_loop(
     client: HttpClient,
     req: Arc<Prepared>,
@@ -455,15 +452,18 @@ async fn open_loop(
             _ = &mut stopped => break,
             permit = async {
                 tokio::time::sleep_until(intended.into()).await;
-                slots.clone().acquire_owned().await
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => Ok(permit),
+                    Err(_) => {
+                        let now = Instant::now();
+                        rec.late_starts.fetch_add(1, Ordering::Relaxed);
+                        rec.timeline(|t| t.late_start(now));
+                        slots.clone().acquire_owned().await
+                    }
+                }
             } => permit,
         };
         let Ok(permit) = permit else { break };
-        let now = Instant::now();
-        if now.saturating_duration_since(intended) > LATE {
-            rec.late_starts.fetch_add(1, Ordering::Relaxed);
-            rec.timeline(|t| t.late_start(now));
-        }
         let (client, req, rec, stop) = (client.clone(), req.clone(), rec.clone(), stop.clone());
         tasks.spawn(async move {
             let stopped = stop.stopped(deadline);
@@ -503,7 +503,11 @@ pub async fn execute(
             deadline,
         )));
     }
-    for _ in 0..if plan.rate.is_some() { 0 } else { plan.concurrency.max(1) } {
+    for _ in 0..if plan.rate.is_some() {
+        0
+    } else {
+        plan.concurrency.max(1)
+    } {
         tasks.push(tokio::spawn(worker(
             client.clone(),
             req.clone(),
@@ -711,7 +715,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         max_idle_per_host: args.max_idle_per_host,
         idle_timeout_seconds: args.idle_timeout.map(|d| d.as_secs_f64()),
     };
-    write_reports(&rec, &report, limits, args.report.as_deref(), args.report_json.as_deref())?;
+    write_reports(
+        &rec,
+        &report,
+        limits,
+        args.report.as_deref(),
+        args.report_json.as_deref(),
+    )?;
     if args.json {
         println!(
             "{}",

@@ -10,11 +10,11 @@
 
 mod demo;
 mod html;
-mod timeline;
 mod load;
 mod metrics_endpoint;
 mod opts;
 mod report;
+mod timeline;
 mod trace_cmd;
 
 use std::process::ExitCode;

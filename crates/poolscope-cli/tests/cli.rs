@@ -504,3 +504,331 @@ fn load_serves_its_clients_metrics_while_it_runs() {
     // The scrape saw part of the run: no more than all of it.
     assert!(v["requests_ok"].as_f64().unwrap() >= count);
 }
+
+// ----- the HTML report ------------------------------------------------------------------
+
+/// The number after `label` in `text` (`"limit hits     12"` → 12).
+fn number_after(text: &str, label: &str) -> u64 {
+    let at = text
+        .find(label)
+        .unwrap_or_else(|| panic!("{label:?} not in:\n{text}"));
+    text[at + label.len()..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {label:?} in:\n{text}"))
+}
+
+/// The value of `data-total="name"` in the HTML.
+fn html_total(html: &str, name: &str) -> u64 {
+    number_after(html, &format!("data-total=\"{name}\">"))
+}
+
+/// A PNG's pixels as RGBA rows: enough of the format for Chromium's screenshots (8-bit RGB
+/// or RGBA, not interlaced).
+fn png_pixels(png: &[u8]) -> (usize, usize, Vec<[u8; 4]>) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let (mut w, mut h, mut channels) = (0, 0, 0);
+    let mut idat = Vec::new();
+    let mut i = 8;
+    while i + 8 <= png.len() {
+        let len = u32::from_be_bytes(png[i..i + 4].try_into().unwrap()) as usize;
+        let kind = &png[i + 4..i + 8];
+        let data = &png[i + 8..i + 8 + len];
+        match kind {
+            b"IHDR" => {
+                w = u32::from_be_bytes(data[0..4].try_into().unwrap()) as usize;
+                h = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
+                assert_eq!(data[8], 8, "8-bit");
+                channels = match data[9] {
+                    2 => 3,
+                    6 => 4,
+                    t => panic!("color type {t}"),
+                };
+                assert_eq!(data[12], 0, "not interlaced");
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            _ => {}
+        }
+        i += 12 + len;
+    }
+    let raw = miniz_oxide::inflate::decompress_to_vec_zlib(&idat).expect("inflate");
+    let stride = w * channels;
+    let mut prev = vec![0u8; stride];
+    let mut pixels = Vec::with_capacity(w * h);
+    for row in raw.chunks(stride + 1).take(h) {
+        let (filter, line) = (row[0], &row[1..]);
+        let mut cur = vec![0u8; stride];
+        for x in 0..stride {
+            let a = if x >= channels { cur[x - channels] } else { 0 };
+            let b = prev[x];
+            let c = if x >= channels { prev[x - channels] } else { 0 };
+            let pred = match filter {
+                0 => 0,
+                1 => a,
+                2 => b,
+                3 => ((u16::from(a) + u16::from(b)) / 2) as u8,
+                4 => {
+                    let p = i16::from(a) + i16::from(b) - i16::from(c);
+                    let (pa, pb, pc) = (
+                        (p - i16::from(a)).abs(),
+                        (p - i16::from(b)).abs(),
+                        (p - i16::from(c)).abs(),
+                    );
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
+                }
+                f => panic!("filter {f}"),
+            };
+            cur[x] = line[x].wrapping_add(pred);
+        }
+        for px in cur.chunks(channels) {
+            pixels.push([px[0], px[1], px[2], if channels == 4 { px[3] } else { 255 }]);
+        }
+        prev = cur;
+    }
+    (w, h, pixels)
+}
+
+/// Chromium, if installed (`.ci/run` installs Debian's `chromium`).
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Renders `html` in headless Chromium: a screenshot at `png`, and the page's DOM after its
+/// script ran. Panics if Chromium logged a console message (an error in the page).
+fn render_in_chromium(browser: &str, html: &std::path::Path, png: &std::path::Path) -> String {
+    let url = format!("file://{}", html.display());
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--window-size=1100,1500",
+    ];
+    let shot = Command::new(browser)
+        .args(common)
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    assert!(shot.status.success(), "{shot:?}");
+    let dom = Command::new(browser)
+        .args(common)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    assert!(dom.status.success(), "{dom:?}");
+    for out in [&shot, &dom] {
+        let log = String::from_utf8_lossy(&out.stderr);
+        let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
+        assert!(console.is_empty(), "the page logged: {console:#?}");
+    }
+    String::from_utf8_lossy(&dom.stdout).into_owned()
+}
+
+/// The screenshot is a page with content: not one colour, and a good part not white.
+fn assert_not_blank(png: &std::path::Path) {
+    let (w, h, pixels) = png_pixels(&std::fs::read(png).unwrap());
+    assert!(w >= 1000 && h >= 1000, "{w}x{h}");
+    let inked = pixels
+        .iter()
+        .filter(|p| p[0] < 200 || p[1] < 200 || p[2] < 200)
+        .count();
+    let colours: std::collections::HashSet<[u8; 4]> = pixels.iter().copied().collect();
+    assert!(
+        inked * 100 > pixels.len() * 3,
+        "{inked} of {} pixels inked",
+        pixels.len()
+    );
+    assert!(colours.len() > 20, "{} colours", colours.len());
+}
+
+#[test]
+fn load_report_agrees_with_the_text_and_renders_in_chromium() {
+    let addr = server();
+    let dir = std::env::temp_dir().join(format!("poolscope-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (html_path, json_path) = (dir.join("run.html"), dir.join("run.json"));
+    let out = poolscope(&[
+        "load",
+        "-n",
+        "2000",
+        "-c",
+        "16",
+        "--max-conns-per-host",
+        "4",
+        "--report",
+        html_path.to_str().unwrap(),
+        "--report-json",
+        json_path.to_str().unwrap(),
+        &format!("http://{addr}/track"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let totals = &json["totals"];
+
+    // Every total, three ways.
+    let ok = totals["requests_ok"].as_u64().unwrap();
+    assert_eq!(ok, 2000);
+    assert!(text.contains("2000 requests in"), "{text}");
+    assert!(text.contains("2000 ok, 0 failed"), "{text}");
+    assert_eq!(html_total(&html, "requests"), 2000);
+    assert_eq!(html_total(&html, "ok"), ok);
+    assert_eq!(
+        html_total(&html, "failed"),
+        totals["requests_failed"].as_u64().unwrap()
+    );
+    let opened = number_after(&text, "connections   ");
+    assert_eq!(opened, totals["connections_opened"].as_u64().unwrap());
+    assert_eq!(html_total(&html, "opened"), opened);
+    let hits = number_after(&text, "limit hits");
+    assert_eq!(hits, totals["limit_hits"].as_u64().unwrap());
+    assert_eq!(html_total(&html, "limit_hits"), hits);
+    assert!(hits > 0);
+    let reused = totals["connections_reused"].as_u64().unwrap();
+    assert_eq!(html_total(&html, "reused"), reused);
+    // The timeline's buckets hold every request once.
+    let buckets = json["timeline"]["buckets"].as_array().unwrap();
+    let done: u64 = buckets.iter().map(|b| b["done"].as_u64().unwrap()).sum();
+    assert_eq!(done, 2000);
+    let bucket_hits: u64 = buckets
+        .iter()
+        .map(|b| b["limit_hits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bucket_hits, hits);
+
+    // One lane per connection opened, in the JSON and in the SVG.
+    assert_eq!(
+        json["timeline"]["lanes"].as_array().unwrap().len() as u64,
+        opened
+    );
+    assert_eq!(html.matches("<g class=\"lane ").count() as u64, opened);
+
+    // Self-contained: nothing fetched from anywhere.
+    for reference in [
+        "src=", "href=", "url(", "@import", "<link", "<img", "<iframe",
+    ] {
+        assert!(
+            !html.contains(reference),
+            "the report references {reference}"
+        );
+    }
+
+    match chromium() {
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs chromium (.ci/run) and must run this test"
+            );
+            eprintln!("skipped the browser half: chromium is not installed");
+        }
+        Some(browser) => {
+            let png = dir.join("run.png");
+            let dom = render_in_chromium(browser, &html_path, &png);
+            assert!(
+                dom.contains(&format!("data-rendered=\"{opened}\"")),
+                "the page's script ran to its end and counted {opened} lanes"
+            );
+            assert_not_blank(&png);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_open_loop_counts_latency_from_the_intended_start() {
+    let addr = server();
+    // 20,000 requests/s through one connection at a time cannot be kept up with: requests
+    // start late, and the last ones' latency includes the wait since they were due.
+    let out = poolscope(&[
+        "load",
+        "--json",
+        "--rate",
+        "20000",
+        "-n",
+        "400",
+        "-c",
+        "1",
+        &format!("http://{addr}/track"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests_ok"], 400);
+    assert_eq!(v["rate"], 20000.0);
+    let late = v["late_starts"].as_u64().unwrap();
+    assert!(late > 300, "late {late}");
+    let elapsed = v["elapsed_seconds"].as_f64().unwrap();
+    let max = v["latency_seconds"]["max"].as_f64().unwrap();
+    // The 400th request was due at 20 ms and ran near the end.
+    assert!(
+        max > elapsed * 0.5,
+        "max latency {max} of a {elapsed} s run"
+    );
+
+    // A rate it keeps up with: nothing late, and it takes as long as the schedule says.
+    let out = poolscope(&[
+        "load",
+        "--rate",
+        "200",
+        "-n",
+        "100",
+        "-c",
+        "8",
+        &format!("http://{addr}/track"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("open loop at 200 req/s"), "{text}");
+    assert!(text.contains(" 0 started late"), "{text}");
+    let secs: f64 = text
+        .split(" requests in ")
+        .nth(1)
+        .and_then(|s| s.split('s').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(
+        (0.45..2.0).contains(&secs),
+        "100 requests at 200/s took {secs} s"
+    );
+}
+
+/// The README's screenshot: a demo run's report, rendered by the same code as the test
+/// above. `cargo test -p poolscope-cli --test cli -- --ignored readme_screenshot`
+#[test]
+#[ignore = "writes docs/report.png"]
+fn readme_screenshot() {
+    let browser = chromium().expect("chromium");
+    let dir = std::env::temp_dir().join(format!("poolscope-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let html = dir.join("demo.html");
+    let out = poolscope(&[
+        "demo",
+        "--duration",
+        "4s",
+        "--report",
+        html.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let png = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/report.png");
+    render_in_chromium(browser, &html, &png);
+    assert_not_blank(&png);
+}
