@@ -104,6 +104,18 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A GET on its own task, read to the end.
+fn spawn_get<C: poolscope::connect::Connect>(
+    client: &Client<C, Empty<Bytes>>,
+    url: http::Uri,
+) -> tokio::task::JoinHandle<Bytes> {
+    let c = client.clone();
+    tokio::spawn(async move {
+        let resp = c.get(url).await.unwrap();
+        resp.into_body().collect().await.unwrap().to_bytes()
+    })
+}
+
 fn conn_rows<C, B: Send + 'static>(client: &Client<C, B>) -> Vec<ConnSnapshot> {
     client
         .pool_snapshot()
@@ -121,40 +133,31 @@ async fn three_connections_two_idle_one_busy_match_what_the_server_saw() {
     // connections.
     let mut held = Vec::new();
     for _ in 0..3 {
-        let c = client.clone();
-        let url = server.url("/slow");
-        held.push(tokio::spawn(async move {
-            c.get(url)
-                .await
-                .unwrap()
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-        }));
+        held.push(spawn_get(&client, server.url("/slow")));
     }
     eventually("three held requests", || server.slow_requests() == 3).await;
     server.gate.add_permits(3);
     for h in held {
         h.await.unwrap();
     }
+    // A connection comes back to the pool just after its response ends: wait for that, or
+    // the next request would dial a fourth.
+    let all_idle = || async {
+        eventually("three idle", || {
+            let rows = conn_rows(&client);
+            rows.len() == 3 && rows.iter().all(|c| c.state == ConnState::Idle)
+        })
+        .await
+    };
+    all_idle().await;
     // Two more, one after the other (the most recently used connection serves both), then
     // one that stays on its connection.
     for _ in 0..2 {
         let resp = client.get(server.url("/")).await.unwrap();
         resp.into_body().collect().await.unwrap();
+        all_idle().await;
     }
-    let c = client.clone();
-    let url = server.url("/slow");
-    let busy = tokio::spawn(async move {
-        c.get(url)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-    });
+    let busy = spawn_get(&client, server.url("/slow"));
     eventually("the busy request", || server.slow_requests() == 4).await;
     let busy_from = server.seen.slow_from.lock().unwrap()[3];
 
@@ -285,10 +288,10 @@ async fn tcp_info_shows_the_round_trip_and_the_bytes_of_an_upload() {
     let text = client.pool_snapshot().to_string();
     assert!(text.contains("ESTABLISHED"), "{text}");
 
-    // Once the connection is gone, its probe is too: the snapshot lists nothing, and the
-    // socket really closed (the server's side sees EOF: its connection task ends).
+    // Once the connection is gone, so is its row (the connection may still be on its way
+    // back from the last request: close_idle_connections closes it when it arrives).
     client.close_idle_connections();
-    assert!(conn_rows(&client).is_empty());
+    eventually("no row left", || conn_rows(&client).is_empty()).await;
 }
 
 /// The inode of the IPv4 TCP socket whose local address is `local` (`/proc/net/tcp`).
@@ -350,17 +353,7 @@ async fn http2_streams_in_flight_and_the_servers_limit() {
     let client: Client<_, Empty<Bytes>> = b.build_http();
     let mut held = Vec::new();
     for _ in 0..5 {
-        let c = client.clone();
-        let url = server.url("/slow");
-        held.push(tokio::spawn(async move {
-            c.get(url)
-                .await
-                .unwrap()
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-        }));
+        held.push(spawn_get(&client, server.url("/slow")));
     }
     eventually("five streams at the server", || server.slow_requests() == 5).await;
     let snap = client.pool_snapshot();
@@ -434,32 +427,12 @@ async fn the_snapshot_a_limit_hit_hook_gets_has_the_described_rows() {
         .snapshot_tcp_info(true);
     let client: Client<_, Empty<Bytes>> = b.build_http();
     // The first request holds the only connection; the second hits the limit.
-    let c = client.clone();
-    let url = server.url("/slow");
-    let first = tokio::spawn(async move {
-        c.get(url)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-    });
+    let first = spawn_get(&client, server.url("/slow"));
     eventually("the first request at the server", || {
         server.slow_requests() == 1
     })
     .await;
-    let c = client.clone();
-    let url = server.url("/slow");
-    let second = tokio::spawn(async move {
-        c.get(url)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-    });
+    let second = spawn_get(&client, server.url("/slow"));
     eventually("the limit hit", || !seen.lock().unwrap().is_empty()).await;
     let snap = seen.lock().unwrap()[0].clone();
     let rows = &snap.hosts[0].connections;
