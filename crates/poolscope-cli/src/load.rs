@@ -175,6 +175,7 @@ impl Recording {
             self.clone(),
             self.clone(),
         );
+        let r11 = self.clone();
         let stats = Stats::builder()
             .on_conn_opened(move |e| {
                 r1.opened.fetch_add(1, Ordering::Relaxed);
@@ -184,17 +185,18 @@ impl Recording {
                 bump(&r6.closed, e.reason.as_str());
                 r6.timeline(|t| t.conn_closed(e.conn_id.get(), e.at, e.reason.as_str()));
             })
+            .on_idle_conn_in(move |e| r11.timeline(|t| t.conn_idle(e.conn_id.get(), e.at)))
             .on_idle_conn_wait_in(move |e| {
-                w1.timeline(|t| t.waiting(e.key.to_string(), e.waiters, false, e.at))
+                w1.timeline(|t| t.waiting(&e.key, e.waiters, false, e.at))
             })
             .on_idle_conn_wait_out(move |e| {
-                w2.timeline(|t| t.waiting(e.key.to_string(), e.waiters, false, e.at))
+                w2.timeline(|t| t.waiting(&e.key, e.waiters, false, e.at))
             })
             .on_conns_per_host_wait_in(move |e| {
-                w3.timeline(|t| t.waiting(e.key.to_string(), e.waiters, true, e.at))
+                w3.timeline(|t| t.waiting(&e.key, e.waiters, true, e.at))
             })
             .on_conns_per_host_wait_out(move |e| {
-                w4.timeline(|t| t.waiting(e.key.to_string(), e.waiters, true, e.at))
+                w4.timeline(|t| t.waiting(&e.key, e.waiters, true, e.at))
             })
             .on_max_conns_per_host_hit(move |s| r2.hit("max_conns_per_host", s))
             .on_max_idle_conns_per_host_hit(move |s| r3.hit("max_idle_per_host", s))

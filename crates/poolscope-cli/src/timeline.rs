@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use poolscope::pool::ConnectKey;
 use serde::Serialize;
 
 /// Buckets kept at most: when a run outlasts them, pairs merge and the resolution doubles.
@@ -133,13 +134,15 @@ pub struct Timeline {
     pub limit_hits: Vec<(f64, &'static str)>,
     #[serde(skip)]
     lane_of: HashMap<u64, usize>,
-    /// Request → its connection, while it is in flight.
+    /// Request → its connection, while it is in flight on an HTTP/2 connection (an HTTP/1
+    /// connection's busy interval ends when it goes idle).
     #[serde(skip)]
     on_conn: HashMap<u64, u64>,
+    /// Requests waiting, per key (a load has one or a few keys: a list).
     #[serde(skip)]
-    idle_waiting: HashMap<String, u32>,
+    idle_waiting: Vec<(ConnectKey, u32)>,
     #[serde(skip)]
-    dial_waiting: HashMap<String, u32>,
+    dial_waiting: Vec<(ConnectKey, u32)>,
 }
 
 impl Timeline {
@@ -153,8 +156,8 @@ impl Timeline {
             limit_hits: Vec::new(),
             lane_of: HashMap::new(),
             on_conn: HashMap::new(),
-            idle_waiting: HashMap::new(),
-            dial_waiting: HashMap::new(),
+            idle_waiting: Vec::new(),
+            dial_waiting: Vec::new(),
         }
     }
 
@@ -224,10 +227,12 @@ impl Timeline {
     }
 
     pub fn got_conn(&mut self, request: u64, conn: u64, at: Instant) {
-        self.on_conn.insert(request, conn);
         let t = self.t(at);
         if let Some(&i) = self.lane_of.get(&conn) {
             let lane = &mut self.lanes[i];
+            if lane.http2 {
+                self.on_conn.insert(request, conn);
+            }
             lane.requests += 1;
             if lane.in_use == 0 {
                 lane.busy_since = t;
@@ -238,20 +243,39 @@ impl Timeline {
         }
     }
 
-    /// Request `request` let go of its connection (its body ended, failed or was dropped).
+    /// Request `request` let go of its connection (its body ended, failed or was dropped):
+    /// the end of a stream on an HTTP/2 connection.
     pub fn request_ended(&mut self, request: u64, at: Instant) {
+        if self.on_conn.is_empty() {
+            return;
+        }
+        let Some(conn) = self.on_conn.remove(&request) else {
+            return;
+        };
         let t = self.t(at);
         let res = self.resolution_seconds;
-        if let Some(conn) = self.on_conn.remove(&request) {
-            if let Some(&i) = self.lane_of.get(&conn) {
-                let lane = &mut self.lanes[i];
-                if lane.in_use > 0 {
-                    lane.in_use -= 1;
-                    if lane.in_use == 0 {
-                        let (s, m) = (lane.busy_since, lane.busy_max);
-                        push_busy(lane, s, t, m, res);
-                    }
+        if let Some(&i) = self.lane_of.get(&conn) {
+            let lane = &mut self.lanes[i];
+            if lane.in_use > 0 {
+                lane.in_use -= 1;
+                if lane.in_use == 0 {
+                    let (s, m) = (lane.busy_since, lane.busy_max);
+                    push_busy(lane, s, t, m, res);
                 }
+            }
+        }
+    }
+
+    /// HTTP/1 connection `conn` went idle: its busy interval ends.
+    pub fn conn_idle(&mut self, conn: u64, at: Instant) {
+        let t = self.t(at);
+        let res = self.resolution_seconds;
+        if let Some(&i) = self.lane_of.get(&conn) {
+            let lane = &mut self.lanes[i];
+            if !lane.http2 && lane.in_use > 0 {
+                lane.in_use = 0;
+                let (s, m) = (lane.busy_since, lane.busy_max);
+                push_busy(lane, s, t, m, res);
             }
         }
     }
@@ -269,14 +293,18 @@ impl Timeline {
     }
 
     /// The number of requests waiting for `key` (all, or for permission to dial) is `n`.
-    pub fn waiting(&mut self, key: String, n: usize, dial: bool, at: Instant) {
-        let map = if dial {
+    pub fn waiting(&mut self, key: &ConnectKey, n: usize, dial: bool, at: Instant) {
+        let list = if dial {
             &mut self.dial_waiting
         } else {
             &mut self.idle_waiting
         };
-        map.insert(key, n as u32);
-        let total: u32 = map.values().sum();
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        match list.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = n,
+            None => list.push((key.clone(), n)),
+        }
+        let total: u32 = list.iter().map(|(_, n)| n).sum();
         let t = self.t(at);
         let b = self.bucket(t);
         if dial {
@@ -356,7 +384,7 @@ mod tests {
         for i in 0..1000u64 {
             let s = start + Duration::from_micros(i * 1000);
             t.got_conn(i, 1, s);
-            t.request_ended(i, s + Duration::from_micros(500));
+            t.conn_idle(1, s + Duration::from_micros(500));
         }
         assert_eq!(t.lanes[0].busy.len(), 1);
         assert_eq!(t.lanes[0].requests, 1000);
