@@ -284,7 +284,9 @@ impl fmt::Debug for Pending {
 
 /// The state of the whole pool at one moment: limits and one [`HostSnapshot`] per key.
 ///
-/// Keys are sorted. Taking a snapshot costs one pass over the keys under the pool lock.
+/// Keys are sorted, and each key's connections by id. Taking a snapshot costs one pass over
+/// the keys and their connections under the pool lock; the connections describe themselves
+/// ([`Poolable::describe`](crate::pool::Poolable::describe)) after it is released.
 ///
 /// # Examples
 ///
