@@ -67,6 +67,7 @@ where
     let client = Client::builder(TokioExecutor::new())
         .stats(stats)
         .trace(trace)
+        .snapshot_tcp_info(true)
         .build(HttpsConnector::with_roots(nginx.roots()));
     (client, opened, retries)
 }
@@ -648,6 +649,24 @@ async fn a_cold_burst_over_tls_makes_one_connection() {
         assert_eq!(outcome.unfinished.len(), 0, "unfinished requests");
         assert_eq!(accepts, 1, "nginx's accepts");
         assert_eq!(opened, 1, "client's connections opened");
+        // The snapshot's row for it: HTTP/2 over TLS to nginx, every request on it, nginx's
+        // stream limit (its default `http2_max_concurrent_streams`, 128), and the kernel's
+        // view of the socket beneath TLS.
+        let snap = c.pool_snapshot();
+        let rows: Vec<_> = snap.connections().map(|(_, r)| r.clone()).collect();
+        assert_eq!(rows.len(), 1, "{snap}");
+        let row = &rows[0];
+        assert_eq!(row.version, Version::HTTP_2, "{snap}");
+        assert_eq!(row.requests, BURST as u64, "{snap}");
+        assert_eq!(row.max_streams, Some(128), "{snap}");
+        assert_eq!(
+            row.peer_addr.map(|a| a.port()),
+            Some(nginx.port()),
+            "{snap}"
+        );
+        let tcp = row.tcp.expect("TCP_INFO beneath TLS");
+        assert_eq!(tcp.state, poolscope::stats::TcpState::Established, "{snap}");
+        assert!(tcp.bytes_received.unwrap_or(0) > 0, "{snap}");
     })
     .await;
 }
