@@ -39,7 +39,9 @@ pub(crate) struct ConnFacts {
     /// absolute form.
     pub(crate) proxied: bool,
     /// A forward proxy's `Proxy-Authorization`, for every request on the connection.
-    pub(crate) proxy_auth: Option<http::HeaderValue>,
+    /// (Boxed: it is rare, and it keeps this struct at its size before the snapshot facts
+    /// above were added; see `docs/benchmarks.md`, seventh session.)
+    pub(crate) proxy_auth: Option<Box<http::HeaderValue>>,
     /// What the connector attached (`Connected::extra`, poolscope's own `ConnInfo` taken out),
     /// copied into every response's extensions as hyper-util does; `None` when nothing.
     pub(crate) extras: Option<Extensions>,
@@ -454,7 +456,7 @@ where
     // so their responses carry nothing extra (the facts are in the trace) and cost no copy.
     let proxy_auth = extras
         .remove::<crate::connect::stream::ProxyAuthorization>()
-        .map(|a| a.0);
+        .map(|a| Box::new(a.0));
     let (remote_addr, local_addr, tls, dial) = if let Some(info) = extras.remove::<ConnInfo>() {
         (
             Some(info.remote_addr),

@@ -122,7 +122,7 @@ pub(super) fn for_connection<T>(
         if let Some(auth) = &facts.proxy_auth {
             req.headers_mut()
                 .entry(http::header::PROXY_AUTHORIZATION)
-                .or_insert_with(|| auth.clone());
+                .or_insert_with(|| (**auth).clone());
         }
     } else {
         origin_form(req.uri_mut());

@@ -29,7 +29,8 @@ pub struct Stream {
     /// absolute form.
     proxied: bool,
     /// For a forward proxy: the `Proxy-Authorization` every request on it carries.
-    proxy_auth: Option<http::HeaderValue>,
+    /// (Boxed: it is rare; see `ConnFacts::proxy_auth`.)
+    proxy_auth: Option<Box<http::HeaderValue>>,
 }
 
 /// The `Proxy-Authorization` a connection to a forward proxy wants on every request: an extra
@@ -132,7 +133,7 @@ impl Stream {
     /// `auth` as their `Proxy-Authorization`.
     pub(crate) fn into_forward_proxy(mut self, auth: Option<http::HeaderValue>) -> Stream {
         self.proxied = true;
-        self.proxy_auth = auth;
+        self.proxy_auth = auth.map(Box::new);
         self
     }
 
@@ -226,7 +227,7 @@ impl Connection for Stream {
             .extra(self.info.clone())
             .proxy(self.proxied);
         if let Some(auth) = &self.proxy_auth {
-            connected = connected.extra(ProxyAuthorization(auth.clone()));
+            connected = connected.extra(ProxyAuthorization((**auth).clone()));
         }
         if h2 {
             connected.negotiated_h2()
