@@ -325,12 +325,12 @@ impl Drop for Reported {
 }
 
 /// Connects to `addr` with a socket that has `opts`; `began` is when the first attempt of the
-/// race started.
+/// race started. A connected stream comes back with the address it reached.
 async fn attempt(
     addr: SocketAddr,
     opts: &SocketOptions,
     began: Instant,
-) -> Result<TcpStream, AttemptError> {
+) -> Result<(SocketAddr, TcpStream), AttemptError> {
     let tracer = dial_tracer();
     if let Some(t) = &tracer {
         t.connect_start(|| ConnectStartInfo {
@@ -365,7 +365,7 @@ async fn attempt(
         result.as_ref().err().map(|e| e.err.to_string()).as_deref(),
     );
     report.done(result.as_ref().err().map(AttemptError::event_text));
-    result
+    result.map(|stream| (addr, stream))
 }
 
 /// Connects to one of `addrs`, with sockets that have `opts`. `stagger`: how long an attempt
@@ -424,8 +424,8 @@ async fn race(
             None => Ok(running.next().await),
         };
         match next {
-            Ok(Some(Ok(stream))) => {
-                let fallback = stream.peer_addr().is_ok_and(|a| a.is_ipv6() != first_v6);
+            Ok(Some(Ok((addr, stream)))) => {
+                let fallback = addr.is_ipv6() != first_v6;
                 // Attempts started: the addresses no longer pending.
                 let attempts = resolved - pending.len();
                 return Ok((stream, DialSummary::new(resolved, attempts, fallback)));
