@@ -218,11 +218,7 @@ impl Timeline {
             let lane = &mut self.lanes[i];
             lane.closed = Some(t);
             lane.close_reason = Some(reason);
-            if lane.in_use > 0 {
-                lane.in_use = 0;
-                let (s, m) = (lane.busy_since, lane.busy_max);
-                push_busy(lane, s, t, m, self.resolution_seconds);
-            }
+            lane.end_busy(t, self.resolution_seconds);
         }
     }
 
@@ -238,7 +234,9 @@ impl Timeline {
                 lane.busy_since = t;
                 lane.busy_max = 0;
             }
-            lane.in_use += 1;
+            // An HTTP/1 connection carries one request at a time, also when it passes straight
+            // from one to the next.
+            lane.in_use = if lane.http2 { lane.in_use + 1 } else { 1 };
             lane.busy_max = lane.busy_max.max(lane.in_use);
         }
     }
@@ -256,12 +254,10 @@ impl Timeline {
         let res = self.resolution_seconds;
         if let Some(&i) = self.lane_of.get(&conn) {
             let lane = &mut self.lanes[i];
-            if lane.in_use > 0 {
+            if lane.in_use > 1 {
                 lane.in_use -= 1;
-                if lane.in_use == 0 {
-                    let (s, m) = (lane.busy_since, lane.busy_max);
-                    push_busy(lane, s, t, m, res);
-                }
+            } else {
+                lane.end_busy(t, res);
             }
         }
     }
@@ -272,10 +268,8 @@ impl Timeline {
         let res = self.resolution_seconds;
         if let Some(&i) = self.lane_of.get(&conn) {
             let lane = &mut self.lanes[i];
-            if !lane.http2 && lane.in_use > 0 {
-                lane.in_use = 0;
-                let (s, m) = (lane.busy_since, lane.busy_max);
-                push_busy(lane, s, t, m, res);
+            if !lane.http2 {
+                lane.end_busy(t, res);
             }
         }
     }
@@ -332,27 +326,32 @@ impl Timeline {
         let t = self.t(at);
         let res = self.resolution_seconds;
         for lane in &mut self.lanes {
-            if lane.in_use > 0 {
-                let (s, m) = (lane.busy_since, lane.busy_max);
-                push_busy(lane, s, t, m, res);
-            }
+            lane.end_busy(t, res);
         }
         // Every bucket up to the end exists, so the series span the whole run.
         self.bucket(t);
     }
 }
 
-/// Adds a busy interval to `lane`, merged with the previous one when the gap between them is
-/// below half the resolution (so a lane holds at most about one interval per bucket).
-fn push_busy(lane: &mut Lane, start: f64, end: f64, max: u32, res: f64) {
-    if let Some(last) = lane.busy.last_mut() {
-        if start - last.1 < res / 2.0 {
-            last.1 = end.max(last.1);
-            last.2 = last.2.max(max);
+impl Lane {
+    /// Ends the busy interval in progress (if any) at `end`, merging it with the previous one
+    /// when the gap between them is below half the resolution `res` (so a lane holds at most
+    /// about one interval per bucket).
+    fn end_busy(&mut self, end: f64, res: f64) {
+        if self.in_use == 0 {
             return;
         }
+        self.in_use = 0;
+        let (start, max) = (self.busy_since, self.busy_max);
+        if let Some(last) = self.busy.last_mut() {
+            if start - last.1 < res / 2.0 {
+                last.1 = end.max(last.1);
+                last.2 = last.2.max(max);
+                return;
+            }
+        }
+        self.busy.push((start, end, max));
     }
-    lane.busy.push((start, end, max));
 }
 
 #[cfg(test)]
@@ -388,6 +387,23 @@ mod tests {
         }
         assert_eq!(t.lanes[0].busy.len(), 1);
         assert_eq!(t.lanes[0].requests, 1000);
+    }
+
+    #[test]
+    fn an_http1_connection_passed_straight_on_carries_one_request_at_a_time() {
+        let start = Instant::now();
+        let mut t = Timeline::new(start);
+        t.conn_opened(1, start, false);
+        t.conn_opened(2, start, true);
+        for i in 0..3u64 {
+            // The HTTP/1 connection goes from request to request without going idle; the
+            // HTTP/2 one takes three streams at once.
+            t.got_conn(i, 1, start + Duration::from_millis(i));
+            t.got_conn(10 + i, 2, start + Duration::from_millis(i));
+        }
+        t.finish(start + Duration::from_millis(5));
+        assert_eq!(t.lanes[0].busy, vec![(0.0, 0.005, 1)]);
+        assert_eq!(t.lanes[1].busy, vec![(0.0, 0.005, 3)]);
     }
 
     #[test]
