@@ -86,9 +86,9 @@ pub struct Recording {
     pub started: Mutex<Option<Instant>>,
     /// Open loop: requests that could not start at their intended time.
     pub late_starts: AtomicU64,
-    /// The run over time, when a report was asked for (`timeline_on`).
-    pub timeline: Mutex<Option<Timeline>>,
-    pub timeline_on: std::sync::atomic::AtomicBool,
+    /// The run over time, when a report was asked for (`keep_timeline`); unset, a hook
+    /// pays one atomic load for it.
+    pub timeline: std::sync::OnceLock<Mutex<Timeline>>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -126,22 +126,15 @@ impl Recording {
 
     /// Records into the timeline, if one is kept.
     pub fn timeline(&self, f: impl FnOnce(&mut Timeline)) {
-        if self.timeline_on.load(Ordering::Relaxed) {
-            if let Some(t) = self
-                .timeline
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_mut()
-            {
-                f(t);
-            }
+        if let Some(t) = self.timeline.get() {
+            f(&mut t.lock().unwrap_or_else(|e| e.into_inner()));
         }
     }
 
-    /// Keeps the run over time from `start` on (for `--report` and `--report-json`).
+    /// Keeps the run over time from `start` on (for `--report` and `--report-json`; once per
+    /// recording).
     pub fn keep_timeline(&self, start: Instant) {
-        *self.timeline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Timeline::new(start));
-        self.timeline_on.store(true, Ordering::Relaxed);
+        let _ = self.timeline.set(Mutex::new(Timeline::new(start)));
     }
 
     fn hit(self: &Arc<Self>, limit: &'static str, snap: &poolscope::PoolSnapshot) {
@@ -564,10 +557,10 @@ pub fn write_reports(
     if html.is_none() && json.is_none() {
         return Ok(());
     }
-    let mut guard = rec.timeline.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(timeline) = guard.as_mut() else {
+    let Some(timeline) = rec.timeline.get() else {
         return Ok(());
     };
+    let mut timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());
     timeline.finish(Instant::now());
     let hist = |h: &Mutex<Option<Histogram<u64>>>| {
         crate::html::log_bins(h.lock().unwrap_or_else(|e| e.into_inner()).as_ref())
@@ -578,7 +571,7 @@ pub fn write_reports(
         totals: report,
         latency_histogram: hist(&rec.latency_us),
         queue_histogram: hist(&rec.queue_us),
-        timeline,
+        timeline: &timeline,
     };
     let write = |path: &std::path::Path, text: String| {
         std::fs::write(path, text)
