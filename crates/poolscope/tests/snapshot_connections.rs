@@ -266,6 +266,11 @@ async fn tcp_info_shows_the_round_trip_and_the_bytes_of_an_upload() {
     assert_eq!(tcp.state, TcpState::Established);
     assert!(tcp.rtt > Duration::ZERO, "{tcp:?}");
 
+    // The connection comes back just after its response ends: the upload must find it.
+    eventually("the connection idle", || {
+        client.pool_snapshot().total_active() == 0
+    })
+    .await;
     let upload = Bytes::from(vec![b'x'; 1024 * 1024]);
     let resp = client
         .request(
