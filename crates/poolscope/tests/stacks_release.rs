@@ -50,6 +50,15 @@ async fn release_stacks_start_at_the_caller_and_show_no_machinery() {
         "{text}"
     );
     assert!(entry.stack.len() <= 6, "a few frames, not dozens:\n{text}");
+    // The capture reaches one frame below the caller: here the test's own future.
+    assert!(
+        entry
+            .stack
+            .get(1)
+            .and_then(|f| f.file.as_deref())
+            .is_some_and(|f| f.ends_with("stacks_release.rs")),
+        "the caller's caller is shown:\n{text}"
+    );
     for f in &entry.stack {
         let file = f.file.as_deref().unwrap_or("");
         assert!(
