@@ -390,10 +390,11 @@ impl HostMetrics {
         self.live.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A connection closed or a request ended, at `at` (nanoseconds since the anchor).
-    fn leave(&self, at: u64) {
+    /// A connection closed or a request ended; `at` says when (nanoseconds since the
+    /// anchor), asked only if the host is now quiet.
+    fn leave(&self, at: impl FnOnce() -> u64) {
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.quiet_since.store(at, Ordering::Release);
+            self.quiet_since.store(at(), Ordering::Release);
         }
     }
 }
@@ -504,7 +505,7 @@ impl EventSink for PoolMetrics {
                 }
                 h.connection_duration.record(e.lifetime.as_secs_f64());
                 h.open_active.decrement(1.0);
-                h.leave(m.nanos(e.at));
+                h.leave(|| m.nanos(e.at));
             }
             Event::IdleConnIn(e) => {
                 let h = m.host(&e.key);
@@ -607,18 +608,28 @@ impl RequestMetrics {
         }
     }
 
-    /// The request ended, at `end`, with a response (`Ok(status)`) or an error of this type.
-    pub(crate) fn finish_at(mut self, outcome: Result<StatusCode, &'static str>, end: Instant) {
-        self.record(outcome, end);
+    /// The request ended, at `end` (`elapsed` after it started: the other sinks' reading),
+    /// with a response (`Ok(status)`) or an error of this type.
+    pub(crate) fn finish_at(
+        mut self,
+        outcome: Result<StatusCode, &'static str>,
+        end: Instant,
+        elapsed: Duration,
+    ) {
+        self.record(outcome, end, elapsed);
     }
 
-    fn record(&mut self, outcome: Result<StatusCode, &'static str>, end: Instant) {
+    fn record(
+        &mut self,
+        outcome: Result<StatusCode, &'static str>,
+        end: Instant,
+        elapsed: Duration,
+    ) {
         if self.finished {
             return;
         }
         self.finished = true;
         let m = &self.metrics;
-        let elapsed: Duration = end.saturating_duration_since(self.started);
         self.host.active(self.method, &m.methods).decrement(1.0);
         let key = DurationKey {
             method: u16::try_from(self.method).unwrap_or(u16::MAX),
@@ -630,7 +641,7 @@ impl RequestMetrics {
         };
         self.host
             .record_duration(key, &m.methods, elapsed.as_secs_f64());
-        self.host.leave(m.nanos(end));
+        self.host.leave(|| m.nanos(end));
     }
 }
 
@@ -638,7 +649,12 @@ impl Drop for RequestMetrics {
     fn drop(&mut self) {
         // Checked first: the clock is read only for a request that did not finish.
         if !self.finished {
-            self.record(Err("canceled"), Instant::now());
+            let now = Instant::now();
+            self.record(
+                Err("canceled"),
+                now,
+                now.saturating_duration_since(self.started),
+            );
         }
     }
 }
@@ -687,7 +703,7 @@ mod tests {
         m.host(&c);
         assert_eq!(m.hosts(), 2, "b was quiet for longer than the timeout");
         // The request ends and the connection closes: `a` is quiet too, but only for now.
-        req.finish_at(Ok(StatusCode::OK), Instant::now());
+        req.finish_at(Ok(StatusCode::OK), Instant::now(), Duration::ZERO);
         sink.on_pool_event(&closed(&a, Instant::now()));
         m.host(&b);
         assert_eq!(m.hosts(), 3, "a has not been quiet for the timeout yet");

@@ -659,10 +659,10 @@ impl Tracer {
         }
     }
 
-    /// The request's timings, as of `end`.
-    pub(crate) fn timings_at(&self, end: Instant) -> RequestTimings {
+    /// The request's timings, `total` after it started (the end's one reading, shared with
+    /// the other sinks).
+    pub(crate) fn timings(&self, total: Duration) -> RequestTimings {
         let m = &self.marks;
-        let total = end.saturating_duration_since(self.start);
         let (got_conn, wrote, first_byte) = (
             m.get(Mark::GotConn),
             m.get(Mark::WroteRequest),

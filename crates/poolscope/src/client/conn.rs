@@ -8,10 +8,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Extensions, Uri, Version};
 use hyper::client::conn::{http1, http2};
@@ -216,6 +216,10 @@ pub(crate) struct IoEvents {
     /// plus one; 0 while it has not happened.
     wrote_at: AtomicU64,
     first_byte_at: AtomicU64,
+    /// The armed request's start (its tracer's) as nanoseconds after `epoch`, negative if
+    /// the request started before the connection was made: a stamp minus this is the
+    /// request's mark, with no more clock arithmetic when the marks are collected.
+    start_ns: AtomicI64,
     epoch: Instant,
 }
 
@@ -228,6 +232,7 @@ impl IoEvents {
             tracer: Mutex::new(None),
             wrote_at: AtomicU64::new(0),
             first_byte_at: AtomicU64::new(0),
+            start_ns: AtomicI64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -235,6 +240,12 @@ impl IoEvents {
     pub(crate) fn arm(&self, tracer: &Arc<Tracer>) {
         self.wrote_at.store(0, Ordering::Relaxed);
         self.first_byte_at.store(0, Ordering::Relaxed);
+        let start = match tracer.start.checked_duration_since(self.epoch) {
+            Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+            None => i64::try_from(self.epoch.duration_since(tracer.start).as_nanos())
+                .map_or(i64::MIN, |before| -before),
+        };
+        self.start_ns.store(start, Ordering::Relaxed);
         if tracer.wants_io_events() {
             *self.tracer.lock().unwrap_or_else(|e| e.into_inner()) = Some(tracer.clone());
             self.live.store(true, Ordering::Release);
@@ -255,11 +266,15 @@ impl IoEvents {
         self.body_done.store(true, Ordering::Release);
     }
 
-    /// When the armed request was written and its first byte arrived, as far as the IO saw.
-    pub(crate) fn marks(&self) -> (Option<Instant>, Option<Instant>) {
+    /// When the armed request was written and its first byte arrived, as far as the IO saw,
+    /// as times after the request's start. (Read by the task that armed it.)
+    pub(crate) fn marks(&self) -> (Option<Duration>, Option<Duration>) {
+        let start = i128::from(self.start_ns.load(Ordering::Relaxed));
         let at = |ns: u64| {
-            ns.checked_sub(1)
-                .map(|ns| self.epoch + std::time::Duration::from_nanos(ns))
+            ns.checked_sub(1).map(|ns| {
+                let after_start = (i128::from(ns) - start).max(0);
+                Duration::from_nanos(u64::try_from(after_start).unwrap_or(u64::MAX))
+            })
         };
         (
             at(self.wrote_at.load(Ordering::Acquire)),
@@ -637,9 +652,9 @@ pub(crate) fn collect_io_marks(t: &crate::trace::Tracer, io: &IoEvents) {
     use crate::trace::Mark;
     let (wrote, first_byte) = io.marks();
     if let Some(at) = wrote {
-        t.mark(Mark::WroteRequest, at.saturating_duration_since(t.start));
+        t.mark(Mark::WroteRequest, at);
     }
     if let Some(at) = first_byte {
-        t.mark(Mark::FirstByte, at.saturating_duration_since(t.start));
+        t.mark(Mark::FirstByte, at);
     }
 }

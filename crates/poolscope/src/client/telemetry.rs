@@ -18,7 +18,7 @@
 //! reports the request as canceled.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
 
@@ -295,14 +295,14 @@ impl RequestTelemetry {
         let end = self.clock();
         #[cfg(feature = "metrics")]
         if let (Some(m), Some(end)) = (self.metrics.take(), end) {
-            m.finish_at(Err(error.error_type()), end);
+            m.finish_at(Err(error.error_type()), end.at, end.elapsed);
         }
         drop(self.registration.take());
         let text = (self.history.is_some() || self.tracer.is_some())
             .then(|| crate::trace::error_text(error));
         if let (Some(h), Some(end)) = (self.history.take(), end) {
             h.request(
-                end,
+                end.at,
                 RequestEvent::Failed {
                     id: self.id,
                     error: text.clone().unwrap_or_default(),
@@ -313,7 +313,7 @@ impl RequestTelemetry {
             t.request_done(|| RequestDoneInfo {
                 request_id: t.request_id,
                 status: None,
-                timings: t.timings_at(end),
+                timings: t.timings(end.elapsed),
                 error: text,
             });
         }
@@ -331,15 +331,12 @@ impl RequestTelemetry {
         let end = self.clock();
         if let (Some(h), Some(end)) = (self.history.take(), end) {
             h.request(
-                end,
+                end.at,
                 match error {
                     None => RequestEvent::Done {
                         id: self.id,
                         status,
-                        elapsed: self
-                            .start
-                            .map(|s| end.saturating_duration_since(s))
-                            .unwrap_or_default(),
+                        elapsed: end.elapsed,
                     },
                     Some(e) => RequestEvent::Failed {
                         id: self.id,
@@ -352,18 +349,33 @@ impl RequestTelemetry {
         drop(self.registration.take());
         #[cfg(feature = "metrics")]
         if let (Some(m), Some(end)) = (self.metrics.take(), end) {
-            m.finish_at(Ok(status), end);
+            m.finish_at(Ok(status), end.at, end.elapsed);
         }
         TraceEnd {
-            tracer: self.tracer.take().zip(end),
+            tracer: self.tracer.take().zip(end.map(|e| e.elapsed)),
             status,
         }
     }
 
-    /// One reading of the clock for the request's end, if a sink needs it.
-    fn clock(&self) -> Option<Instant> {
-        self.start.map(|_| Instant::now())
+    /// One reading of the clock for the request's end, and how long after its start that
+    /// is, if a sink needs it: every sink gets both from here.
+    fn clock(&self) -> Option<End> {
+        self.start.map(|start| {
+            let at = Instant::now();
+            End {
+                at,
+                elapsed: at.saturating_duration_since(start),
+            }
+        })
     }
+}
+
+/// The request's end, read once for every sink.
+#[derive(Clone, Copy)]
+struct End {
+    at: Instant,
+    /// `at` minus the request's start.
+    elapsed: Duration,
 }
 
 impl Drop for RequestTelemetry {
@@ -381,7 +393,7 @@ impl Drop for RequestTelemetry {
         drop(self.registration.take());
         if let (Some(h), Some(end)) = (self.history.take(), end) {
             h.request(
-                end,
+                end.at,
                 RequestEvent::Failed {
                     id: self.id,
                     error: CANCELED.to_owned(),
@@ -392,7 +404,7 @@ impl Drop for RequestTelemetry {
             t.request_done(|| RequestDoneInfo {
                 request_id: t.request_id,
                 status: None,
-                timings: t.timings_at(end),
+                timings: t.timings(end.elapsed),
                 error: Some(CANCELED.to_owned()),
             });
         }
@@ -401,8 +413,8 @@ impl Drop for RequestTelemetry {
 
 /// The tracer's part of a response's end: reported once the connection's fate is known.
 pub(crate) struct TraceEnd {
-    /// The tracer, and the end instant the other sinks used.
-    tracer: Option<(Arc<Tracer>, Instant)>,
+    /// The tracer, and the request's total time as the other sinks saw it.
+    tracer: Option<(Arc<Tracer>, Duration)>,
     status: StatusCode,
 }
 
@@ -415,7 +427,7 @@ impl TraceEnd {
         bytes: u64,
         error: Option<String>,
     ) {
-        let Some((t, end)) = self.tracer else {
+        let Some((t, total)) = self.tracer else {
             return;
         };
         if let Some((conn_id, returned)) = conn {
@@ -438,7 +450,7 @@ impl TraceEnd {
         t.request_done(|| RequestDoneInfo {
             request_id: t.request_id,
             status: Some(self.status),
-            timings: t.timings_at(end),
+            timings: t.timings(total),
             error,
         });
     }
