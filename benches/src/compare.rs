@@ -68,6 +68,9 @@ pub enum Kind {
     Bare,
     /// poolscope with every hook registered but empty.
     HooksEmpty,
+    /// poolscope with metrics into a Prometheus recorder and nothing else (in-flight off):
+    /// what a service that only exports metrics runs.
+    Metrics,
     /// poolscope with everything on, stacks off.
     All,
     /// poolscope with everything on and stack capture.
@@ -84,6 +87,7 @@ impl Kind {
             Kind::Reqwest => "reqwest",
             Kind::Bare => "poolscope (nothing registered)",
             Kind::HooksEmpty => "poolscope (empty hooks)",
+            Kind::Metrics => "poolscope (metrics only)",
             Kind::All => "poolscope (everything on)",
             Kind::Stacks => "poolscope (everything + stacks)",
             Kind::Go => "Go net/http",
@@ -97,6 +101,7 @@ impl Kind {
             Kind::Reqwest => "reqwest",
             Kind::Bare => "bare",
             Kind::HooksEmpty => "empty",
+            Kind::Metrics => "metrics",
             Kind::All => "all",
             Kind::Stacks => "stacks",
             Kind::Go => "go",
@@ -104,11 +109,12 @@ impl Kind {
     }
 
     /// Every client, in the tables' order.
-    pub const EVERY: [Kind; 7] = [
+    pub const EVERY: [Kind; 8] = [
         Kind::HyperUtil,
         Kind::Reqwest,
         Kind::Bare,
         Kind::HooksEmpty,
+        Kind::Metrics,
         Kind::All,
         Kind::Stacks,
         Kind::Go,
@@ -433,6 +439,10 @@ fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClie
                     .on_request_done(noop())
                     .build(),
             );
+        }
+        Kind::Metrics => {
+            let _ = prometheus();
+            b.track_in_flight(false).metrics(true);
         }
         Kind::All | Kind::Stacks => {
             // "Everything on" as issue #19 counts it: two Stats hooks and two trace hooks

@@ -26,7 +26,7 @@ struct Args {
     /// Only workloads whose name contains this (e.g. "HTTP/1.1 c=64").
     #[arg(long)]
     only: Option<String>,
-    /// Only these clients: hyper, reqwest, bare, empty, all, stacks, go (comma-separated).
+    /// Only these clients: hyper, reqwest, bare, empty, metrics, all, stacks, go (comma-separated).
     #[arg(long, value_delimiter = ',')]
     clients: Vec<String>,
 }

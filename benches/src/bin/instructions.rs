@@ -22,7 +22,7 @@ struct Args {
     /// Requests of the shorter run (the longer one makes twice as many).
     #[arg(short = 'n', long, default_value_t = 3000)]
     requests: u64,
-    /// Clients: hyper, reqwest, bare, empty, all, stacks (comma-separated).
+    /// Clients: hyper, reqwest, bare, empty, metrics, all, stacks (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "hyper,bare,all,stacks")]
     clients: Vec<String>,
     /// Concurrencies, one column each (comma-separated).

@@ -12,7 +12,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(about = "Run a fixed number of requests from one client, for profiling")]
 struct Args {
-    /// hyper, reqwest, bare, empty, all, stacks.
+    /// hyper, reqwest, bare, empty, metrics, all, stacks.
     #[arg(long, default_value = "bare")]
     client: String,
     /// Requests in all.

@@ -148,7 +148,7 @@ where
                         self.connector.clone(),
                         uri,
                         cfg,
-                        telemetry.tracer().cloned(),
+                        telemetry.dial_tracer(shared, permit.key()),
                         origin.via.clone(),
                         move || weak.evict_closed(&key),
                     );

@@ -72,7 +72,10 @@ impl RequestTelemetry {
             req.extensions().get::<ClientTrace>(),
             shared.metrics_trace.as_ref(),
         ];
-        let traced = key.is_some() && traces.iter().flatten().any(|t| !t.is_empty());
+        // The metrics' trace hears only dials: it alone makes no tracer per request (see
+        // `dial_tracer`), so a client with metrics and no trace hooks arms no connection IO
+        // and computes no timings.
+        let traced = key.is_some() && traces[..2].iter().flatten().any(|t| !t.is_empty());
         #[cfg(feature = "metrics")]
         let metered = key.is_some() && shared.metrics.is_some();
         #[cfg(not(feature = "metrics"))]
@@ -151,6 +154,25 @@ impl RequestTelemetry {
     /// The tracer, for the dial task and the connection's IO events.
     pub(crate) fn tracer(&self) -> Option<&Arc<Tracer>> {
         self.tracer.as_ref()
+    }
+
+    /// The tracer for a dial this request starts: its own (which carries the metrics' dial
+    /// hooks too), or, when it has none, one for the metrics' dial hooks alone. Made here,
+    /// when a dial starts, so that requests served by pooled connections never make one.
+    pub(crate) fn dial_tracer<B>(
+        &self,
+        shared: &Shared<B>,
+        key: &ConnectKey,
+    ) -> Option<Arc<Tracer>> {
+        match &self.tracer {
+            Some(t) => Some(t.clone()),
+            None => Tracer::new(
+                self.id,
+                key,
+                &[shared.metrics_trace.as_ref()],
+                Instant::now(),
+            ),
+        }
     }
 
     /// An attempt asks the pool for a connection (`attempt` counts from 1).
