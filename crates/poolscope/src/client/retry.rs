@@ -165,11 +165,11 @@ pub(super) fn is_stale(err: &hyper::Error) -> bool {
 
 /// What the next attempt sends after `failed`, or the error the request ends with.
 /// `attempt` is the attempt that failed; `uri` the request's URI as the user gave it (an
-/// HTTP/1 attempt rewrites its target).
+/// HTTP/1 attempt rewrites its target) when there is no `replay` to take it from.
 pub(super) fn next_attempt<B: RequestBody>(
     failed: Failed<B>,
     replay: Option<&Replay<B>>,
-    uri: &Uri,
+    uri: Option<&Uri>,
     retry_canceled_requests: bool,
     attempt: u32,
 ) -> Result<(Request<ReqBody<B>>, Retryable, Error), Error> {
@@ -183,7 +183,9 @@ pub(super) fn next_attempt<B: RequestBody>(
                     .error
                     .context("not sent again: retry_canceled_requests is off"));
             }
-            *unsent.uri_mut() = uri.clone();
+            if let Some(uri) = replay.map(|r| &r.uri).or(uri) {
+                *unsent.uri_mut() = uri.clone();
+            }
             unsent
         }
         (_, _) => match replay {

@@ -50,7 +50,9 @@ where
         };
         let key = &origin.key;
         let replay = Replay::of(&req);
-        let uri = req.uri().clone();
+        // The URI an unsent request goes again with (an HTTP/1 attempt rewrites its target):
+        // the replay's, or a copy of its own only when there is no replay.
+        let uri = replay.is_none().then(|| req.uri().clone());
         let mut req = req.map(|b| ReqBody::new(b, None));
         let mut attempt: u32 = 1;
         let error = loop {
@@ -66,7 +68,7 @@ where
             let (again, retry, error) = match next_attempt(
                 failed,
                 replay.as_ref(),
-                &uri,
+                uri.as_ref(),
                 self.shared.retry_canceled_requests,
                 attempt,
             ) {
