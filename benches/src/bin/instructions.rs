@@ -6,8 +6,9 @@
 //! under valgrind), HTTP/1.1 keep-alive (or h2c), a 5-byte body. Each figure is the whole
 //! client process's instructions, all threads, for `2n` requests minus those for `n`, divided
 //! by `n`: the cost of one more request, without the process's start, the runtime's and the
-//! connections' setup; with `--repeat R`, the median of R such figures. Skips (exit 0) when
-//! valgrind is missing.
+//! connections' setup; with `--repeat R`, the median of R such figures. The Prometheus
+//! recorder's one-time clock calibration, which depends on wall time, is left out of every
+//! count (see `calibration`). Skips (exit 0) when valgrind is missing.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,11 @@ struct Args {
     #[arg(short = 'n', long, default_value_t = 3000)]
     requests: u64,
     /// Clients: hyper, reqwest, bare, empty, metrics, all, stacks (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "hyper,bare,all,stacks")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "hyper,bare,metrics,all,stacks"
+    )]
     clients: Vec<String>,
     /// Concurrencies, one column each (comma-separated).
     #[arg(short = 'c', long, value_delimiter = ',', default_value = "1,64")]
@@ -31,8 +36,9 @@ struct Args {
     /// h2c instead of HTTP/1.1.
     #[arg(long)]
     h2c: bool,
-    /// Pairs of runs per figure; the figure is their median (runs agree to about ±2%: the
-    /// pool's and tokio's timers fire by wall-clock time, which valgrind stretches).
+    /// Pairs of runs per figure; the figure is their median (runs agree to within a few
+    /// instructions per request; the pool's and tokio's timers fire by wall-clock time, which
+    /// valgrind stretches, and can move a figure a little).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
 }
@@ -98,13 +104,47 @@ fn count(
         ));
     }
     let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    text.lines()
+    let total: u64 = text
+        .lines()
         .find_map(|l| {
             l.strip_prefix("summary:")
                 .or_else(|| l.strip_prefix("totals:"))
         })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("{}: no summary line", out.display()))
+        .ok_or_else(|| format!("{}: no summary line", out.display()))?;
+    Ok(total.saturating_sub(calibration(&out)?))
+}
+
+/// The instructions of the one-time clock calibration that metrics-exporter-prometheus's
+/// recorder runs when it is installed (`quanta::Clock::new`, which loops for a stretch of wall
+/// time: a different count on every run, and ±600 instructions per request in a 10,000-request
+/// difference), read from the profile with `callgrind_annotate`; 0 for a client that installs
+/// no recorder. Left out, every client's figure repeats to within a few instructions.
+fn calibration(profile: &Path) -> Result<u64, String> {
+    let out = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100", "--auto=no"])
+        .arg(profile)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("callgrind_annotate (ships with valgrind): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "callgrind_annotate failed on {}",
+            profile.display()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("quanta::Clock::new "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .next()?
+                .replace(',', "")
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0))
 }
 
 fn main() -> std::process::ExitCode {
