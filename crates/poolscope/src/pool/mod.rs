@@ -192,16 +192,17 @@ impl Default for Config {
 impl Config {
     /// Rule `[timeouts]`: why a connection may not serve another request, or `None`. The
     /// one place that decides it: at checkout (rule `[idle-lifo]`, and HTTP/2 leases), on
-    /// return, and in the reaper's pass. `idle_since` is given for a connection idle now;
-    /// `open` is asked last, and only if nothing else applies (it runs user code).
+    /// return, and in the reaper's pass. `idle_for` (how long it has been idle at `now`) is
+    /// given for a connection idle now; `open` is asked last, and only if nothing else
+    /// applies (it runs user code).
     pub(crate) fn verdict(
         &self,
         created: Instant,
-        idle_since: Option<Instant>,
+        idle_for: Option<Duration>,
         now: Instant,
         open: impl FnOnce() -> bool,
     ) -> Option<CloseReason> {
-        if idle_since.is_some_and(|since| self.idle_expired(since, now)) {
+        if idle_for.is_some_and(|idle| self.idle_timeout.is_some_and(|t| idle >= t)) {
             Some(CloseReason::IdleTimeout)
         } else if self.lifetime_over(created, now) {
             Some(CloseReason::MaxLifetime)
@@ -210,11 +211,6 @@ impl Config {
         } else {
             None
         }
-    }
-
-    fn idle_expired(&self, idle_since: Instant, now: Instant) -> bool {
-        self.idle_timeout
-            .is_some_and(|t| now.saturating_duration_since(idle_since) >= t)
     }
 
     /// Rule `[no-reuse]`: no connection serves a second request.

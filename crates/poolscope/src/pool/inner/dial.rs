@@ -33,9 +33,9 @@ impl<T: Poolable> Locked<'_, T> {
         while i < host.shared.len() {
             let s = &mut host.shared[i];
             if s.dead.is_none() {
-                let idle_since = (s.leases == 0).then_some(s.idle_since);
+                let idle_for = (s.leases == 0).then(|| now.saturating_duration_since(s.idle_since));
                 let conn = &s.conn;
-                s.dead = cfg.verdict(s.meta.created, idle_since, now, || conn.open());
+                s.dead = cfg.verdict(s.meta.created, idle_for, now, || conn.open());
             }
             if let Some(reason) = s.dead {
                 if s.leases == 0 {

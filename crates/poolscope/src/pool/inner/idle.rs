@@ -405,8 +405,13 @@ impl<T: Poolable> Locked<'_, T> {
         // The reaper expires; it does not probe: a closed connection leaves through
         // `evict_closed` or at checkout.
         let closed = self.sweep(None, |meta, since, now, _| {
-            cfg.verdict(meta.created, Some(since), now, || true)
-                .map(|reason| (super::idle_out_reason(reason), reason))
+            cfg.verdict(
+                meta.created,
+                Some(now.saturating_duration_since(since)),
+                now,
+                || true,
+            )
+            .map(|reason| (super::idle_out_reason(reason), reason))
         });
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));

@@ -468,9 +468,7 @@ impl<'a, T: Poolable> Locked<'a, T> {
             let idle_time = now.saturating_duration_since(idle.since);
             let verdict = self
                 .cfg
-                .verdict(idle.meta.created, Some(idle.since), now, || {
-                    idle.conn.open()
-                });
+                .verdict(idle.meta.created, Some(idle_time), now, || idle.conn.open());
             if let Some(close) = verdict {
                 self.idle_out(key, idle.meta.id, idle_time, idle_out_reason(close));
                 self.close(key, idle.conn, idle.meta, close);
