@@ -23,14 +23,8 @@ pub(super) struct Effects<T> {
     pub(super) wakers: Vec<Waker>,
     /// Connections leaving the pool; dropping them closes them.
     pub(super) drops: Vec<T>,
-    /// A waker replaced or left behind by a waiter (most operations drop at most one), and
-    /// any more: foreign code, dropped after the lock.
-    pub(super) old_waker: Option<Waker>,
-    pub(super) old_wakers: Vec<Waker>,
-    /// Errors left in removed waiters (a connector's error): dropped after the lock.
-    pub(super) old_errors: Vec<Error>,
-    /// Describers of closed connections (`Poolable::describe`): dropped after the lock.
-    pub(super) old_describers: Vec<Arc<dyn crate::pool::Describe>>,
+    /// What the operation took out and whose drop is foreign code: dropped after the lock.
+    pub(super) leftovers: Leftovers,
     pub(super) spawn_reaper: bool,
     pub(super) wake_reaper: bool,
 }
@@ -45,12 +39,44 @@ impl<T> Effects<T> {
     /// Keeps `waker` to drop after the lock (dropping a waker is foreign code).
     pub(super) fn drop_later(&mut self, waker: Option<Waker>) {
         if let Some(w) = waker {
-            match self.old_waker {
-                None => self.old_waker = Some(w),
-                Some(_) => self.old_wakers.push(w),
+            match self.leftovers.waker {
+                None => self.leftovers.waker = Some(w),
+                Some(_) => self.leftovers.more.push(Leftover::Waker(w)),
             }
         }
     }
+
+    /// Keeps an error left in a removed waiter (a connector's) to drop after the lock.
+    pub(super) fn drop_error_later(&mut self, error: Error) {
+        self.leftovers.more.push(Leftover::Error(error));
+    }
+
+    /// Keeps a closed connection's describer (`Poolable::describe`) to drop after the lock.
+    pub(super) fn drop_describer_later(&mut self, describer: Arc<dyn crate::pool::Describe>) {
+        self.leftovers.more.push(Leftover::Describer(describer));
+    }
+}
+
+/// Values a locked operation removed whose drop runs foreign code: a waker replaced or left
+/// behind by a waiter (most operations drop at most one, kept without a `Vec`), and any more.
+#[derive(Default)]
+pub(super) struct Leftovers {
+    waker: Option<Waker>,
+    more: Vec<Leftover>,
+}
+
+impl Leftovers {
+    fn is_empty(&self) -> bool {
+        self.waker.is_none() && self.more.is_empty()
+    }
+}
+
+/// One of [`Leftovers`]' further values (held only to be dropped after the lock).
+#[allow(dead_code)]
+enum Leftover {
+    Waker(Waker),
+    Error(Error),
+    Describer(Arc<dyn crate::pool::Describe>),
 }
 
 impl<T: Poolable> Locked<'_, T> {
@@ -72,10 +98,7 @@ impl<T: Poolable> Locked<'_, T> {
             drops,
             spawn_reaper,
             wake_reaper,
-            old_waker,
-            old_wakers,
-            old_errors,
-            old_describers,
+            leftovers,
             ..
         } = fx;
         if spawn_reaper {
@@ -87,10 +110,9 @@ impl<T: Poolable> Locked<'_, T> {
         for conn in drops {
             caught::guard(|| drop(conn), ());
         }
-        caught::guard(
-            || drop((old_waker, old_wakers, old_errors, old_describers)),
-            (),
-        );
+        if !leftovers.is_empty() {
+            caught::guard(|| drop(leftovers), ());
+        }
         // Hooks before wake-ups, so that a request woken by this operation finds its events
         // (a connection opened, a wait ended) already reported; each hook is caught, so a
         // panicking one skips no wake-up.

@@ -275,7 +275,7 @@ impl<T: Poolable> Locked<'_, T> {
         if let Some(host) = self.st.hosts.get_mut(key) {
             if let Some(describe) = host.conns.remove(&meta.id).and_then(|r| r.describe) {
                 // The describer may be the user's: dropped after the lock.
-                self.fx.old_describers.push(describe);
+                self.fx.drop_describer_later(describe);
             }
         }
         self.fx.push(|| {

@@ -53,7 +53,7 @@ mod idle_list;
 mod snapshot;
 mod waiters;
 
-use effects::{event_buffer, Effects, Guarded};
+use effects::{event_buffer, Effects, Guarded, Leftovers};
 
 use tokio::time::Instant;
 use waiters::Waiter;
@@ -323,10 +323,7 @@ impl<T: Poolable> Shared<T> {
                 },
                 wakers: Vec::new(),
                 drops: Vec::new(),
-                old_waker: None,
-                old_wakers: Vec::new(),
-                old_errors: Vec::new(),
-                old_describers: Vec::new(),
+                leftovers: Leftovers::default(),
                 spawn_reaper: false,
                 wake_reaper: false,
             },

@@ -313,7 +313,7 @@ impl<T: Poolable> Locked<'_, T> {
                 self.put_unused(&key, lease);
             }
             // The error (the user's connector's, perhaps) is dropped after the lock.
-            Wait::Done(Err(e)) => self.fx.old_errors.push(e),
+            Wait::Done(Err(e)) => self.fx.drop_error_later(e),
             Wait::Stranded | Wait::Queued | Wait::Dialing => {}
         }
         self.forget_host_if_unused(&key);
