@@ -369,17 +369,29 @@ impl IoEvents {
     }
 
     /// A read through `io`, reporting the first byte of an armed request.
+    #[inline]
     pub(crate) fn poll_read<I: Read + Unpin>(
+        &self,
+        io: &mut I,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.awaiting_first_byte() {
+            return Pin::new(io).poll_read(cx, buf);
+        }
+        self.poll_first_read(io, cx, buf)
+    }
+
+    /// The first read of a traced request, through a copy, to learn whether it brought bytes
+    /// (an EOF is not a first byte). Apart from [`poll_read`](Self::poll_read), so that every
+    /// other read does not pay for this one's 8 KiB stack frame (a stack probe per call).
+    #[inline(never)]
+    fn poll_first_read<I: Read + Unpin>(
         &self,
         io: &mut I,
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.awaiting_first_byte() {
-            return Pin::new(io).poll_read(cx, buf);
-        }
-        // Only the first read of a traced request goes through a copy, to learn whether it
-        // brought bytes (an EOF is not a first byte).
         let mut tmp = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
         let room = buf.remaining().min(tmp.len());
         let mut rb = hyper::rt::ReadBuf::uninit(&mut tmp[..room]);
