@@ -376,13 +376,11 @@ impl<'a, T: Poolable> Locked<'a, T> {
     }
 
     fn host(&mut self, key: &ConnectKey) -> &mut Host<T> {
-        if !self.st.hosts.contains_key(key) {
-            self.st.hosts.insert(key.clone(), Box::new(Host::new()));
-        }
-        match self.st.hosts.get_mut(key) {
-            Some(host) => host,
-            None => unreachable!("inserted above"),
-        }
+        // One lookup (a key clone is a reference count).
+        self.st
+            .hosts
+            .entry(key.clone())
+            .or_insert_with(|| Box::new(Host::new()))
     }
 
     /// Connections that come back are closed until the next checkout starts.
