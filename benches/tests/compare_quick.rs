@@ -11,8 +11,8 @@ fn the_quick_comparison_runs_every_client_and_loses_no_request() {
         .unwrap();
     let rows = rt.block_on(benches::compare::run(&opts, &server, None));
     let table = benches::compare::table(&rows);
-    // 3 workloads: 6 clients, 6 clients, 4 (hyper-util and reqwest have no per-host cap).
-    assert_eq!(rows.len(), 16, "{table}");
+    // 3 workloads: 7 clients, 7 clients, 5 (hyper-util and reqwest have no per-host cap).
+    assert_eq!(rows.len(), 19, "{table}");
     for r in &rows {
         assert!(r.median.rps > 0.0, "{table}");
         assert_eq!(r.median.failed, 0, "{table}");
