@@ -20,13 +20,14 @@ impl<T: Poolable> Locked<'_, T> {
         if self.cfg.reuse_off() {
             return None;
         }
+        // Read first (once per locked operation; the idle path after this one reads the same
+        // instant), so that the key's state is looked up once.
+        let now = self.now();
+        let cfg = self.cfg;
         let host = self.st.hosts.get_mut(key)?;
         if host.shared.is_empty() {
             return None;
         }
-        let now = self.now();
-        let cfg = self.cfg;
-        let host = self.st.hosts.get_mut(key)?;
         let mut i = 0;
         let mut closed = Vec::new();
         let mut found = None;

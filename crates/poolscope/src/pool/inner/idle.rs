@@ -156,7 +156,6 @@ impl<T: Poolable> Locked<'_, T> {
         lease: Lease<T>,
         close: Option<CloseReason>,
     ) -> Returned {
-        let now = self.now();
         self.fx.drops.push(lease.conn);
         let closed = self.st.closed;
         let closing_idle = self.st.closing_idle;
@@ -176,6 +175,12 @@ impl<T: Poolable> Locked<'_, T> {
             }
         }
         let conn_id = s.meta.id;
+        // Other streams are still open on it and nobody waits for one: nothing more to do
+        // (the common return on a busy HTTP/2 connection: no clock, no second lookup).
+        if s.leases > 0 && host.idle_waiting == 0 {
+            return Returned::Shared;
+        }
+        let now = self.now();
         // A stream came free: the oldest waiting request takes it.
         self.lend_shared(key, conn_id);
         let Some(host) = self.st.hosts.get_mut(key) else {
