@@ -384,7 +384,7 @@ impl IoEvents {
 
     /// The first read of a traced request, through a copy, to learn whether it brought bytes
     /// (an EOF is not a first byte). Apart from [`poll_read`](Self::poll_read), so that every
-    /// other read does not pay for this one's 8 KiB stack frame (a stack probe per call).
+    /// other read does not set up this one's 8 KiB stack frame.
     #[inline(never)]
     fn poll_first_read<I: Read + Unpin>(
         &self,
