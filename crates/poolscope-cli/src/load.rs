@@ -101,6 +101,57 @@ fn bump(counts: &Mutex<BTreeMap<String, u64>>, what: &str) {
     *counts.entry(what.to_owned()).or_default() += 1;
 }
 
+/// Distinct errors the report keeps apart; the rest are counted together under
+/// [`OTHER_ERRORS`] (an error's text can name a connection or a stream count, and the
+/// report's size must stay bounded).
+const MAX_ERROR_KINDS: usize = 32;
+const OTHER_ERRORS: &str = "(other errors)";
+
+/// Counts one failure under its whole cause chain (`error sending request (host:port):
+/// context: cause: cause's cause`), so the report says why, not only in which phase.
+fn bump_error(counts: &Mutex<BTreeMap<String, u64>>, err: &dyn std::error::Error) {
+    let text = error_chain(err);
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let key = if counts.contains_key(&text) || counts.len() < MAX_ERROR_KINDS {
+        text
+    } else {
+        OTHER_ERRORS.to_owned()
+    };
+    *counts.entry(key).or_default() += 1;
+}
+
+/// A response body that failed: "error reading response body", its cause the body's error.
+#[derive(Debug)]
+struct BodyError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("error reading response body")
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// An error and its sources, joined by `: `.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their cause in their own text.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn record(h: &Mutex<Option<Histogram<u64>>>, d: Duration) {
     let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
     let _ = h
@@ -375,15 +426,14 @@ async fn one(
                 rec.ok.fetch_add(1, Ordering::Relaxed);
                 bump(&rec.statuses, &status);
             }
-            Err(_) => {
+            Err(e) => {
                 rec.failed.fetch_add(1, Ordering::Relaxed);
-                bump(&rec.errors, "error reading response body");
+                bump_error(&rec.errors, &BodyError(e.into()));
             }
         },
         Err(e) => {
             rec.failed.fetch_add(1, Ordering::Relaxed);
-            let kind = e.to_string();
-            bump(&rec.errors, kind.split(" (").next().unwrap_or("error"));
+            bump_error(&rec.errors, &e);
         }
     }
     true
@@ -644,6 +694,16 @@ pub fn progress(plan: &Plan) -> ProgressBar {
     }
 }
 
+/// Waits (at most 5 s) for the dials still in progress to end: a dial that a request started
+/// and another connection made unneeded goes on after the run, and the server has accepted
+/// it. Reporting before it ends would count its TCP connect but not its connection.
+async fn settle_dials(client: &HttpClient) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.pool_snapshot().total_connecting() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub async fn run(args: Args) -> Result<(), Failure> {
     let prepared = opts::prepare(&args.request)?;
     let connector = opts::connector(&args.conn)?;
@@ -703,6 +763,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if let Some(d) = dump {
         d.abort();
     }
+    settle_dials(&client).await;
     let mut report = rec.report(url, args.concurrency, interrupted);
     report.rate = args.rate;
     let limits = crate::html::Limits {

@@ -55,6 +55,8 @@ pub struct LoadReport {
     pub latency_seconds: Percentiles,
     pub time_in_queue_seconds: Percentiles,
     pub status_counts: BTreeMap<String, u64>,
+    /// Failed requests by their whole cause chain (at most 32 kinds; the rest as
+    /// "(other errors)").
     pub errors: BTreeMap<String, u64>,
     pub connections_opened: u64,
     /// TCP connects that succeeded: a server's accept count for this run.
@@ -65,7 +67,8 @@ pub struct LoadReport {
     pub handshakes_failed: u64,
     /// Connections closed during the run, by reason.
     pub connections_closed: BTreeMap<String, u64>,
-    /// Requests sent again, by reason (stale_connection, not_sent, goaway, refused_stream).
+    /// Requests sent again, by reason (stale_connection, not_sent, goaway, refused_stream,
+    /// connection_closed).
     pub retries: BTreeMap<String, u64>,
     /// Attempts that got a connection on a reused one.
     pub connections_reused: u64,

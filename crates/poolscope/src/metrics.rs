@@ -183,11 +183,12 @@ const CLOSE_REASONS: [CloseReason; 11] = [
     CloseReason::Poisoned,
 ];
 
-const RETRY_REASONS: [RetryReason; 4] = [
+const RETRY_REASONS: [RetryReason; 5] = [
     RetryReason::StaleConnection,
     RetryReason::NotSent,
     RetryReason::GoAway,
     RetryReason::RefusedStream,
+    RetryReason::ConnectionClosed,
 ];
 
 /// A version as a small number (0: none), to keep in an atomic.

@@ -287,6 +287,12 @@ pub enum RetryReason {
     /// The server refused the HTTP/2 stream before processing it (`REFUSED_STREAM`,
     /// RFC 9113 §8.7), typically because it was over its concurrent-stream limit.
     RefusedStream,
+    /// The connection ended under the request before any of the response arrived, and
+    /// whether the server processed it is unknown: an HTTP/2 connection closed under its
+    /// streams (a graceful restart: GOAWAY, then the close), or hyper's dispatcher ended while
+    /// it held the request. Sent again, like a stale connection's, only when the request is
+    /// idempotent (or carries an idempotency key) and its body can be sent again.
+    ConnectionClosed,
 }
 
 impl RetryReason {
@@ -297,6 +303,7 @@ impl RetryReason {
             RetryReason::NotSent => "not_sent",
             RetryReason::GoAway => "goaway",
             RetryReason::RefusedStream => "refused_stream",
+            RetryReason::ConnectionClosed => "connection_closed",
         }
     }
 }

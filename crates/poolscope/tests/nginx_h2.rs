@@ -306,6 +306,7 @@ async fn harness_serves_tls_and_counts_connections_and_requests() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 100,
             http2: false,
+            ..Default::default()
         });
         assert_eq!(nginx.accepts().await, 0, "nothing connected yet");
         assert_eq!(nginx.accepts().await, 0, "accepts() does not count itself");
@@ -353,6 +354,7 @@ async fn harness_serves_tls_and_counts_connections_and_requests() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 100,
             http2: true,
+            ..Default::default()
         });
         let (c, opened, _retries) = client::<Empty<Bytes>>(&nginx);
         check_ok(c.get(nginx.url("/")).await, Version::HTTP_2)
@@ -390,6 +392,7 @@ async fn gets_survive_goaway_every_50_streams() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 50,
             http2: true,
+            ..Default::default()
         });
         let (c, opened, retries) = client::<Empty<Bytes>>(&nginx);
         let url = nginx.url("/");
@@ -450,7 +453,8 @@ async fn gets_survive_goaway_every_50_streams() {
         // answered (nginx closes after its GOAWAY; a reset can lose the answer on the way):
         // then it was retried as an idempotent request on a stale connection. Every extra
         // line must be such a retry; a GOAWAY or not-sent retry never adds one.
-        let stale = retries.count(RetryReason::StaleConnection);
+        let stale = retries.count(RetryReason::StaleConnection)
+            + retries.count(RetryReason::ConnectionClosed);
         assert!(
             good >= TOTAL && good <= TOTAL + stale,
             "access-log lines GET / 200 HTTP/2.0: {good} for {TOTAL} requests and {stale} \
@@ -470,6 +474,7 @@ async fn posts_survive_goaway_and_reach_nginx_exactly_once() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 50,
             http2: true,
+            ..Default::default()
         });
         let (c, _opened, retries) = client::<Full<Bytes>>(&nginx);
         let urls: Arc<Vec<http::Uri>> = Arc::new(
@@ -571,7 +576,8 @@ async fn posts_survive_goaway_and_reach_nginx_exactly_once() {
         );
         assert_eq!(outcome.unfinished.len(), 0, "unfinished requests");
         assert_eq!(
-            retries.count(RetryReason::StaleConnection),
+            retries.count(RetryReason::StaleConnection)
+                + retries.count(RetryReason::ConnectionClosed),
             0,
             "a POST is never resent after it may have been processed"
         );
@@ -607,6 +613,7 @@ async fn a_cold_burst_over_tls_makes_one_connection() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 1000,
             http2: true,
+            ..Default::default()
         });
         let (c, opened, _retries) = client::<Empty<Bytes>>(&nginx);
         let barrier = Arc::new(tokio::sync::Barrier::new(BURST));

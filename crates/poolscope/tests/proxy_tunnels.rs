@@ -70,6 +70,7 @@ async fn https_through_an_http_proxy_tunnel_reuses_its_connections() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 1000,
             http2: false,
+            ..Default::default()
         });
         let proxy = proxies::tinyproxy("");
         let proxy_uri: http::Uri = format!("http://127.0.0.1:{}", proxy.port).parse().unwrap();
@@ -117,6 +118,7 @@ async fn https_through_a_socks5_proxy_reuses_its_connections() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 1000,
             http2: true,
+            ..Default::default()
         });
         let proxy = proxies::microsocks();
         let proxy_uri: http::Uri = format!("socks5://127.0.0.1:{}", proxy.port)
@@ -173,6 +175,7 @@ async fn proxy_credentials_reach_the_proxy_and_nothing_else() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 1000,
             http2: false,
+            ..Default::default()
         });
         let proxy = proxies::tinyproxy(&format!("BasicAuth alice {SECRET}"));
         let proxy_uri: http::Uri = format!("http://127.0.0.1:{}", proxy.port).parse().unwrap();
@@ -391,6 +394,7 @@ async fn builder_proxy_tunnels_https_through_an_http_proxy() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 1000,
             http2: false,
+            ..Default::default()
         });
         let proxy = proxies::tinyproxy("");
         let events = ProxyEvents::default();
@@ -523,6 +527,7 @@ async fn builder_proxy_through_socks5_and_socks5h() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 1000,
             http2: true,
+            ..Default::default()
         });
         let proxy = proxies::microsocks();
         for scheme in ["socks5h", "socks5"] {
@@ -569,6 +574,7 @@ async fn a_refusing_proxy_fails_with_its_status_and_shows_no_credentials() {
         let nginx = Nginx::start(NginxOptions {
             keepalive_requests: 1000,
             http2: false,
+            ..Default::default()
         });
         let strict = proxies::tinyproxy(&format!("BasicAuth alice {SECRET}"));
         let ports = proxies::tinyproxy("ConnectPort 443");

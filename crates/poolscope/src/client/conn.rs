@@ -50,8 +50,8 @@ pub(crate) struct ConnFacts {
     pub(crate) io: Option<Arc<IoEvents>>,
     /// HTTP/2: the peer's current `SETTINGS_MAX_CONCURRENT_STREAMS`.
     pub(crate) streams: Option<StreamLimit>,
-    /// HTTP/2: what requests pass to be handed to hyper's dispatcher.
-    pub(crate) gate: Option<Arc<Gate>>,
+    /// What requests pass to be handed to hyper's dispatcher.
+    pub(crate) gate: Arc<Gate>,
     /// `ConnectionInfo::poison` was called: no request may get it any more.
     pub(crate) poisoned: AtomicBool,
     /// The dial's `connection_setup` span, until the first request that gets the connection
@@ -104,19 +104,25 @@ impl StreamLimit {
     }
 }
 
-/// The way into an HTTP/2 connection's dispatcher, closed when the dispatcher ends.
+/// The way into a connection's dispatcher (HTTP/1 and HTTP/2), closed when the dispatcher
+/// ends.
 ///
-/// hyper hands back unsent the requests still in its dispatcher's queue when the dispatcher
-/// ends and drops the queue (a tokio mpsc receiver, which drains itself). A request being put
-/// in the queue by another thread at that moment is missed: the drain stops at a slot that is
-/// reserved but not yet written, so that request and every one after it stay in the queue,
-/// answered by nobody. Each waits forever, and its own handle to the connection keeps the
-/// queue alive. (Seen against nginx's GOAWAY in about 1 in 200 runs of `tests/nginx_h2.rs`,
-/// 1 to 16 requests hanging; hyper-util's client hands requests over the same way.)
+/// hyper hands requests to its dispatcher through a tokio mpsc queue. When the dispatcher
+/// ends, the queue is dropped and drains itself: each request still in it is handed back
+/// unsent. But the drain stops at a slot that a sender on another thread has reserved and
+/// not yet written, so a request being put in the queue at that moment (and every one after
+/// it) stays there, answered by nobody: it waits forever, and its own handle to the
+/// connection keeps the queue alive. On HTTP/1 this is the keep-alive close race: a request
+/// sent on an idle connection just as the server closes it (seen against nginx and Node.js
+/// with a 100 ms keep-alive timeout: about 1 request in 5,000 hung); on HTTP/2, requests
+/// handed over as a GOAWAY ends the dispatcher (1 to 16 hanging in about 1 of 200 runs of
+/// `tests/nginx_h2.rs`). hyper-util's client hands requests over the same way, and hangs
+/// the same way (`docs/reliability.md`).
 ///
 /// Requests are handed over under the read side; the dispatcher is dropped under the write
-/// side. So a request either finds the gate closed (and goes to another connection, unsent)
-/// or is wholly in the queue before the queue is drained.
+/// side ([`Guarded`]), whether it ended or its task was dropped. So a request either finds
+/// the gate closed (and goes to another connection, unsent) or is wholly in the queue before
+/// the queue is drained.
 #[derive(Default)]
 pub(crate) struct Gate(std::sync::RwLock<bool>);
 
@@ -136,6 +142,61 @@ impl Gate {
         let mut closed = self.0.write().unwrap_or_else(|e| e.into_inner());
         *closed = true;
         end();
+    }
+}
+
+/// A connection future (hyper's dispatcher) that is dropped behind its [`Gate`]: as soon as
+/// it completes, or when this is dropped first (its task cancelled, its runtime shut down).
+struct Guarded<F> {
+    fut: Option<Pin<Box<F>>>,
+    gate: Arc<Gate>,
+}
+
+impl<F: Future> Guarded<F> {
+    fn new(fut: F, gate: Arc<Gate>) -> Guarded<F> {
+        Guarded {
+            fut: Some(Box::pin(fut)),
+            gate,
+        }
+    }
+
+    /// Polls the future; once it completes it is dropped behind the gate. `Pending` after.
+    fn poll_guarded(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(fut) = self.fut.as_mut() else {
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(fut.as_mut().poll(cx));
+        self.end();
+        Poll::Ready(out)
+    }
+
+    fn get(&self) -> Option<&F> {
+        self.fut.as_deref()
+    }
+}
+
+impl<F> Guarded<F> {
+    /// Drops the future behind the gate, if it is still here.
+    fn end(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            // Its queue is dropped here, each request in it handed back.
+            self.gate.close(|| drop(fut));
+        }
+    }
+}
+
+impl<F: Future> Future for Guarded<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // `Guarded` is `Unpin`: the future is boxed.
+        self.get_mut().poll_guarded(cx)
+    }
+}
+
+impl<F> Drop for Guarded<F> {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -575,7 +636,7 @@ async fn handshake<I, B>(
     cfg: &DialConfig,
     on_close: impl FnOnce() + Send + 'static,
     span: tracing::Span,
-) -> Result<(Tx<B>, Option<StreamLimit>, Option<Arc<Gate>>), hyper::Error>
+) -> Result<(Tx<B>, Option<StreamLimit>, Arc<Gate>), hyper::Error>
 where
     I: Read + Write + Unpin + Send + 'static,
     B: crate::connect::RequestBody,
@@ -592,26 +653,23 @@ where
             .await?;
         let mut frames = held.take();
         let last = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
-        // Dropped by the driver as soon as it completes: hyper's dispatcher lives in it, and
-        // while it lives `SendRequest` does not see the connection closed.
-        let conn = Arc::new(Mutex::new(Some(Box::pin(conn))));
-        let (driven, stored) = (conn.clone(), last.clone());
         let gate = Arc::new(Gate::default());
-        let closing = gate.clone();
+        // Dropped by the driver as soon as it completes, or with the driver's task: hyper's
+        // dispatcher lives in it, and while it lives `SendRequest` does not see the
+        // connection closed. Shared with the stream-limit reader.
+        let conn = Arc::new(Mutex::new(Guarded::new(conn, gate.clone())));
+        let (driver, stored) = (EndOnDrop(conn.clone()), last.clone());
         let mut on_close = Some(on_close);
         cfg.exec.execute(std::future::poll_fn(move |cx| {
             let _entered = span.enter();
             let dispatching = {
-                let mut slot = driven.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(conn) = slot.as_mut() {
-                    let polled = conn.as_mut().poll(cx);
-                    stored.store(conn.current_max_send_streams(), Ordering::Relaxed);
-                    if polled.is_ready() {
-                        // Its queue is dropped here, each request in it handed back.
-                        closing.close(|| drop(slot.take()));
+                let mut conn = driver.0.lock().unwrap_or_else(|e| e.into_inner());
+                if conn.poll_guarded(cx).is_pending() {
+                    if let Some(c) = conn.get() {
+                        stored.store(c.current_max_send_streams(), Ordering::Relaxed);
                     }
                 }
-                slot.is_some()
+                conn.get().is_some()
             };
             if !dispatching {
                 // The connection takes no more requests: if it sits in the pool, it leaves
@@ -633,28 +691,41 @@ where
         }));
         let streams = StreamLimit {
             read: Box::new(move || {
-                let slot = conn.try_lock().ok()?;
-                slot.as_ref().map(|conn| conn.current_max_send_streams())
+                let conn = conn.try_lock().ok()?;
+                conn.get().map(|c| c.current_max_send_streams())
             }),
             last,
         };
-        return Ok((Tx::H2(tx), Some(streams), Some(gate)));
+        return Ok((Tx::H2(tx), Some(streams), gate));
     }
     let (mut tx, conn) = cfg.h1.handshake(io).await?;
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<hyper::Error>();
+    let gate = Arc::new(Gate::default());
+    // With upgrades, a 101 or a successful CONNECT hands the IO to
+    // `hyper::upgrade::on(response)`; the connection is then gone from the pool.
+    let conn = Guarded::new(conn.with_upgrades(), gate.clone());
     cfg.exec.execute(async move {
-        // With upgrades, a 101 or a successful CONNECT hands the IO to
-        // `hyper::upgrade::on(response)`; the connection is then gone from the pool.
-        if let Err(e) = conn.with_upgrades().await {
+        if let Err(e) = conn.await {
             let _ = failed_tx.send(e);
         }
         // The connection is gone: if it sits idle in the pool, it leaves now.
         on_close();
     });
     match tx.ready().await {
-        Ok(()) => Ok((Tx::H1(tx), None, None)),
+        Ok(()) => Ok((Tx::H1(tx), None, gate)),
         Err(e) if e.is_closed() => Err(failed_rx.await.unwrap_or(e)),
         Err(e) => Err(e),
+    }
+}
+
+/// Ends a shared [`Guarded`] dispatcher when dropped: the HTTP/2 driver's task holds it, so
+/// a task dropped before the dispatcher completed (its runtime shut down) still hands back
+/// every queued request.
+struct EndOnDrop<F>(Arc<Mutex<Guarded<F>>>);
+
+impl<F> Drop for EndOnDrop<F> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).end();
     }
 }
 

@@ -143,6 +143,17 @@ pub(super) fn h2_outcome(err: &hyper::Error) -> Option<(RetryReason, bool, Strin
     None
 }
 
+/// hyper's dispatcher ended while it held the request, without an answer or an error for
+/// it (hyper: "dispatch task is gone"). Whether it was sent is unknown: on HTTP/2, a request
+/// hyper holds while the connection has no stream free for it is dropped this way when a
+/// GOAWAY ends the dispatcher, and it may have been opened (and sent) just before. hyper has
+/// no predicate for this kind, so it is told by `is_user` and hyper's description of it.
+pub(super) fn is_dispatch_gone(err: &hyper::Error) -> bool {
+    err.is_user() && err.to_string() == "dispatch task is gone"
+}
+
+/// The connection broke under the request (reset, broken pipe, EOF, an incomplete message,
+/// hyper canceled it) rather than the server answering something.
 pub(super) fn is_stale(err: &hyper::Error) -> bool {
     if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
         return true;

@@ -12,7 +12,9 @@ use super::conn::{self, PoolClient, Tx};
 use super::end::{disarm, Done};
 use super::error::{Error, Kind};
 use super::origin::Origin;
-use super::retry::{h2_outcome, is_stale, next_attempt, Failed, Replay, Retryable};
+use super::retry::{
+    h2_outcome, is_dispatch_gone, is_stale, next_attempt, Failed, Replay, Retryable,
+};
 use super::target::{dial_uri, says_close, with_connect_scheme};
 use super::telemetry::RequestTelemetry;
 use super::Client;
@@ -223,9 +225,10 @@ where
             }),
         };
         // A request hyper hands back unsent was never written: it may go again on another
-        // connection (on HTTP/1 only if this one was reused, as hyper-util: a fresh
-        // connection that cannot take a request says something about the origin).
-        let not_sent = (h2 || reused).then_some((RetryReason::NotSent, true));
+        // connection, whatever its method, even from a fresh HTTP/1 connection (hyper-util
+        // retries only from a reused one): nothing reached the server, and the attempts are
+        // bounded (`MAX_ATTEMPTS`).
+        let not_sent = Some((RetryReason::NotSent, true));
         let host: Option<&HeaderValue> = self
             .shared
             .set_host
@@ -258,7 +261,21 @@ where
                         not_sent,
                     ));
                 }
-                tx.try_send_request(req).await
+                // Handed to hyper's dispatcher through the connection's gate (see `Gate`):
+                // `try_send_request` puts it in the dispatcher's queue at once.
+                match facts.gate.pass(req, |req| tx.try_send_request(req)) {
+                    Ok(sent) => sent.await,
+                    Err(req) => {
+                        // The dispatcher ended just now: never handed over.
+                        disarm(&pooled);
+                        pooled.discard();
+                        return Err(fail(
+                            Error::new(Kind::Canceled).with("connection closed"),
+                            Some(req),
+                            not_sent,
+                        ));
+                    }
+                }
             }
             Tx::H2(tx) => {
                 if let Err(e) = std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
@@ -269,13 +286,7 @@ where
                         not_sent,
                     ));
                 }
-                // Handed to hyper's dispatcher through the connection's gate (see `Gate`):
-                // hyper's `try_send_request` puts it in the dispatcher's queue at once.
-                let sent = match &facts.gate {
-                    Some(gate) => gate.pass(req, |req| tx.try_send_request(req)),
-                    None => Ok(tx.try_send_request(req)),
-                };
-                match sent {
+                match facts.gate.pass(req, |req| tx.try_send_request(req)) {
                     Ok(sent) => sent.await,
                     Err(req) => {
                         // The dispatcher ended just now: never handed over.
@@ -326,14 +337,20 @@ where
                             ));
                             (reason, unprocessed)
                         })
-                        // The connection broke under a stream of a reused connection: as
-                        // for HTTP/1, an idempotent request may go again.
+                        // The connection ended under the stream before its response: after a
+                        // GOAWAY that named it as processable (apache's graceful restart
+                        // closes connections with streams still open), a reset, or hyper
+                        // holding it when the dispatcher ended. An idempotent request may go
+                        // again, fresh connection or not: the failure is the connection's,
+                        // shared by every stream on it, not this request's.
                         .or_else(|| {
-                            (reused && is_stale(&err))
-                                .then_some((RetryReason::StaleConnection, false))
+                            (is_stale(&err) || is_dispatch_gone(&err))
+                                .then_some((RetryReason::ConnectionClosed, false))
                         })
+                } else if reused && is_stale(&err) {
+                    Some((RetryReason::StaleConnection, false))
                 } else {
-                    (reused && is_stale(&err)).then_some((RetryReason::StaleConnection, false))
+                    is_dispatch_gone(&err).then_some((RetryReason::ConnectionClosed, false))
                 };
                 if h2 {
                     if retry.is_some_and(|(r, _)| r == RetryReason::GoAway) {

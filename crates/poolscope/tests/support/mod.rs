@@ -14,8 +14,11 @@ use poolscope::pool::{Checkout, ConnectKey, Error, Step};
 use poolscope::stats::{CloseReason, IdleOutReason, WaitOutcome};
 use poolscope::{PoolSnapshot, Stats};
 
+pub mod apache;
 pub mod events;
+pub mod haproxy;
 pub mod nginx;
+pub mod node;
 pub mod server;
 
 use bytes::Bytes;

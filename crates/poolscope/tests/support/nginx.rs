@@ -34,6 +34,24 @@ pub struct NginxOptions {
     pub keepalive_requests: u32,
     /// `listen … ssl http2` rather than `listen … ssl`.
     pub http2: bool,
+    /// `listen … ssl`; without it nginx speaks plain HTTP/1.1 (`url` then says `http`).
+    pub tls: bool,
+    /// `keepalive_timeout`, in milliseconds (nginx's default is 75 s).
+    pub keepalive_timeout_ms: Option<u32>,
+    /// `http2_max_concurrent_streams` (nginx's default is 128).
+    pub max_concurrent_streams: Option<u32>,
+}
+
+impl Default for NginxOptions {
+    fn default() -> NginxOptions {
+        NginxOptions {
+            keepalive_requests: 1000,
+            http2: false,
+            tls: true,
+            keepalive_timeout_ms: None,
+            max_concurrent_streams: None,
+        }
+    }
 }
 
 /// One access-log line: `$request_method $request_uri $status $server_protocol $connection
@@ -56,6 +74,7 @@ pub struct Nginx {
     child: Child,
     dir: PathBuf,
     port: u16,
+    tls: bool,
     ca_der: rustls::pki_types::CertificateDer<'static>,
     /// Connections of our own that nginx accepted: the readiness probe of `start`, plus
     /// those opened by the status clients of `accepts()`, all calls together. The mutex also
@@ -85,7 +104,18 @@ pub fn available() -> bool {
 
 /// A CA (PEM cert, DER cert) and a leaf for `localhost` / 127.0.0.1 it signed (PEM cert,
 /// PEM key). rustls rejects a CA certificate used as the server's own, hence two.
-fn certificates() -> (rustls::pki_types::CertificateDer<'static>, String, String) {
+pub fn certificates() -> (rustls::pki_types::CertificateDer<'static>, String, String) {
+    let (der, _pem, leaf, key) = certificates_with_ca_pem();
+    (der, leaf, key)
+}
+
+/// [`certificates`], with the CA as PEM too (for other clients: Go's, curl).
+pub fn certificates_with_ca_pem() -> (
+    rustls::pki_types::CertificateDer<'static>,
+    String,
+    String,
+    String,
+) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         KeyUsagePurpose,
@@ -114,13 +144,14 @@ fn certificates() -> (rustls::pki_types::CertificateDer<'static>, String, String
         .expect("sign the leaf");
     (
         ca_cert.der().clone(),
+        ca_cert.pem(),
         leaf_cert.pem(),
         leaf_key.serialize_pem(),
     )
 }
 
 /// A fresh, unique directory under the system temp dir.
-fn fresh_dir() -> PathBuf {
+pub fn fresh_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     loop {
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +164,7 @@ fn fresh_dir() -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     // Bound and dropped: free now, and very likely still free when nginx binds it (`start`
     // retries if not).
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -143,8 +174,21 @@ fn free_port() -> u16 {
 fn config(dir: &Path, port: u16, opts: NginxOptions, debug: bool) -> String {
     let d = dir.display();
     let http2 = if opts.http2 { " http2" } else { "" };
+    let ssl = if opts.tls { " ssl" } else { "" };
     let level = if debug { " debug" } else { "" };
     let keepalive = opts.keepalive_requests;
+    let mut extra = String::new();
+    if let Some(ms) = opts.keepalive_timeout_ms {
+        extra.push_str(&format!("    keepalive_timeout {ms}ms;\n"));
+    }
+    if let Some(n) = opts.max_concurrent_streams {
+        extra.push_str(&format!("    http2_max_concurrent_streams {n};\n"));
+    }
+    let certs = if opts.tls {
+        format!("ssl_certificate {d}/leaf.pem;\n        ssl_certificate_key {d}/leaf.key;")
+    } else {
+        String::new()
+    };
     format!(
         r#"daemon off;
 master_process off;
@@ -167,12 +211,11 @@ http {{
     access_log {d}/access.log poolscope;
 
     keepalive_requests {keepalive};
-
+{extra}
     server {{
-        listen 127.0.0.1:{port} ssl{http2};
+        listen 127.0.0.1:{port}{ssl}{http2};
         server_name localhost;
-        ssl_certificate {d}/leaf.pem;
-        ssl_certificate_key {d}/leaf.key;
+        {certs}
 
         location = /nginx_status {{
             stub_status;
@@ -186,7 +229,7 @@ http {{
     )
 }
 
-fn read_lossy(path: &Path) -> String {
+pub fn read_lossy(path: &Path) -> String {
     let mut s = Vec::new();
     if let Ok(mut f) = std::fs::File::open(path) {
         let _ = f.read_to_end(&mut s);
@@ -261,6 +304,7 @@ impl Nginx {
                         child,
                         dir,
                         port,
+                        tls: opts.tls,
                         ca_der,
                         // The readiness probe.
                         own_conns: tokio::sync::Mutex::new(1),
@@ -289,8 +333,13 @@ impl Nginx {
         self.port
     }
 
-    /// `https://localhost:PORT{path}`.
+    /// `https://localhost:PORT{path}` (`http://127.0.0.1:PORT{path}` without TLS).
     pub fn url(&self, path: &str) -> http::Uri {
+        if !self.tls {
+            return format!("http://127.0.0.1:{}{path}", self.port)
+                .parse()
+                .expect("valid URI");
+        }
         format!("https://localhost:{}{path}", self.port)
             .parse()
             .expect("valid URI")

@@ -1,0 +1,3 @@
+module closerace
+
+go 1.19
