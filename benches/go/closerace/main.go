@@ -245,6 +245,8 @@ func main() {
 	loops := flag.Int("loops", 50, "paced: goroutines, each with its own client")
 	perLoop := flag.Int("per-loop", 100, "paced: requests per goroutine")
 	keepaliveMS := flag.Float64("keepalive-ms", 100, "paced: the server's keep-alive timeout, ms")
+	pauseFromUS := flag.Int("pause-from-us", -1, "paced: shortest pause, µs (default: keep-alive − 1.5 ms)")
+	pauseWidthUS := flag.Int("pause-width-us", 2000, "paced: pauses spread from pause-from over this many µs")
 	// load, openloop
 	cafile := flag.String("cafile", "", "load/openloop: PEM CA to trust (https only)")
 	h2 := flag.Bool("h2", true, "load/openloop: ForceAttemptHTTP2 (h2 by ALPN over https); -h2=false for HTTP/1.1 only")
@@ -264,7 +266,18 @@ func main() {
 	var out any
 	switch *mode {
 	case "paced":
-		out = paced(base, *loops, *perLoop, *keepaliveMS)
+		from := time.Duration(*keepaliveMS*float64(time.Millisecond)) - 1500*time.Microsecond
+		if *pauseFromUS >= 0 {
+			from = time.Duration(*pauseFromUS) * time.Microsecond
+		}
+		if from < 0 {
+			from = 0
+		}
+		width := *pauseWidthUS
+		if width < 1 {
+			width = 1
+		}
+		out = paced(base, *loops, *perLoop, from, width)
 	case "load":
 		out = load(u, *rawURL, *cafile, *h2, *maxIdle, *n, *c)
 	case "openloop":
@@ -293,12 +306,11 @@ type pacedResult struct {
 
 // paced: loops goroutines, each with its own Client and Transport (Go's defaults), each
 // sending perLoop requests one after another; before each but the first it sleeps
-// keepalive + spread - 1.5 ms, spread = ((i*7919 + l*104729) % 2000) µs, i.e. from 1.5 ms
-// under the keep-alive timeout to 0.5 ms over it. Request i of loop l is a POST to
-// /post/l-i when i%4 == 3, else a GET to /get/l-i.
-func paced(base string, loops, perLoop int, keepaliveMS float64) pacedResult {
+// from + spread, spread = ((i*7919 + l*104729) % width) µs (by default from 1.5 ms under the
+// keep-alive timeout to 0.5 ms over it), as tests/close_races.rs does. Request i of loop l is
+// a POST to /post/l-i when i%4 == 3, else a GET to /get/l-i.
+func paced(base string, loops, perLoop int, from time.Duration, width int) pacedResult {
 	t := newTally()
-	keepalive := time.Duration(keepaliveMS * float64(time.Millisecond))
 	start := time.Now()
 	var wg sync.WaitGroup
 	for l := 0; l < loops; l++ {
@@ -310,8 +322,8 @@ func paced(base string, loops, perLoop int, keepaliveMS float64) pacedResult {
 			defer tr.CloseIdleConnections()
 			for i := 0; i < perLoop; i++ {
 				if i > 0 {
-					spread := time.Duration((i*7919+l*104729)%2000) * time.Microsecond
-					time.Sleep(keepalive + spread - 1500*time.Microsecond)
+					spread := time.Duration((i*7919+l*104729)%width) * time.Microsecond
+					time.Sleep(from + spread)
 				}
 				post := i%4 == 3
 				target := fmt.Sprintf("%s/get/%d-%d", base, l, i)

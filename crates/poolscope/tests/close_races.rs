@@ -2,20 +2,30 @@
 //! connection just as the server closes it must never hang, a GET must never fail, and a
 //! POST must never reach the server twice.
 //!
-//! HTTP/1.1 (nginx, Node.js): independent clients, each sending one request after another
-//! with a pause about the server's keep-alive timeout, taken on the thread (`thread::sleep`,
-//! not tokio's 1 ms timer), so each request goes out about when the server closes the
-//! connection. `POOLSCOPE_RACE_REQUESTS` sets the requests per server (default 5,000).
+//! - HTTP/1.1 (nginx, Node.js): independent clients, each sending one request after another
+//!   with a pause about the server's keep-alive timeout, taken on the thread
+//!   (`thread::sleep`, not tokio's 1 ms timer), so each request goes out about when the
+//!   server closes the connection. `POOLSCOPE_RACE_REQUESTS` sets the requests per server
+//!   (default 5,000).
+//! - HAProxy with a 1 ms client keep-alive, HTTP/1.1 and h2c, paced from 0 to 2 ms.
+//! - HTTP/2 (nginx over TLS, 4 streams per connection, GOAWAY after 50): runs of 1,000 GETs
+//!   at c=16, each holding the client's opened connections against nginx's accepts
+//!   (`POOLSCOPE_RACE_RUNS`, default 20).
+//! - apache with mod_http2: graceful restarts during an open-loop run.
 //!
-//! HTTP/2 (nginx over TLS, 4 streams per connection, GOAWAY after 50): runs of 1,000 GETs at
-//! c=16, each holding the client's opened connections against nginx's accepts
-//! (`POOLSCOPE_RACE_RUNS`, default 20).
+//! With `POOLSCOPE_RACE_COMPARE=1`, each scenario also runs hyper-util's legacy client and
+//! Go's net/http (`benches/go/closerace`, needs `go`) against the same server, each on paths
+//! of its own, and prints their figures (`docs/reliability.md` has the table); only
+//! poolscope's are asserted.
 //!
 //! Each test skips (with a message) where its server is not installed; under CI it fails.
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +43,8 @@ use support::node::{self, Node};
 
 /// A request that takes longer than this counts as hung.
 const HUNG_AFTER: Duration = Duration::from_secs(10);
-/// Clients sending at once (each one request at a time, on its own connection).
+/// Clients sending at once in the paced runs (each one request at a time, on its own
+/// connection).
 const LOOPS: usize = 50;
 /// The server's keep-alive timeout in the HTTP/1.1 races.
 const KEEPALIVE_MS: u32 = 100;
@@ -57,6 +68,11 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Whether to run hyper-util's client and Go's beside poolscope.
+fn compare() -> bool {
+    std::env::var_os("POOLSCOPE_RACE_COMPARE").is_some_and(|v| v != "0")
+}
+
 /// An error with its whole cause chain.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -69,7 +85,64 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// What a paced run saw.
+// ----- the clients ------------------------------------------------------------------------
+
+type Exchanged = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// One client: sends a request and reads its whole body.
+type Exchange = Arc<dyn Fn(Request<Full<Bytes>>) -> Exchanged + Send + Sync>;
+
+/// A poolscope client over `connector`, configured by `config`.
+fn poolscope<C: poolscope::connect::Connect>(
+    connector: C,
+    config: impl FnOnce(&mut poolscope::Builder),
+) -> Exchange {
+    let mut b = Client::builder(TokioExecutor::new());
+    config(&mut b);
+    let client: Client<C, Full<Bytes>> = b.build(connector);
+    Arc::new(move |req| {
+        let client = client.clone();
+        Box::pin(async move {
+            let resp = client.request(req).await.map_err(|e| chain(&e))?;
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("body: {}", chain(&e)))?;
+            Ok(())
+        })
+    })
+}
+
+/// hyper-util's legacy client over poolscope's connector (hyper-util's own for plain HTTP).
+fn hyper_util<C>(connector: C, h2_only: bool) -> Exchange
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(h2_only)
+        .build::<_, Full<Bytes>>(connector);
+    Arc::new(move |req| {
+        let client = client.clone();
+        Box::pin(async move {
+            let resp = client.request(req).await.map_err(|e| chain(&e))?;
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("body: {}", chain(&e)))?;
+            Ok(())
+        })
+    })
+}
+
+fn hyper_util_http(h2_only: bool) -> Exchange {
+    hyper_util(
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+        h2_only,
+    )
+}
+
+// ----- what a run saw ----------------------------------------------------------------------
+
 #[derive(Default, Debug)]
 struct Tally {
     gets: usize,
@@ -77,87 +150,95 @@ struct Tally {
     get_failed: Vec<String>,
     post_failed: Vec<String>,
     hung: Vec<String>,
-    /// POST paths the client saw answered.
+    /// POSTs the client saw answered.
     posts_ok: usize,
 }
 
-/// `LOOPS` threads, each with its own client, each sending `per_loop` requests one after
-/// another, pausing before each about `keepalive` (from 1.5 ms under it to 0.5 ms over it,
-/// spread evenly): every fourth a POST with a one-byte body, the rest GETs, each with a path
-/// of its own (`/get/L-I`, `/post/L-I`).
-fn paced_run(base: &str, keepalive: Duration, per_loop: usize) -> Tally {
-    let from = keepalive.saturating_sub(Duration::from_micros(1500));
-    paced_run_with(base, from, Duration::from_millis(2), per_loop, |_| {})
+impl Tally {
+    fn record(&mut self, post: bool, path: String, res: Result<Result<(), String>, ()>) {
+        if post {
+            self.posts += 1;
+        } else {
+            self.gets += 1;
+        }
+        match res {
+            Ok(Ok(())) => self.posts_ok += usize::from(post),
+            Ok(Err(e)) if post => self.post_failed.push(format!("{path}: {e}")),
+            Ok(Err(e)) => self.get_failed.push(format!("{path}: {e}")),
+            Err(()) => self.hung.push(path),
+        }
+    }
+
+    /// The requests the server should have logged: every GET (a failed GET was not
+    /// processed, or was retried) is not certain, so only those answered.
+    fn answered(&self) -> usize {
+        self.gets - self.get_failed.len() - self.hung.len() + self.posts_ok
+    }
+
+    /// A table row: failed GETs, failed POSTs, hung, POSTs processed twice.
+    fn row(&self, client: &str, twice: usize) -> String {
+        format!(
+            "| {client} | {}/{} | {}/{} | {} | {twice} |",
+            self.get_failed.len(),
+            self.gets,
+            self.post_failed.len(),
+            self.posts,
+            self.hung.len()
+        )
+    }
 }
 
-/// [`paced_run`] with pauses spread evenly from `from` to `from + width`, and clients
-/// configured by `config`.
-fn paced_run_with(
+/// The request `k` of a run: every fourth a POST with a one-byte body, the rest GETs, each
+/// on a path of its own under `base` (`{base}/get/{id}`, `{base}/post/{id}`).
+fn request(base: &str, id: &str, k: usize) -> (bool, String, Request<Full<Bytes>>) {
+    let post = k % 4 == 3;
+    let path = format!("{base}/{}/{id}", if post { "post" } else { "get" });
+    let req = Request::builder()
+        .method(if post { Method::POST } else { Method::GET })
+        .uri(path.as_str())
+        .body(Full::new(Bytes::from_static(if post { b"x" } else { b"" })))
+        .unwrap();
+    (post, path, req)
+}
+
+async fn exchange(send: &Exchange, req: Request<Full<Bytes>>) -> Result<Result<(), String>, ()> {
+    tokio::time::timeout(HUNG_AFTER, send(req))
+        .await
+        .map_err(|_| ())
+}
+
+/// `LOOPS` threads, each with a client of its own (`make`), each sending `per_loop` requests
+/// one after another, pausing before each from `from` to `from + width` (spread evenly).
+fn paced_run(
     base: &str,
     from: Duration,
     width: Duration,
     per_loop: usize,
-    config: impl Fn(&mut poolscope::Builder) + Send + Sync + 'static,
+    make: impl Fn() -> Exchange + Send + Sync + 'static,
 ) -> Tally {
-    let config = Arc::new(config);
-    let width_us = u64::try_from(width.as_micros()).unwrap().max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let make = Arc::new(make);
+    let width_us = u64::try_from(width.as_micros()).unwrap().max(1);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let threads: Vec<_> = (0..LOOPS)
         .map(|l| {
-            let handle = rt.handle().clone();
-            let tally = tally.clone();
+            let (handle, tally, make) = (rt.handle().clone(), tally.clone(), make.clone());
             let base = base.to_owned();
-            let config = config.clone();
             std::thread::spawn(move || {
-                let client: Client<HttpConnector, Full<Bytes>> = {
-                    let _in = handle.enter();
-                    let mut b = Client::builder(TokioExecutor::new());
-                    config(&mut b);
-                    b.build_http()
-                };
+                let _in = handle.enter();
+                let send = make();
                 for i in 0..per_loop {
                     if i > 0 {
                         let spread = (i as u64 * 7919 + l as u64 * 104_729) % width_us;
-                        let pause = from + Duration::from_micros(spread);
-                        std::thread::sleep(pause);
+                        std::thread::sleep(from + Duration::from_micros(spread));
                     }
-                    let post = i % 4 == 3;
-                    let (method, path) = if post {
-                        (Method::POST, format!("/post/{l}-{i}"))
-                    } else {
-                        (Method::GET, format!("/get/{l}-{i}"))
-                    };
-                    let req = Request::builder()
-                        .method(method)
-                        .uri(format!("{base}{path}"))
-                        .body(Full::new(Bytes::from_static(if post { b"x" } else { b"" })))
-                        .unwrap();
-                    let _in = handle.enter();
-                    let outcome = handle.block_on(tokio::time::timeout(HUNG_AFTER, async {
-                        let resp = client.request(req).await.map_err(|e| chain(&e))?;
-                        resp.into_body()
-                            .collect()
-                            .await
-                            .map_err(|e| format!("body: {}", chain(&e)))?;
-                        Ok::<_, String>(())
-                    }));
-                    let mut t = tally.lock().unwrap();
-                    if post {
-                        t.posts += 1;
-                    } else {
-                        t.gets += 1;
-                    }
-                    match outcome {
-                        Ok(Ok(())) => t.posts_ok += usize::from(post),
-                        Ok(Err(e)) if post => t.post_failed.push(format!("{path}: {e}")),
-                        Ok(Err(e)) => t.get_failed.push(format!("{path}: {e}")),
-                        Err(_) => t.hung.push(format!("{path}\n{}", client.pool_snapshot())),
-                    }
+                    let (post, path, req) = request(&base, &format!("{l}-{i}"), i);
+                    let res = handle.block_on(exchange(&send, req));
+                    tally.lock().unwrap().record(post, path, res);
                 }
             })
         })
@@ -169,10 +250,27 @@ fn paced_run_with(
     Arc::try_unwrap(tally).unwrap().into_inner().unwrap()
 }
 
-/// Each POST path the server logged more than once.
+/// [`paced_run`] about a keep-alive timeout: from 1.5 ms under it to 0.5 ms over it.
+fn paced_at(
+    base: &str,
+    keepalive_ms: u32,
+    make: impl Fn() -> Exchange + Send + Sync + 'static,
+) -> Tally {
+    let keepalive = Duration::from_millis(keepalive_ms.into());
+    let total = env_usize("POOLSCOPE_RACE_REQUESTS", 5000);
+    paced_run(
+        base,
+        keepalive.saturating_sub(Duration::from_micros(1500)),
+        Duration::from_millis(2),
+        total.div_ceil(LOOPS),
+        make,
+    )
+}
+
+/// Each POST path logged more than once.
 fn posts_twice<'a>(logged: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for path in logged.filter(|p| p.starts_with("/post/")) {
+    for path in logged.filter(|p| p.contains("/post/")) {
         *seen.entry(path).or_default() += 1;
     }
     seen.into_iter()
@@ -191,7 +289,7 @@ fn check(name: &str, tally: &Tally, twice: &[String]) {
         tally.hung.len(),
         twice.len()
     );
-    for e in tally.post_failed.iter().take(5) {
+    for e in tally.post_failed.iter().take(3) {
         eprintln!("  POST failed: {e}");
     }
     assert!(
@@ -207,6 +305,71 @@ fn check(name: &str, tally: &Tally, twice: &[String]) {
     assert!(twice.is_empty(), "{name}: POSTs processed twice: {twice:?}");
 }
 
+// ----- Go's net/http ------------------------------------------------------------------------
+
+/// `benches/go/closerace`, built once per test binary (None without `go`).
+fn go_binary() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/go/closerace");
+            let out =
+                std::env::temp_dir().join(format!("poolscope-closerace-{}", std::process::id()));
+            let ok = std::process::Command::new("go")
+                .arg("build")
+                .arg("-o")
+                .arg(&out)
+                .arg(".")
+                .current_dir(&src)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("go is not installed or the build failed: no Go figures");
+            }
+            ok.then_some(out)
+        })
+        .clone()
+}
+
+/// Runs Go's client with `args`; its JSON report.
+fn go_run(args: &[&str]) -> Option<serde_json::Value> {
+    let bin = go_binary()?;
+    let out = std::process::Command::new(bin).args(args).output().ok()?;
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| {
+            eprintln!(
+                "Go's client printed no report ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .ok()
+}
+
+/// A Go paced or open-loop report as a tally (error strings summarised in `get_failed`,
+/// counts only elsewhere).
+fn go_tally(v: &serde_json::Value) -> Tally {
+    let n = |k: &str| v[k].as_u64().unwrap_or(0) as usize;
+    let errors: Vec<String> = v["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!("  Go's errors: {errors:?}");
+    Tally {
+        gets: n("gets"),
+        posts: n("posts"),
+        get_failed: vec![String::new(); n("get_failed")],
+        post_failed: vec![String::new(); n("post_failed")],
+        hung: vec![String::new(); n("hung")],
+        posts_ok: n("posts_ok"),
+    }
+}
+
+// ----- HTTP/1.1 keep-alive timeouts ---------------------------------------------------------
+
 /// nginx with `keepalive_timeout 100ms`, HTTP/1.1.
 #[test]
 fn http1_requests_paced_at_nginx_keepalive_timeout() {
@@ -219,17 +382,48 @@ fn http1_requests_paced_at_nginx_keepalive_timeout() {
         keepalive_timeout_ms: Some(KEEPALIVE_MS),
         ..Default::default()
     });
-    let total = env_usize("POOLSCOPE_RACE_REQUESTS", 5000);
-    let base = format!("http://127.0.0.1:{}", nginx.port());
-    let tally = paced_run(
-        &base,
-        Duration::from_millis(KEEPALIVE_MS.into()),
-        total.div_ceil(LOOPS),
-    );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let log = rt.block_on(nginx.access_log(tally.gets + tally.posts_ok));
-    let twice = posts_twice(log.iter().map(|l| l.uri.as_str()));
-    check(name, &tally, &twice);
+    let logged = |base: &str, answered: usize| -> Vec<String> {
+        let log = rt.block_on(nginx.access_log(answered));
+        let paths = log
+            .iter()
+            .map(|l| l.uri.as_str())
+            .filter(|p| p.starts_with(base));
+        posts_twice(paths)
+    };
+    let base = format!("http://127.0.0.1:{}", nginx.port());
+    let ours = paced_at(&format!("{base}/poolscope"), KEEPALIVE_MS, || {
+        poolscope(HttpConnector::new(), |_| {})
+    });
+    let twice = logged("/poolscope", ours.answered());
+    if compare() {
+        let theirs = paced_at(&format!("{base}/hyper-util"), KEEPALIVE_MS, || {
+            hyper_util_http(false)
+        });
+        let twice_theirs = logged("/hyper-util", ours.answered() + theirs.answered());
+        eprintln!("{}", ours.row("poolscope", twice.len()));
+        eprintln!("{}", theirs.row("hyper-util", twice_theirs.len()));
+        let per_loop = env_usize("POOLSCOPE_RACE_REQUESTS", 5000)
+            .div_ceil(LOOPS)
+            .to_string();
+        if let Some(go) = go_run(&[
+            "-mode",
+            "paced",
+            "-url",
+            &format!("{base}/go"),
+            "-loops",
+            &LOOPS.to_string(),
+            "-per-loop",
+            &per_loop,
+            "-keepalive-ms",
+            &KEEPALIVE_MS.to_string(),
+        ]) {
+            let go = go_tally(&go);
+            let all = ours.answered() + theirs.answered() + go.answered();
+            eprintln!("{}", go.row("Go", logged("/go", all).len()));
+        }
+    }
+    check(name, &ours, &twice);
 }
 
 /// Node.js's `http` server with a 100 ms idle timeout per connection, HTTP/1.1.
@@ -240,17 +434,162 @@ fn http1_requests_paced_at_node_keepalive_timeout() {
         return;
     }
     let node = Node::start(KEEPALIVE_MS);
-    let total = env_usize("POOLSCOPE_RACE_REQUESTS", 5000);
-    let base = node.url("").to_string();
-    let base = base.trim_end_matches('/');
-    let tally = paced_run(
-        base,
-        Duration::from_millis(KEEPALIVE_MS.into()),
-        total.div_ceil(LOOPS),
-    );
-    let log = node.requests(tally.gets + tally.posts_ok);
-    let twice = posts_twice(log.iter().filter_map(|l| l.split(' ').nth(1)));
-    check(name, &tally, &twice);
+    let logged = |base: &str, answered: usize| -> Vec<String> {
+        let log = node.requests(answered);
+        posts_twice(
+            log.iter()
+                .filter_map(|l| l.split(' ').nth(1))
+                .filter(|p| p.starts_with(base)),
+        )
+    };
+    let url = node.url("").to_string();
+    let base = url.trim_end_matches('/');
+    let ours = paced_at(&format!("{base}/poolscope"), KEEPALIVE_MS, || {
+        poolscope(HttpConnector::new(), |_| {})
+    });
+    let twice = logged("/poolscope", ours.answered());
+    if compare() {
+        let theirs = paced_at(&format!("{base}/hyper-util"), KEEPALIVE_MS, || {
+            hyper_util_http(false)
+        });
+        let twice_theirs = logged("/hyper-util", ours.answered() + theirs.answered());
+        eprintln!("{}", ours.row("poolscope", twice.len()));
+        eprintln!("{}", theirs.row("hyper-util", twice_theirs.len()));
+        let per_loop = env_usize("POOLSCOPE_RACE_REQUESTS", 5000)
+            .div_ceil(LOOPS)
+            .to_string();
+        if let Some(go) = go_run(&[
+            "-mode",
+            "paced",
+            "-url",
+            &format!("{base}/go"),
+            "-loops",
+            &LOOPS.to_string(),
+            "-per-loop",
+            &per_loop,
+            "-keepalive-ms",
+            &KEEPALIVE_MS.to_string(),
+        ]) {
+            let go = go_tally(&go);
+            let all = ours.answered() + theirs.answered() + go.answered();
+            eprintln!("{}", go.row("Go", logged("/go", all).len()));
+        }
+    }
+    check(name, &ours, &twice);
+}
+
+// ----- HAProxy with a 1 ms keep-alive ------------------------------------------------------
+
+/// HAProxy with a 1 ms client keep-alive in front of nginx, HTTP/1.1 (`h2c`: HTTP/2 with
+/// prior knowledge between the client and HAProxy, which then ends an idle connection with
+/// GOAWAY after 1 ms): requests paced from 0 to 2 ms apart, so nearly every reuse races
+/// HAProxy's close.
+fn through_haproxy(name: &str, h2c: bool) {
+    if skip("nginx", nginx::available(), name) || skip("haproxy", haproxy::available(), name) {
+        return;
+    }
+    let nginx = Nginx::start(NginxOptions {
+        tls: false,
+        ..Default::default()
+    });
+    let proxy = Haproxy::start(([127, 0, 0, 1], nginx.port()).into(), 1, h2c);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let logged = |base: &str, answered: usize| -> Vec<String> {
+        let log = rt.block_on(nginx.access_log(answered));
+        posts_twice(
+            log.iter()
+                .map(|l| l.uri.as_str())
+                .filter(|p| p.starts_with(base)),
+        )
+    };
+    let url = proxy.url("").to_string();
+    let base = url.trim_end_matches('/');
+    let per_loop = env_usize("POOLSCOPE_RACE_REQUESTS", 5000).div_ceil(LOOPS);
+    let run = |prefix: &str, make: fn(bool) -> Exchange| {
+        paced_run(
+            &format!("{base}/{prefix}"),
+            Duration::ZERO,
+            Duration::from_millis(2),
+            per_loop,
+            move || make(h2c),
+        )
+    };
+    let ours = run("poolscope", |h2c| {
+        poolscope(HttpConnector::new(), |b| {
+            b.http2_only(h2c);
+        })
+    });
+    let twice = logged("/poolscope", ours.answered());
+    if compare() {
+        let theirs = run("hyper-util", hyper_util_http);
+        let twice_theirs = logged("/hyper-util", ours.answered() + theirs.answered());
+        eprintln!("{}", ours.row("poolscope", twice.len()));
+        eprintln!("{}", theirs.row("hyper-util", twice_theirs.len()));
+        if h2c {
+            eprintln!("| Go | Go's standard library has no h2c with prior knowledge |");
+        } else if let Some(go) = go_run(&[
+            "-mode",
+            "paced",
+            "-url",
+            &format!("{base}/go"),
+            "-loops",
+            &LOOPS.to_string(),
+            "-per-loop",
+            &per_loop.to_string(),
+            "-pause-from-us",
+            "0",
+            "-pause-width-us",
+            "2000",
+        ]) {
+            let go = go_tally(&go);
+            let all = ours.answered() + theirs.answered() + go.answered();
+            eprintln!("{}", go.row("Go", logged("/go", all).len()));
+        }
+    }
+    check(name, &ours, &twice);
+}
+
+#[test]
+fn http1_through_haproxy_with_1ms_keepalive() {
+    through_haproxy("http1_through_haproxy_with_1ms_keepalive", false);
+}
+
+#[test]
+fn http2_through_haproxy_with_1ms_keepalive() {
+    through_haproxy("http2_through_haproxy_with_1ms_keepalive", true);
+}
+
+// ----- HTTP/2 GOAWAY with a small stream limit ---------------------------------------------
+
+/// `n` GETs of `url` at concurrency `c`: the failures (and hangs) with their causes.
+async fn load(send: &Exchange, url: &str, n: u64, c: usize) -> Vec<String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..c)
+        .map(|_| {
+            let (send, next, failed) = (send.clone(), next.clone(), failed.clone());
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::SeqCst) < n {
+                    let req = Request::get(url.as_str()).body(Full::default()).unwrap();
+                    let started = Instant::now();
+                    match exchange(&send, req).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => failed.lock().unwrap().push(e),
+                        Err(()) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("hung for {:?}", started.elapsed())),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
+    failed
 }
 
 /// nginx over TLS with HTTP/2, 4 streams per connection and a GOAWAY after 50 streams: runs
@@ -271,49 +610,31 @@ async fn http2_goaway_every_50_streams_with_4_streams_per_connection() {
     let runs = env_usize("POOLSCOPE_RACE_RUNS", 20);
     let mut accepted_before = nginx.accepts().await;
     let mut failures = Vec::new();
+    let mut failed_gets = 0;
     for run in 0..runs {
         let (stats, opened) = support::counting_opened();
         let client: Client<HttpsConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
             .stats(stats)
             .build(HttpsConnector::with_roots(nginx.roots()));
-        let next = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let (client, next, failed) = (client.clone(), next.clone(), failed.clone());
-                let url = nginx.url("/");
-                tokio::spawn(async move {
-                    while next.fetch_add(1, Ordering::SeqCst) < 1000 {
-                        let req = Request::get(url.clone()).body(Full::default()).unwrap();
-                        let started = Instant::now();
-                        let res = tokio::time::timeout(HUNG_AFTER, async {
-                            let resp = client.request(req).await.map_err(|e| chain(&e))?;
-                            resp.into_body()
-                                .collect()
-                                .await
-                                .map_err(|e| format!("body: {}", chain(&e)))?;
-                            Ok::<_, String>(())
-                        })
-                        .await;
-                        match res {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => failed.lock().unwrap().push(e),
-                            Err(_) => failed
-                                .lock()
-                                .unwrap()
-                                .push(format!("hung for {:?}", started.elapsed())),
-                        }
-                    }
+        let send: Exchange = {
+            let client = client.clone();
+            Arc::new(move |req| {
+                let client = client.clone();
+                Box::pin(async move {
+                    let resp = client.request(req).await.map_err(|e| chain(&e))?;
+                    resp.into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| format!("body: {}", chain(&e)))?;
+                    Ok(())
                 })
             })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
+        };
+        let failed = load(&send, &nginx.url("/").to_string(), 1000, 16).await;
         support::settle(&client).await;
         let accepted = nginx.accepts().await;
         let opened = opened.load(Ordering::SeqCst);
-        let failed = std::mem::take(&mut *failed.lock().unwrap());
+        failed_gets += failed.len();
         if !failed.is_empty() || opened != accepted - accepted_before {
             failures.push(format!(
                 "run {run}: {} failed {:?}; opened {opened}, nginx accepted {}",
@@ -324,65 +645,90 @@ async fn http2_goaway_every_50_streams_with_4_streams_per_connection() {
         }
         accepted_before = accepted;
     }
+    if compare() {
+        eprintln!("| poolscope | {failed_gets}/{} GETs failed |", runs * 1000);
+        let mut theirs = 0;
+        let mut runs_failing = 0;
+        for _ in 0..runs {
+            let send = hyper_util(HttpsConnector::with_roots(nginx.roots()), false);
+            let failed = load(&send, &nginx.url("/").to_string(), 1000, 16).await;
+            theirs += failed.len();
+            runs_failing += usize::from(!failed.is_empty());
+            if let Some(e) = failed.first() {
+                eprintln!("  hyper-util: {e}");
+            }
+        }
+        eprintln!(
+            "| hyper-util | {theirs}/{} GETs failed, in {runs_failing} of {runs} runs |",
+            runs * 1000
+        );
+        let (mut go_failed, mut go_runs_failing) = (0, 0);
+        for _ in 0..runs {
+            let ca = nginx.ca_pem_path();
+            let Some(go) = go_run(&[
+                "-mode",
+                "load",
+                "-url",
+                &nginx.url("/").to_string(),
+                "-cafile",
+                ca.to_str().unwrap(),
+                "-n",
+                "1000",
+                "-c",
+                "16",
+            ]) else {
+                break;
+            };
+            let f =
+                (go["failed"].as_u64().unwrap_or(0) + go["hung"].as_u64().unwrap_or(0)) as usize;
+            go_failed += f;
+            go_runs_failing += usize::from(f > 0);
+        }
+        eprintln!(
+            "| Go | {go_failed}/{} GETs failed, in {go_runs_failing} of {runs} runs |",
+            runs * 1000
+        );
+    }
     assert!(failures.is_empty(), "{name}: {failures:#?}");
 }
 
-/// HAProxy with a 1 ms client keep-alive in front of nginx, HTTP/1.1: requests paced from 0
-/// to 2 ms apart, so nearly every reuse races HAProxy's close.
-#[test]
-fn http1_through_haproxy_with_1ms_keepalive() {
-    let name = "http1_through_haproxy_with_1ms_keepalive";
-    if skip("nginx", nginx::available(), name) || skip("haproxy", haproxy::available(), name) {
-        return;
-    }
-    let nginx = Nginx::start(NginxOptions {
-        tls: false,
-        ..Default::default()
-    });
-    let proxy = Haproxy::start(([127, 0, 0, 1], nginx.port()).into(), 1, false);
-    let total = env_usize("POOLSCOPE_RACE_REQUESTS", 5000);
-    let base = proxy.url("").to_string();
-    let tally = paced_run_with(
-        base.trim_end_matches('/'),
-        Duration::ZERO,
-        Duration::from_millis(2),
-        total.div_ceil(LOOPS),
-        |_| {},
-    );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let log = rt.block_on(nginx.access_log(tally.gets + tally.posts_ok));
-    let twice = posts_twice(log.iter().map(|l| l.uri.as_str()));
-    check(name, &tally, &twice);
-}
+// ----- apache's graceful restart -----------------------------------------------------------
 
-/// The same with HTTP/2 (h2c, prior knowledge) between the client and HAProxy: HAProxy ends
-/// an idle connection with GOAWAY after 1 ms, as a request opens a stream on it.
-#[test]
-fn http2_through_haproxy_with_1ms_keepalive() {
-    let name = "http2_through_haproxy_with_1ms_keepalive";
-    if skip("nginx", nginx::available(), name) || skip("haproxy", haproxy::available(), name) {
-        return;
+/// Requests started at `rate` per second, whether or not the earlier ones ended, each
+/// `request(base, k)`; graceful restarts of `apache` 0.8, 1.6, 2.4 and 3.2 s in.
+async fn open_loop(
+    send: &Exchange,
+    base: &str,
+    n: usize,
+    rate: f64,
+    apache: &Arc<Apache>,
+) -> Tally {
+    let start = tokio::time::Instant::now();
+    let reloads = {
+        let apache = apache.clone();
+        tokio::task::spawn_blocking(move || {
+            for at in [0.8, 1.6, 2.4, 3.2] {
+                std::thread::sleep(Duration::from_secs_f64(at).saturating_sub(start.elapsed()));
+                apache.graceful();
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for k in 0..n {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
+        let (post, path, req) = request(base, &k.to_string(), k);
+        let send = send.clone();
+        tasks.push(tokio::spawn(async move {
+            (post, path, exchange(&send, req).await)
+        }));
     }
-    let nginx = Nginx::start(NginxOptions {
-        tls: false,
-        ..Default::default()
-    });
-    let proxy = Haproxy::start(([127, 0, 0, 1], nginx.port()).into(), 1, true);
-    let total = env_usize("POOLSCOPE_RACE_REQUESTS", 5000);
-    let base = proxy.url("").to_string();
-    let tally = paced_run_with(
-        base.trim_end_matches('/'),
-        Duration::ZERO,
-        Duration::from_millis(2),
-        total.div_ceil(LOOPS),
-        |b| {
-            b.http2_only(true);
-        },
-    );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let log = rt.block_on(nginx.access_log(tally.gets + tally.posts_ok));
-    let twice = posts_twice(log.iter().map(|l| l.uri.as_str()));
-    check(name, &tally, &twice);
+    let mut tally = Tally::default();
+    for t in tasks {
+        let (post, path, res) = t.await.unwrap();
+        tally.record(post, path, res);
+    }
+    reloads.await.unwrap();
+    tally
 }
 
 /// apache 2.4 with mod_http2 over TLS, graceful restarts (`SIGUSR1`, as `apachectl
@@ -396,82 +742,138 @@ async fn http2_apache_graceful_restarts_during_open_loop() {
         return;
     }
     let apache = Arc::new(Apache::start());
-    let (stats, opened) = support::counting_opened();
-    let client: Client<HttpsConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .stats(stats)
-        .build(HttpsConnector::with_roots(apache.roots()));
-    const N: usize = 1200;
-    const RATE: f64 = 300.0;
-    let start = tokio::time::Instant::now();
-    let reloads = {
+    let logged = |prefix: &'static str, answered: usize| {
         let apache = apache.clone();
         tokio::task::spawn_blocking(move || {
-            for at in [0.8, 1.6, 2.4, 3.2] {
-                let wait = Duration::from_secs_f64(at).saturating_sub(start.elapsed());
-                std::thread::sleep(wait);
-                apache.graceful();
-            }
+            let log = apache.access_log(answered);
+            posts_twice(
+                log.iter()
+                    .filter_map(|l| l.split(' ').nth(1))
+                    .filter(|p| p.starts_with(prefix)),
+            )
         })
     };
-    let mut tasks = Vec::new();
-    for k in 0..N {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / RATE)).await;
-        let post = k % 4 == 3;
-        let (method, path) = if post {
-            (Method::POST, format!("/post/{k}"))
-        } else {
-            (Method::GET, format!("/get/{k}"))
-        };
-        let req = Request::builder()
-            .method(method)
-            .uri(apache.url(&path))
-            .body(Full::new(Bytes::from_static(if post { b"x" } else { b"" })))
+    let url = apache.url("").to_string();
+    let base = url.trim_end_matches('/');
+    let ours = poolscope(HttpsConnector::with_roots(apache.roots()), |_| {});
+    let ours = open_loop(&ours, &format!("{base}/poolscope"), 1200, 300.0, &apache).await;
+    let twice = logged("/poolscope", ours.answered()).await.unwrap();
+    if compare() {
+        // Built before the clock of Go's run starts.
+        let _ = tokio::task::spawn_blocking(go_binary).await;
+        let theirs = hyper_util(HttpsConnector::with_roots(apache.roots()), false);
+        let theirs = open_loop(&theirs, &format!("{base}/hyper-util"), 1200, 300.0, &apache).await;
+        let twice_theirs = logged("/hyper-util", ours.answered() + theirs.answered())
+            .await
             .unwrap();
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            let res = tokio::time::timeout(HUNG_AFTER, async {
-                let resp = client.request(req).await.map_err(|e| chain(&e))?;
-                resp.into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("body: {}", chain(&e)))?;
-                Ok::<_, String>(())
+        eprintln!("{}", ours.row("poolscope", twice.len()));
+        eprintln!("{}", theirs.row("hyper-util", twice_theirs.len()));
+        let (ca, go_url) = (apache.ca_pem_path(), format!("{base}/go"));
+        let go = tokio::task::spawn_blocking(move || {
+            go_run(&[
+                "-mode",
+                "openloop",
+                "-url",
+                &go_url,
+                "-cafile",
+                ca.to_str().unwrap(),
+                "-rate",
+                "300",
+                "-n",
+                "1200",
+                "-post-every",
+                "4",
+            ])
+        });
+        // The same restarts, timed from Go's start (its binary is already built).
+        let reloads = {
+            let apache = apache.clone();
+            tokio::task::spawn_blocking(move || {
+                let start = Instant::now();
+                for at in [0.8, 1.6, 2.4, 3.2] {
+                    std::thread::sleep(Duration::from_secs_f64(at).saturating_sub(start.elapsed()));
+                    apache.graceful();
+                }
             })
-            .await;
-            (post, path, res)
-        }));
-    }
-    let mut tally = Tally::default();
-    for t in tasks {
-        let (post, path, res) = t.await.unwrap();
-        if post {
-            tally.posts += 1;
-        } else {
-            tally.gets += 1;
+        };
+        if let Some(go) = go.await.unwrap() {
+            let go = go_tally(&go);
+            let all = ours.answered() + theirs.answered() + go.answered();
+            eprintln!("{}", go.row("Go", logged("/go", all).await.unwrap().len()));
         }
-        match res {
-            Ok(Ok(())) => tally.posts_ok += usize::from(post),
-            Ok(Err(e)) if post => tally.post_failed.push(format!("{path}: {e}")),
-            Ok(Err(e)) => tally.get_failed.push(format!("{path}: {e}")),
-            Err(_) => tally.hung.push(path),
-        }
+        reloads.await.unwrap();
     }
-    reloads.await.unwrap();
-    let (apache2, completed) = (apache.clone(), tally.gets + tally.posts_ok);
-    let log = tokio::task::spawn_blocking(move || apache2.access_log(completed))
-        .await
+    check(name, &ours, &twice);
+}
+
+// ----- a connection whose task is dropped ---------------------------------------------------
+
+/// Spawns on one runtime, whichever runtime asks.
+#[derive(Clone)]
+struct OnHandle(tokio::runtime::Handle);
+
+impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for OnHandle {
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
+}
+
+/// When the runtime that drives a client's connections shuts down (their tasks dropped),
+/// every request on those connections ends at once with an error, its lease returned; none
+/// waits on a connection that no longer exists.
+#[test]
+fn requests_end_when_their_connections_runtime_shuts_down() {
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    // Accepts, reads, never answers.
+    let addr = server_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    use tokio::io::AsyncReadExt;
+                    while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        addr
+    });
+    let conn_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
         .unwrap();
-    let twice = posts_twice(log.iter().filter_map(|l| l.split(' ').nth(1)));
-    eprintln!(
-        "{name}: {} connections opened; apache error log:\n{}",
-        opened.load(Ordering::SeqCst),
-        apache
-            .error_log()
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .join("\n")
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(OnHandle(conn_rt.handle().clone())).build_http();
+    let req_rt = tokio::runtime::Runtime::new().unwrap();
+    let requests: Vec<_> = (0..8)
+        .map(|k| {
+            let client = client.clone();
+            let (_, _, req) = request(&format!("http://{addr}"), &k.to_string(), k);
+            req_rt.spawn(async move { client.request(req).await.map(|_| ()) })
+        })
+        .collect();
+    // The requests are written and waiting for their answers.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        client.pool_snapshot().total_active(),
+        8,
+        "{}",
+        client.pool_snapshot()
     );
-    check(name, &tally, &twice);
+    conn_rt.shutdown_background();
+    let ended = req_rt.block_on(async {
+        let mut errors = Vec::new();
+        for r in requests {
+            let res = tokio::time::timeout(Duration::from_secs(2), r)
+                .await
+                .expect("a request went on waiting on a connection whose task is gone");
+            errors.push(res.unwrap().expect_err("nobody answered it"));
+        }
+        errors
+    });
+    eprintln!("{:?}", ended.iter().map(|e| chain(e)).collect::<Vec<_>>());
+    let snap = client.pool_snapshot();
+    assert_eq!(snap.total_active() + snap.total_connecting(), 0, "{snap}");
 }

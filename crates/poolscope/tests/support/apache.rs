@@ -51,7 +51,7 @@ LogLevel warn
 LogFormat "%m %U %>s %H" poolscope
 CustomLog {d}/access.log poolscope
 DocumentRoot {d}/www
-AliasMatch "^/(get|post)/" "{d}/www/index.html"
+AliasMatch "^/." "{d}/www/index.html"
 <Directory {d}/www>
     Require all granted
 </Directory>

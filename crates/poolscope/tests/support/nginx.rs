@@ -102,14 +102,9 @@ pub fn available() -> bool {
     binary().is_some()
 }
 
-/// A CA (PEM cert, DER cert) and a leaf for `localhost` / 127.0.0.1 it signed (PEM cert,
-/// PEM key). rustls rejects a CA certificate used as the server's own, hence two.
-pub fn certificates() -> (rustls::pki_types::CertificateDer<'static>, String, String) {
-    let (der, _pem, leaf, key) = certificates_with_ca_pem();
-    (der, leaf, key)
-}
-
-/// [`certificates`], with the CA as PEM too (for other clients: Go's, curl).
+/// A CA (DER, and PEM for other clients: Go's) and a leaf for `localhost` / 127.0.0.1 it
+/// signed (PEM cert, PEM key). rustls rejects a CA certificate used as the server's own, hence
+/// two.
 pub fn certificates_with_ca_pem() -> (
     rustls::pki_types::CertificateDer<'static>,
     String,
@@ -244,7 +239,8 @@ impl Nginx {
         let bin = binary().expect("nginx not found: check support::nginx::available() first");
         let debug = std::env::var_os("POOLSCOPE_NGINX_DEBUG").is_some_and(|v| v != "0");
         let dir = fresh_dir();
-        let (ca_der, leaf_pem, leaf_key) = certificates();
+        let (ca_der, ca_pem, leaf_pem, leaf_key) = certificates_with_ca_pem();
+        std::fs::write(dir.join("ca.pem"), ca_pem).expect("write ca.pem");
         std::fs::write(dir.join("leaf.pem"), leaf_pem).expect("write leaf.pem");
         std::fs::write(dir.join("leaf.key"), leaf_key).expect("write leaf.key");
 
@@ -343,6 +339,11 @@ impl Nginx {
         format!("https://localhost:{}{path}", self.port)
             .parse()
             .expect("valid URI")
+    }
+
+    /// The CA that signed nginx's certificate, as a PEM file (for other clients: Go's).
+    pub fn ca_pem_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// Roots containing just the CA that signed nginx's certificate.
