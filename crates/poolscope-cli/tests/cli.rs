@@ -259,6 +259,38 @@ fn load_json_reports_counts_and_percentiles() {
     }
 }
 
+/// `load` counts each failure under its whole cause chain, in `--json` and in the text
+/// report: the phase, the target and why (here the kernel's refusal), not only the phase.
+#[test]
+fn load_reports_each_error_with_its_cause_chain() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = poolscope(&["load", "--json", "-n", "3", "-c", "1", &url]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests_failed"], 3, "{v}");
+    let errors = v["errors"].as_object().unwrap();
+    assert_eq!(errors.len(), 1, "{v}");
+    let (kind, n) = errors.iter().next().unwrap();
+    assert_eq!(n, 3);
+    assert!(
+        kind.starts_with(&format!("connect error (127.0.0.1:{port})"))
+            && kind.contains("Connection refused"),
+        "{kind}"
+    );
+    let out = poolscope(&["load", "-n", "2", "-c", "1", &url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("errors")
+            && l.contains("Connection refused")
+            && l.ends_with(": 2")),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_refused_port_is_one_line_naming_the_connect_phase() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
