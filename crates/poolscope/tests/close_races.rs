@@ -484,7 +484,7 @@ fn http1_requests_paced_at_node_keepalive_timeout() {
 /// prior knowledge between the client and HAProxy, which then ends an idle connection with
 /// GOAWAY after 1 ms): requests paced from 0 to 2 ms apart, so nearly every reuse races
 /// HAProxy's close.
-fn through_haproxy(name: &str, h2c: bool) {
+fn through_haproxy(name: &str, h2c: bool, shared: bool) {
     if skip("nginx", nginx::available(), name) || skip("haproxy", haproxy::available(), name) {
         return;
     }
@@ -506,12 +506,16 @@ fn through_haproxy(name: &str, h2c: bool) {
     let base = url.trim_end_matches('/');
     let per_loop = env_usize("POOLSCOPE_RACE_REQUESTS", 5000).div_ceil(LOOPS);
     let run = |prefix: &str, make: fn(bool) -> Exchange| {
+        let one = shared.then(|| {
+            let _in = rt.enter();
+            make(h2c)
+        });
         paced_run(
             &format!("{base}/{prefix}"),
             Duration::ZERO,
             Duration::from_millis(2),
             per_loop,
-            move || make(h2c),
+            move || one.clone().unwrap_or_else(|| make(h2c)),
         )
     };
     let ours = run("poolscope", |h2c| {
@@ -551,12 +555,21 @@ fn through_haproxy(name: &str, h2c: bool) {
 
 #[test]
 fn http1_through_haproxy_with_1ms_keepalive() {
-    through_haproxy("http1_through_haproxy_with_1ms_keepalive", false);
+    through_haproxy("http1_through_haproxy_with_1ms_keepalive", false, false);
+}
+
+#[test]
+fn http1_through_haproxy_with_1ms_keepalive_one_client() {
+    through_haproxy(
+        "http1_through_haproxy_with_1ms_keepalive_one_client",
+        false,
+        true,
+    );
 }
 
 #[test]
 fn http2_through_haproxy_with_1ms_keepalive() {
-    through_haproxy("http2_through_haproxy_with_1ms_keepalive", true);
+    through_haproxy("http2_through_haproxy_with_1ms_keepalive", true, false);
 }
 
 // ----- HTTP/2 GOAWAY with a small stream limit ---------------------------------------------
@@ -876,4 +889,55 @@ fn requests_end_when_their_connections_runtime_shuts_down() {
     eprintln!("{:?}", ended.iter().map(|e| chain(e)).collect::<Vec<_>>());
     let snap = client.pool_snapshot();
     assert_eq!(snap.total_active() + snap.total_connecting(), 0, "{snap}");
+}
+
+/// One client under closed-loop load (c=16, no pause) through HAProxy with a 1 ms client
+/// keep-alive: the connections at the bottom of the pool's idle list sit long enough for
+/// HAProxy to close them, and are taken again as it does.
+async fn through_haproxy_under_load(name: &str, h2c: bool) {
+    if skip("nginx", nginx::available(), name) || skip("haproxy", haproxy::available(), name) {
+        return;
+    }
+    let nginx = Nginx::start(NginxOptions {
+        tls: false,
+        ..Default::default()
+    });
+    let proxy = Haproxy::start(([127, 0, 0, 1], nginx.port()).into(), 1, h2c);
+    let total = env_usize("POOLSCOPE_RACE_REQUESTS", 5000) as u64;
+    let retries = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
+    let r = retries.clone();
+    let trace = poolscope::ClientTrace::builder()
+        .on_retry(move |i| {
+            *r.lock()
+                .unwrap()
+                .entry(format!("attempt {} {}", i.attempt, i.reason))
+                .or_default() += 1;
+        })
+        .build();
+    let send = poolscope(HttpConnector::new(), |b| {
+        b.http2_only(h2c).trace(trace);
+    });
+    let failed = load(&send, &proxy.url("/poolscope").to_string(), total, 16).await;
+    eprintln!(
+        "{name}: {} of {total} GETs failed; retries {:?}",
+        failed.len(),
+        retries.lock().unwrap()
+    );
+    if compare() {
+        let theirs = hyper_util_http(h2c);
+        let f = load(&theirs, &proxy.url("/hyper-util").to_string(), total, 16).await;
+        eprintln!("| poolscope | {}/{total} |", failed.len());
+        eprintln!("| hyper-util | {}/{total} | {:?}", f.len(), f.first());
+    }
+    assert!(failed.is_empty(), "{name}: {failed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_through_haproxy_with_1ms_keepalive_under_load() {
+    through_haproxy_under_load("http1_through_haproxy_with_1ms_keepalive_under_load", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_through_haproxy_with_1ms_keepalive_under_load() {
+    through_haproxy_under_load("http2_through_haproxy_with_1ms_keepalive_under_load", true).await;
 }

@@ -310,8 +310,8 @@ impl Builder {
 
     // ----- client behaviour -------------------------------------------------------------
 
-    /// Retry a request that was never written because its (reused) connection closed first.
-    /// Default: `true`.
+    /// Retry a request that was never written because its connection closed first (hyper
+    /// handed it back unsent), whatever its method. Default: `true`.
     pub fn retry_canceled_requests(&mut self, val: bool) -> &mut Self {
         self.retry_canceled_requests = val;
         self

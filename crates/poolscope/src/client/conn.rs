@@ -660,27 +660,38 @@ where
         let conn = Arc::new(Mutex::new(Guarded::new(conn, gate.clone())));
         let (driver, stored) = (EndOnDrop(conn.clone()), last.clone());
         let mut on_close = Some(on_close);
+        // Polls the dispatcher (dropped behind the gate once it completes); whether it lives.
+        let poll_dispatcher = move |cx: &mut Context<'_>| {
+            let mut conn = driver.0.lock().unwrap_or_else(|e| e.into_inner());
+            if conn.poll_guarded(cx).is_pending() {
+                if let Some(c) = conn.get() {
+                    stored.store(c.current_max_send_streams(), Ordering::Relaxed);
+                }
+            }
+            conn.get().is_some()
+        };
         cfg.exec.execute(std::future::poll_fn(move |cx| {
             let _entered = span.enter();
-            let dispatching = {
-                let mut conn = driver.0.lock().unwrap_or_else(|e| e.into_inner());
-                if conn.poll_guarded(cx).is_pending() {
-                    if let Some(c) = conn.get() {
-                        stored.store(c.current_max_send_streams(), Ordering::Relaxed);
-                    }
+            // The dispatcher, then the frames, then the dispatcher again: what the frames
+            // just read (a GOAWAY) ends the dispatcher now, not at the next request, so the
+            // pool stops leasing a connection that can take no stream. (h2 does not wake the
+            // dispatcher for a GOAWAY; the next request would find it ending and come back
+            // unsent, and under HAProxy's 1 ms keep-alive that repeated until the request ran
+            // out of attempts.)
+            let mut dispatching = poll_dispatcher(cx);
+            if let Some(f) = frames.as_mut() {
+                if f.as_mut().poll(cx).is_ready() {
+                    frames = None;
                 }
-                conn.get().is_some()
-            };
+                if dispatching {
+                    dispatching = poll_dispatcher(cx);
+                }
+            }
             if !dispatching {
                 // The connection takes no more requests: if it sits in the pool, it leaves
                 // now. Its streams in flight go on until they end.
                 if let Some(f) = on_close.take() {
                     f();
-                }
-            }
-            if let Some(f) = frames.as_mut() {
-                if f.as_mut().poll(cx).is_ready() {
-                    frames = None;
                 }
             }
             if dispatching || frames.is_some() {

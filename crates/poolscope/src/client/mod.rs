@@ -34,17 +34,21 @@
 //!
 //! | failure | retried | why it is safe |
 //! |---|---|---|
-//! | hyper gave the request back unsent (the connection closed first; HTTP/1 only on a reused connection) | any method, with `retry_canceled_requests` (default on) | nothing was written |
+//! | hyper gave the request back unsent (the connection closed first, fresh or reused; hyper-util: only a reused HTTP/1 connection) | any method, with `retry_canceled_requests` (default on) | nothing was written |
 //! | HTTP/2 stream reset with `REFUSED_STREAM` | any method whose body can be replayed | RFC 9113 §8.7: the server did no processing |
 //! | HTTP/2 stream failed by `GOAWAY(NO_ERROR)` (above its last stream id, or opened after it) | any method whose body can be replayed | RFC 9113 §6.8: the server did not process streams above the last stream id |
 //! | HTTP/2 stream failed by `GOAWAY` with an error code | idempotent requests whose body can be replayed | streams at or below the last stream id fail the same way, and may have been processed |
 //! | a reused HTTP/1 connection the server had closed while idle (reset, EOF before a response) | idempotent requests whose body can be replayed | the request may have reached the server, so only one that may be repeated |
+//! | an HTTP/2 connection closed under the stream before its response (a graceful restart: GOAWAY, then the close), fresh or reused | idempotent requests whose body can be replayed | the failure is the connection's; the request may have been processed |
+//! | hyper's dispatcher ended while it held the request ("dispatch task is gone") | idempotent requests whose body can be replayed | whether it was sent is unknown |
 //! | anything else (a stream reset with another code, a timeout, a malformed response) | never | the server may have acted on it |
 //!
 //! Idempotent: GET, HEAD, OPTIONS, TRACE, or a request with an `Idempotency-Key` header
 //! (Go's `isReplayable`). A body can be replayed when it is empty, or a `Full<Bytes>`,
 //! `Bytes` or `String` not yet sent (it is cloned before the first attempt); a streaming body
-//! is never sent twice. A request makes at most 10 attempts. Each retry fires
+//! is never sent twice. A request makes at most 32 attempts, of which at most 10 may have
+//! been processed (the other failures say the server did not process it: unsent, refused,
+//! above a GOAWAY's last stream), pausing from the third attempt on (1 ms, doubling, up to 256 ms). Each retry fires
 //! `ClientTrace::on_retry` with its [`RetryReason`](crate::trace::RetryReason), is counted in
 //! `RequestTimings::resend_count`, in the history (`request_retry`) and in the metric
 //! `poolscope.request.resends{poolscope.retry_reason}`. A request that fails in the end says why

@@ -13,9 +13,19 @@ use super::error::Error;
 use crate::connect::RequestBody;
 use crate::trace::RetryReason;
 
-/// Attempts per request, retries included: each retry is on another connection (or another
-/// stream), and only after a failure that is safe to repeat (see [`Retryable`]).
+/// Attempts per request that may have been processed (a stale connection, a connection
+/// closed under the stream): each retry is on another connection (or another stream), and
+/// only after a failure that is safe to repeat (see [`Retryable`]). Kept low: a request that
+/// crashes its server ("query of death") is not sent to it more often than this.
 pub(super) const MAX_ATTEMPTS: u32 = 10;
+
+/// Attempts per request when the last failure says the server did not process it (unsent,
+/// `REFUSED_STREAM`, above a `GOAWAY(NO_ERROR)`'s last stream): sending it again cannot
+/// repeat anything, and a server that turns streams away in bursts (HAProxy with a 1 ms
+/// keep-alive under load GOAWAYs 40-70% of streams, independently on each attempt) would
+/// otherwise fail a request now and then after ten. The pauses between attempts (`backoff`,
+/// up to 256 ms) bound how fast they go.
+pub(super) const MAX_UNPROCESSED_ATTEMPTS: u32 = 32;
 
 /// A failed attempt, and whether it may be repeated.
 pub(super) struct Failed<B> {
@@ -175,14 +185,16 @@ pub(super) fn is_stale(err: &hyper::Error) -> bool {
 }
 
 /// What the next attempt sends after `failed`, or the error the request ends with.
-/// `attempt` is the attempt that failed; `uri` the request's URI as the user gave it (an
-/// HTTP/1 attempt rewrites its target) when there is no `replay` to take it from.
+/// `attempt` is the attempt that failed, `maybe_processed` how many attempts failed in a way
+/// the server may have processed (this one included); `uri` the request's URI as the user gave
+/// it (an HTTP/1 attempt rewrites its target) when there is no `replay` to take it from.
 pub(super) fn next_attempt<B: RequestBody>(
     failed: Failed<B>,
     replay: Option<&Replay<B>>,
     uri: Option<&Uri>,
     retry_canceled_requests: bool,
     attempt: u32,
+    maybe_processed: &mut u32,
 ) -> Result<(Request<ReqBody<B>>, Retryable, Error), Error> {
     let Some(retry) = failed.retry else {
         return Err(failed.error);
@@ -211,10 +223,74 @@ pub(super) fn next_attempt<B: RequestBody>(
             }
         },
     };
-    if attempt >= MAX_ATTEMPTS {
+    if !retry.unprocessed {
+        *maybe_processed += 1;
+    }
+    if attempt >= MAX_UNPROCESSED_ATTEMPTS || *maybe_processed >= MAX_ATTEMPTS {
         return Err(failed
             .error
             .context(format!("gave up after {attempt} attempts")));
     }
     Ok((again, retry, failed.error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::ConnId;
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    /// Retries `req` after failures of `reason` until the policy gives up; the attempts made.
+    fn attempts_until_given_up(reason: RetryReason, unprocessed: bool) -> u32 {
+        let req = Request::get("http://h/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let replay = Replay::of(&req).unwrap();
+        let mut maybe_processed = 0;
+        for attempt in 1.. {
+            let failed = Failed::<Full<Bytes>> {
+                error: Error::new(super::super::error::Kind::Send),
+                unsent: None,
+                retry: Some(Retryable {
+                    reason,
+                    unprocessed,
+                    conn_id: ConnId(1),
+                }),
+            };
+            if next_attempt(
+                failed,
+                Some(&replay),
+                None,
+                true,
+                attempt,
+                &mut maybe_processed,
+            )
+            .is_err()
+            {
+                return attempt;
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn a_request_the_server_may_have_processed_goes_at_most_ten_times() {
+        assert_eq!(
+            attempts_until_given_up(RetryReason::ConnectionClosed, false),
+            MAX_ATTEMPTS
+        );
+        assert_eq!(
+            attempts_until_given_up(RetryReason::StaleConnection, false),
+            MAX_ATTEMPTS
+        );
+    }
+
+    #[test]
+    fn a_request_the_server_turned_away_unprocessed_goes_up_to_32_times() {
+        assert_eq!(
+            attempts_until_given_up(RetryReason::GoAway, true),
+            MAX_UNPROCESSED_ATTEMPTS
+        );
+    }
 }

@@ -57,6 +57,7 @@ where
         let uri = replay.is_none().then(|| req.uri().clone());
         let mut req = req.map(|b| ReqBody::new(b, None));
         let mut attempt: u32 = 1;
+        let mut maybe_processed: u32 = 0;
         let error = loop {
             telemetry.get_conn(key, attempt);
             let pooled = match self.connection_for(&origin, &telemetry).await {
@@ -73,12 +74,14 @@ where
                 uri.as_ref(),
                 self.shared.retry_canceled_requests,
                 attempt,
+                &mut maybe_processed,
             ) {
                 Ok(next) => next,
                 Err(e) => break e,
             };
             attempt += 1;
             telemetry.retry(attempt, retry.reason, retry.conn_id, &error);
+            backoff(attempt).await;
             req = again;
         };
         let error = error.target(format!("{}:{}", key.host(), key.port()));
@@ -227,7 +230,7 @@ where
         // A request hyper hands back unsent was never written: it may go again on another
         // connection, whatever its method, even from a fresh HTTP/1 connection (hyper-util
         // retries only from a reused one): nothing reached the server, and the attempts are
-        // bounded (`MAX_ATTEMPTS`).
+        // bounded (`MAX_UNPROCESSED_ATTEMPTS`).
         let not_sent = Some((RetryReason::NotSent, true));
         let host: Option<&HeaderValue> = self
             .shared
@@ -408,6 +411,34 @@ where
             exec: self.shared.dial.exec.clone(),
         };
         resp.map(|body| ResponseBody::new(body, Box::new(done), entry))
+    }
+}
+
+/// The pause before attempt `attempt`: none for the first retry (a stale connection, a
+/// GOAWAY: the next connection will do), then from the third attempt on 1 ms, 2 ms, 4 ms ...
+/// up to 256 ms, each with up to a quarter more at random, as Go's HTTP/2 transport backs off
+/// (from 1 s). A server that keeps turning requests away (a GOAWAY on every connection before
+/// it reads their streams, seen with HAProxy's 1 ms keep-alive under load; `REFUSED_STREAM`s
+/// from an overcommitted new connection) otherwise takes all of a request's attempts within
+/// a few milliseconds. Without a time driver, no pause.
+async fn backoff(attempt: u32) {
+    use std::future::Future;
+    use std::hash::BuildHasher;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let Some(doublings) = attempt.checked_sub(3) else {
+        return;
+    };
+    let base = std::time::Duration::from_millis(1 << doublings.min(8));
+    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % 256;
+    let pause = base + base * u32::try_from(jitter).unwrap_or(0) / 1024;
+    if let Ok(sleep) = catch_unwind(AssertUnwindSafe(|| tokio::time::sleep(pause))) {
+        // Polling panics only if the runtime's time driver went away meanwhile.
+        let mut sleep = std::pin::pin!(sleep);
+        std::future::poll_fn(|cx| {
+            catch_unwind(AssertUnwindSafe(|| sleep.as_mut().poll(cx)))
+                .unwrap_or(std::task::Poll::Ready(()))
+        })
+        .await;
     }
 }
 
