@@ -672,19 +672,15 @@ where
         };
         cfg.exec.execute(std::future::poll_fn(move |cx| {
             let _entered = span.enter();
-            // The dispatcher, then the frames, then the dispatcher again: what the frames
-            // just read (a GOAWAY) ends the dispatcher now, not at the next request, so the
-            // pool stops leasing a connection that can take no stream. (h2 does not wake the
-            // dispatcher for a GOAWAY; the next request would find it ending and come back
-            // unsent, and under HAProxy's 1 ms keep-alive that repeated until the request ran
-            // out of attempts.)
-            let mut dispatching = poll_dispatcher(cx);
+            // The dispatcher, then the frames. h2 does not wake the dispatcher for a GOAWAY
+            // the frames read: it ends when next polled, and a request handed over then comes
+            // back unsent and goes elsewhere (`not_sent`). Polling the dispatcher again after
+            // the frames would end it at once, but it cost ~1k instructions per h2c request
+            // (3%), for fewer such retries only (`docs/reliability.md`).
+            let dispatching = poll_dispatcher(cx);
             if let Some(f) = frames.as_mut() {
                 if f.as_mut().poll(cx).is_ready() {
                     frames = None;
-                }
-                if dispatching {
-                    dispatching = poll_dispatcher(cx);
                 }
             }
             if !dispatching {
