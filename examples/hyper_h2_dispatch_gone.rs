@@ -14,6 +14,10 @@
 //! ```text
 //! cargo run --release -p examples --example hyper_h2_dispatch_gone -- [requests]
 //! ```
+//!
+//! Seen on a 2-core VM, two runs of 20,000: 234 and 223 requests failed "dispatch task is
+//! gone" (the other failures it prints, GOAWAY, `REFUSED_STREAM` and requests handed back
+//! unsent, are ones a client can retry: hyper says what happened to them).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
