@@ -748,3 +748,78 @@ pub(crate) fn collect_io_marks(t: &crate::trace::Tracer, io: &IoEvents) {
         t.mark(Mark::FirstByte, at);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Gate;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    /// A value that counts its drop.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Races one send into a tokio mpsc queue (hyper's dispatcher queue) against the queue's
+    /// receiver being dropped, `rounds` times; how many sent values were left in the queue,
+    /// neither handed back nor dropped by the receiver's drain (each would be a request
+    /// waiting forever).
+    fn stranded(rounds: usize, gated: bool) -> usize {
+        let mut stranded = 0;
+        for _ in 0..rounds {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Counted>();
+            let gate = Arc::new(Gate::default());
+            let drops = Arc::new(AtomicUsize::new(0));
+            let start = Arc::new(Barrier::new(2));
+            let sender = {
+                let (gate, drops, start) = (gate.clone(), drops.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let value = Counted(drops);
+                    start.wait();
+                    if gated {
+                        match gate.pass(value, |v| tx.send(v).map_err(|e| e.0)) {
+                            // Handed back (the gate was closed, or the queue was): not left.
+                            Err(v) | Ok(Err(v)) => drop(v),
+                            Ok(Ok(())) => {}
+                        }
+                    } else if let Err(e) = tx.send(value) {
+                        drop(e.0);
+                    }
+                    tx
+                })
+            };
+            start.wait();
+            if gated {
+                gate.close(|| drop(rx));
+            } else {
+                drop(rx);
+            }
+            // The sender's handle is still alive (a request holds its connection's), so a
+            // value left in the queue is not dropped yet.
+            let tx = sender.join().unwrap();
+            if drops.load(Ordering::SeqCst) == 0 {
+                stranded += 1;
+            }
+            drop(tx);
+        }
+        stranded
+    }
+
+    #[test]
+    fn a_request_handed_over_through_the_gate_is_never_left_in_a_dropped_queue() {
+        assert_eq!(stranded(20_000, true), 0);
+    }
+
+    /// What the gate is for: without it, tokio's drain misses a value being sent as the
+    /// receiver drops. (How often depends on the machine; this only reports it.)
+    #[test]
+    #[ignore = "a measurement of tokio's race, not a check: run with --ignored --nocapture"]
+    fn without_the_gate_a_value_can_be_left_in_a_dropped_queue() {
+        let n = stranded(200_000, false);
+        eprintln!("{n} of 200000 sends left in a dropped queue without the gate");
+    }
+}
