@@ -337,8 +337,13 @@ func paced(base string, loops, perLoop int, from time.Duration, width int) paced
 	}
 	wg.Wait()
 	fmt.Fprintf(os.Stderr, "paced: %d×%d requests in %v\n", loops, perLoop, time.Since(start).Round(time.Millisecond))
+	return t.result("paced")
+}
+
+// result is the tally's figures for a run in mode.
+func (t *tally) result(mode string) pacedResult {
 	return pacedResult{
-		Client: "go", Mode: "paced",
+		Client: "go", Mode: mode,
 		Gets: t.gets, Posts: t.posts, GetFailed: t.getFailed, PostFailed: t.postFail,
 		Hung: t.hung, PostsOK: t.postsOK, Errors: t.topErrors(),
 	}
@@ -385,19 +390,13 @@ func load(u *url.URL, target, cafile string, h2 bool, maxIdle, n, c int) loadRes
 	}
 }
 
+// openloopResult is a paced run's figures (encoding/json promotes the embedded fields) and
+// the dials and protocols.
 type openloopResult struct {
-	Client     string         `json:"client"`
-	Mode       string         `json:"mode"`
-	Gets       int            `json:"gets"`
-	Posts      int            `json:"posts"`
-	GetFailed  int            `json:"get_failed"`
-	PostFailed int            `json:"post_failed"`
-	Hung       int            `json:"hung"`
-	PostsOK    int            `json:"posts_ok"`
-	Dials      int64          `json:"dials"`
-	DialsErr   int64          `json:"dials_failed"`
-	Protos     map[string]int `json:"protos"`
-	Errors     []string       `json:"errors"`
+	pacedResult
+	Dials    int64          `json:"dials"`
+	DialsErr int64          `json:"dials_failed"`
+	Protos   map[string]int `json:"protos"`
 }
 
 // openloop: request k starts k/rate seconds after the start, in its own goroutine, whether
@@ -434,11 +433,9 @@ func openloop(u *url.URL, base, cafile string, h2 bool, maxIdle, n int, rate flo
 	fmt.Fprintf(os.Stderr, "openloop: %d requests started in %v, all done in %v\n",
 		n, sent.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	return openloopResult{
-		Client: "go", Mode: "openloop",
-		Gets: t.gets, Posts: t.posts, GetFailed: t.getFailed, PostFailed: t.postFail,
-		Hung: t.hung, PostsOK: t.postsOK,
-		Dials: dials.ok.Load(), DialsErr: dials.failed.Load(),
-		Protos: t.protos, Errors: t.topErrors(),
+		pacedResult: t.result("openloop"),
+		Dials:       dials.ok.Load(), DialsErr: dials.failed.Load(),
+		Protos: t.protos,
 	}
 }
 

@@ -109,8 +109,8 @@ const OTHER_ERRORS: &str = "(other errors)";
 
 /// Counts one failure under its whole cause chain (`error sending request (host:port):
 /// context: cause: cause's cause`), so the report says why, not only in which phase.
-fn bump_error(counts: &Mutex<BTreeMap<String, u64>>, err: &dyn std::error::Error) {
-    let text = error_chain(err);
+fn bump_error(counts: &Mutex<BTreeMap<String, u64>>, err: &(dyn std::error::Error + 'static)) {
+    let text = poolscope::trace::error_text(err);
     let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
     let key = if counts.contains_key(&text) || counts.len() < MAX_ERROR_KINDS {
         text
@@ -134,22 +134,6 @@ impl std::error::Error for BodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.0)
     }
-}
-
-/// An error and its sources, joined by `: `.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some errors repeat their cause in their own text.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn record(h: &Mutex<Option<Histogram<u64>>>, d: Duration) {

@@ -704,9 +704,11 @@ pub(crate) fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-/// An error and its causes on one line (`what: why: root cause`), for the `error` strings of
-/// events and the history: each level's `Display` shows only itself.
-pub(crate) fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes on one line (`what: why: root cause`), as the `error` strings of
+/// events and the history show them: each level's `Display` shows only itself. For a
+/// [`crate::Error`] it says the phase, the target, why it was not retried, and hyper's and
+/// the OS's causes.
+pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use faultserver::proxies::skip_unless;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioExecutor;
@@ -49,18 +50,6 @@ const LOOPS: usize = 50;
 /// The server's keep-alive timeout in the HTTP/1.1 races.
 const KEEPALIVE_MS: u32 = 100;
 
-fn skip(what: &str, available: bool, name: &str) -> bool {
-    if available {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{name}: {what} is not installed, and CI must run this test"
-    );
-    eprintln!("{name}: skipped, {what} is not installed");
-    true
-}
-
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -74,15 +63,8 @@ fn compare() -> bool {
 }
 
 /// An error with its whole cause chain.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    poolscope::trace::error_text(e)
 }
 
 // ----- the clients ------------------------------------------------------------------------
@@ -99,7 +81,11 @@ fn poolscope<C: poolscope::connect::Connect>(
 ) -> Exchange {
     let mut b = Client::builder(TokioExecutor::new());
     config(&mut b);
-    let client: Client<C, Full<Bytes>> = b.build(connector);
+    exchange_of(b.build(connector))
+}
+
+/// `client` as an [`Exchange`].
+fn exchange_of<C: poolscope::connect::Connect>(client: Client<C, Full<Bytes>>) -> Exchange {
     Arc::new(move |req| {
         let client = client.clone();
         Box::pin(async move {
@@ -370,11 +356,50 @@ fn go_tally(v: &serde_json::Value) -> Tally {
 
 // ----- HTTP/1.1 keep-alive timeouts ---------------------------------------------------------
 
+/// The HTTP/1.1 keep-alive race against a server at `base` with a `KEEPALIVE_MS` idle
+/// timeout: poolscope's run (asserted), and with [`compare`] hyper-util's and Go's, each on
+/// paths of its own. `twice(prefix, answered)` reads the server's log, once it holds
+/// `answered` requests, for the POSTs under `prefix` it processed twice.
+fn paced_at_keepalive(name: &str, base: &str, twice: impl Fn(&str, usize) -> Vec<String>) {
+    let ours = paced_at(&format!("{base}/poolscope"), KEEPALIVE_MS, || {
+        poolscope(HttpConnector::new(), |_| {})
+    });
+    let ours_twice = twice("/poolscope", ours.answered());
+    if compare() {
+        let theirs = paced_at(&format!("{base}/hyper-util"), KEEPALIVE_MS, || {
+            hyper_util_http(false)
+        });
+        let theirs_twice = twice("/hyper-util", ours.answered() + theirs.answered());
+        eprintln!("{}", ours.row("poolscope", ours_twice.len()));
+        eprintln!("{}", theirs.row("hyper-util", theirs_twice.len()));
+        let per_loop = env_usize("POOLSCOPE_RACE_REQUESTS", 5000)
+            .div_ceil(LOOPS)
+            .to_string();
+        if let Some(go) = go_run(&[
+            "-mode",
+            "paced",
+            "-url",
+            &format!("{base}/go"),
+            "-loops",
+            &LOOPS.to_string(),
+            "-per-loop",
+            &per_loop,
+            "-keepalive-ms",
+            &KEEPALIVE_MS.to_string(),
+        ]) {
+            let go = go_tally(&go);
+            let all = ours.answered() + theirs.answered() + go.answered();
+            eprintln!("{}", go.row("Go", twice("/go", all).len()));
+        }
+    }
+    check(name, &ours, &ours_twice);
+}
+
 /// nginx with `keepalive_timeout 100ms`, HTTP/1.1.
 #[test]
 fn http1_requests_paced_at_nginx_keepalive_timeout() {
     let name = "http1_requests_paced_at_nginx_keepalive_timeout";
-    if skip("nginx", nginx::available(), name) {
+    if skip_unless(nginx::available(), "nginx", name) {
         return;
     }
     let nginx = Nginx::start(NginxOptions {
@@ -383,99 +408,34 @@ fn http1_requests_paced_at_nginx_keepalive_timeout() {
         ..Default::default()
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let logged = |base: &str, answered: usize| -> Vec<String> {
-        let log = rt.block_on(nginx.access_log(answered));
-        let paths = log
-            .iter()
-            .map(|l| l.uri.as_str())
-            .filter(|p| p.starts_with(base));
-        posts_twice(paths)
-    };
     let base = format!("http://127.0.0.1:{}", nginx.port());
-    let ours = paced_at(&format!("{base}/poolscope"), KEEPALIVE_MS, || {
-        poolscope(HttpConnector::new(), |_| {})
+    paced_at_keepalive(name, &base, |prefix, answered| {
+        let log = rt.block_on(nginx.access_log(answered));
+        posts_twice(
+            log.iter()
+                .map(|l| l.uri.as_str())
+                .filter(|p| p.starts_with(prefix)),
+        )
     });
-    let twice = logged("/poolscope", ours.answered());
-    if compare() {
-        let theirs = paced_at(&format!("{base}/hyper-util"), KEEPALIVE_MS, || {
-            hyper_util_http(false)
-        });
-        let twice_theirs = logged("/hyper-util", ours.answered() + theirs.answered());
-        eprintln!("{}", ours.row("poolscope", twice.len()));
-        eprintln!("{}", theirs.row("hyper-util", twice_theirs.len()));
-        let per_loop = env_usize("POOLSCOPE_RACE_REQUESTS", 5000)
-            .div_ceil(LOOPS)
-            .to_string();
-        if let Some(go) = go_run(&[
-            "-mode",
-            "paced",
-            "-url",
-            &format!("{base}/go"),
-            "-loops",
-            &LOOPS.to_string(),
-            "-per-loop",
-            &per_loop,
-            "-keepalive-ms",
-            &KEEPALIVE_MS.to_string(),
-        ]) {
-            let go = go_tally(&go);
-            let all = ours.answered() + theirs.answered() + go.answered();
-            eprintln!("{}", go.row("Go", logged("/go", all).len()));
-        }
-    }
-    check(name, &ours, &twice);
 }
 
 /// Node.js's `http` server with a 100 ms idle timeout per connection, HTTP/1.1.
 #[test]
 fn http1_requests_paced_at_node_keepalive_timeout() {
     let name = "http1_requests_paced_at_node_keepalive_timeout";
-    if skip("node", node::available(), name) {
+    if skip_unless(node::available(), "node", name) {
         return;
     }
     let node = Node::start(KEEPALIVE_MS);
-    let logged = |base: &str, answered: usize| -> Vec<String> {
+    let url = node.url("").to_string();
+    paced_at_keepalive(name, url.trim_end_matches('/'), |prefix, answered| {
         let log = node.requests(answered);
         posts_twice(
             log.iter()
                 .filter_map(|l| l.split(' ').nth(1))
-                .filter(|p| p.starts_with(base)),
+                .filter(|p| p.starts_with(prefix)),
         )
-    };
-    let url = node.url("").to_string();
-    let base = url.trim_end_matches('/');
-    let ours = paced_at(&format!("{base}/poolscope"), KEEPALIVE_MS, || {
-        poolscope(HttpConnector::new(), |_| {})
     });
-    let twice = logged("/poolscope", ours.answered());
-    if compare() {
-        let theirs = paced_at(&format!("{base}/hyper-util"), KEEPALIVE_MS, || {
-            hyper_util_http(false)
-        });
-        let twice_theirs = logged("/hyper-util", ours.answered() + theirs.answered());
-        eprintln!("{}", ours.row("poolscope", twice.len()));
-        eprintln!("{}", theirs.row("hyper-util", twice_theirs.len()));
-        let per_loop = env_usize("POOLSCOPE_RACE_REQUESTS", 5000)
-            .div_ceil(LOOPS)
-            .to_string();
-        if let Some(go) = go_run(&[
-            "-mode",
-            "paced",
-            "-url",
-            &format!("{base}/go"),
-            "-loops",
-            &LOOPS.to_string(),
-            "-per-loop",
-            &per_loop,
-            "-keepalive-ms",
-            &KEEPALIVE_MS.to_string(),
-        ]) {
-            let go = go_tally(&go);
-            let all = ours.answered() + theirs.answered() + go.answered();
-            eprintln!("{}", go.row("Go", logged("/go", all).len()));
-        }
-    }
-    check(name, &ours, &twice);
 }
 
 // ----- HAProxy with a 1 ms keep-alive ------------------------------------------------------
@@ -485,7 +445,9 @@ fn http1_requests_paced_at_node_keepalive_timeout() {
 /// GOAWAY after 1 ms): requests paced from 0 to 2 ms apart, so nearly every reuse races
 /// HAProxy's close.
 fn through_haproxy(name: &str, h2c: bool, shared: bool) {
-    if skip("nginx", nginx::available(), name) || skip("haproxy", haproxy::available(), name) {
+    if skip_unless(nginx::available(), "nginx", name)
+        || skip_unless(haproxy::available(), "haproxy", name)
+    {
         return;
     }
     let nginx = Nginx::start(NginxOptions {
@@ -611,7 +573,7 @@ async fn load(send: &Exchange, url: &str, n: u64, c: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_goaway_every_50_streams_with_4_streams_per_connection() {
     let name = "http2_goaway_every_50_streams_with_4_streams_per_connection";
-    if skip("nginx", nginx::available(), name) {
+    if skip_unless(nginx::available(), "nginx", name) {
         return;
     }
     let nginx = Nginx::start(NginxOptions {
@@ -629,20 +591,7 @@ async fn http2_goaway_every_50_streams_with_4_streams_per_connection() {
         let client: Client<HttpsConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
             .stats(stats)
             .build(HttpsConnector::with_roots(nginx.roots()));
-        let send: Exchange = {
-            let client = client.clone();
-            Arc::new(move |req| {
-                let client = client.clone();
-                Box::pin(async move {
-                    let resp = client.request(req).await.map_err(|e| chain(&e))?;
-                    resp.into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| format!("body: {}", chain(&e)))?;
-                    Ok(())
-                })
-            })
-        };
+        let send = exchange_of(client.clone());
         let failed = load(&send, &nginx.url("/").to_string(), 1000, 16).await;
         support::settle(&client).await;
         let accepted = nginx.accepts().await;
@@ -751,7 +700,7 @@ async fn open_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_apache_graceful_restarts_during_open_loop() {
     let name = "http2_apache_graceful_restarts_during_open_loop";
-    if skip("apache2 with mod_http2", apache::available(), name) {
+    if skip_unless(apache::available(), "apache2 with mod_http2", name) {
         return;
     }
     let apache = Arc::new(Apache::start());
@@ -895,7 +844,9 @@ fn requests_end_when_their_connections_runtime_shuts_down() {
 /// keep-alive: the connections at the bottom of the pool's idle list sit long enough for
 /// HAProxy to close them, and are taken again as it does.
 async fn through_haproxy_under_load(name: &str, h2c: bool) {
-    if skip("nginx", nginx::available(), name) || skip("haproxy", haproxy::available(), name) {
+    if skip_unless(nginx::available(), "nginx", name)
+        || skip_unless(haproxy::available(), "haproxy", name)
+    {
         return;
     }
     let nginx = Nginx::start(NginxOptions {

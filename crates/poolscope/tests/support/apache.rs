@@ -7,12 +7,11 @@
 //! httpd runs in the foreground (`-DFOREGROUND`) as a child process that is killed and
 //! reaped on drop; its files live in a fresh temp dir that is removed then.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::nginx::{certificates_with_ca_pem, free_port, fresh_dir, read_lossy};
+use super::nginx::{certificates_with_ca_pem, free_port, fresh_dir, read_lossy, wait_listening};
 
 const BINARY: &str = "/usr/sbin/apache2";
 const MODULES: &str = "/usr/lib/apache2/modules";
@@ -97,22 +96,7 @@ impl Apache {
                 .stderr(stderr)
                 .spawn()
                 .expect("spawn apache2");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let outcome = loop {
-                if let Some(status) = child.try_wait().expect("try_wait apache2") {
-                    break Err(format!("apache2 exited: {status}"));
-                }
-                if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                    if probe.local_addr().ok() != probe.peer_addr().ok() {
-                        break Ok(());
-                    }
-                }
-                if Instant::now() > deadline {
-                    break Err("apache2 did not accept connections within 10 s".to_owned());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let outcome = wait_listening(&mut child, port, Duration::from_secs(10), "apache2");
             match outcome {
                 Ok(()) => {
                     return Apache {

@@ -5,12 +5,12 @@
 //! HAProxy runs in the foreground (`-db`) as a child process that is killed and reaped on
 //! drop; its files live in a fresh temp dir that is removed then.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::nginx::{free_port, fresh_dir, read_lossy};
+use super::nginx::{free_port, fresh_dir, read_lossy, wait_listening};
 
 const BINARY: &str = "/usr/sbin/haproxy";
 
@@ -58,22 +58,7 @@ impl Haproxy {
                 .stderr(stderr)
                 .spawn()
                 .expect("spawn haproxy");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let outcome = loop {
-                if let Some(status) = child.try_wait().expect("try_wait haproxy") {
-                    break Err(format!("haproxy exited: {status}"));
-                }
-                if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                    if probe.local_addr().ok() != probe.peer_addr().ok() {
-                        break Ok(());
-                    }
-                }
-                if Instant::now() > deadline {
-                    break Err("haproxy did not accept connections within 5 s".to_owned());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let outcome = wait_listening(&mut child, port, Duration::from_secs(5), "haproxy");
             match outcome {
                 Ok(()) => return Haproxy { child, dir, port },
                 Err(why) => {

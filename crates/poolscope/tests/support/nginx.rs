@@ -224,6 +224,40 @@ http {{
     )
 }
 
+/// Waits (at most `within`) until the server `child` (`what`) accepts connections on
+/// 127.0.0.1:`port`; why not, if it exited first or did not in time.
+///
+/// The one probe that connects is accepted (and counted) by the server; the refused ones
+/// before it are not. A probe can also connect to itself (TCP's simultaneous open, when the
+/// kernel picks the port it dials as its own local port while nothing listens there): that
+/// is not the server, and it holds the port the server is about to bind (nginx then retries
+/// its bind 500 ms later).
+pub fn wait_listening(
+    child: &mut Child,
+    port: u16,
+    within: Duration,
+    what: &str,
+) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Err(format!("{what} exited: {status}"));
+        }
+        if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            if probe.local_addr().ok() != probe.peer_addr().ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{what} did not accept connections within {within:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn read_lossy(path: &Path) -> String {
     let mut s = Vec::new();
     if let Ok(mut f) = std::fs::File::open(path) {
@@ -265,27 +299,7 @@ impl Nginx {
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
 
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let outcome = loop {
-                if let Some(status) = child.try_wait().expect("try_wait nginx") {
-                    break Err(format!("nginx exited: {status}"));
-                }
-                // The one probe that connects is accepted (and counted) by nginx; the refused
-                // ones before it are not. A probe can also connect to itself (TCP's
-                // simultaneous open, when the kernel picks the port it dials as its own local
-                // port while nothing listens there): that is not nginx, and it holds the port
-                // nginx is about to bind (nginx then retries its bind 500 ms later).
-                if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                    if probe.local_addr().ok() != probe.peer_addr().ok() {
-                        break Ok(());
-                    }
-                }
-                if Instant::now() > deadline {
-                    break Err("nginx did not accept connections within 5 s".to_owned());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let outcome = wait_listening(&mut child, port, Duration::from_secs(5), "nginx");
             let log = format!(
                 "{}{}",
                 read_lossy(&dir.join("error.log")),
