@@ -23,7 +23,11 @@ pub mod inflight;
 mod methods;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
+mod metrics;
 pub mod pool;
+pub mod spans;
 pub mod stats;
 pub mod trace;
 

@@ -71,6 +71,7 @@ impl KnownMethods {
     }
 
     /// The name of index `i` (`_OTHER` for [`len`](Self::len) and beyond).
+    #[cfg_attr(not(any(feature = "metrics", feature = "tracing")), allow(dead_code))]
     pub(crate) fn name(&self, i: usize) -> &str {
         self.list().get(i).map_or(OTHER, Method::as_str)
     }

@@ -418,6 +418,19 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// A client's metrics when `enabled` (`Builder::metrics`); the names are described to
+    /// the recorder then.
+    pub(crate) fn build(
+        enabled: bool,
+        methods: &KnownMethods,
+        idle_timeout: Duration,
+    ) -> Option<Arc<Metrics>> {
+        enabled.then(|| {
+            describe();
+            Arc::new(Metrics::new(methods.clone(), idle_timeout))
+        })
+    }
+
     pub(crate) fn new(methods: KnownMethods, idle_timeout: Duration) -> Metrics {
         Metrics {
             hosts: RwLock::default(),
@@ -487,6 +500,11 @@ impl Metrics {
 
 /// The pool-level metrics: a `Stats` sink.
 pub(crate) struct PoolMetrics(pub(crate) Arc<Metrics>);
+
+/// The pool's events as metrics: a [`PoolMetrics`] sink.
+pub(crate) fn pool_sink(m: &Arc<Metrics>) -> Arc<dyn EventSink> {
+    Arc::new(PoolMetrics(m.clone()))
+}
 
 impl EventSink for PoolMetrics {
     fn on_pool_event(&self, event: &Event) {

@@ -454,6 +454,7 @@ pub(crate) enum Limit {
 
 impl Limit {
     /// The limit's name, as the builder and metrics call it.
+    #[cfg_attr(not(any(feature = "metrics", feature = "tracing")), allow(dead_code))]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Limit::MaxIdleConns => "max_idle_conns",

@@ -474,3 +474,50 @@ fn pool_events_are_tracing_events_as_many_as_the_stats_hooks_see() {
     assert_eq!(log.count(Level::TRACE, "connection idle"), n(2));
     assert!(n(2) >= 1);
 }
+
+/// A dial through a SOCKS5 proxy to nginx over TLS: its `connection_setup` span times each
+/// phase the dial went through (connect to the proxy, the SOCKS exchange, TLS).
+#[test]
+fn the_setup_span_times_each_phase_of_a_dial_through_a_proxy() {
+    use faultserver::proxies;
+    use support::nginx::{self, Nginx, NginxOptions};
+    if proxies::skip_unless(
+        proxies::installed("microsocks") && nginx::available(),
+        "microsocks or nginx",
+        "the_setup_span_times_each_phase_of_a_dial_through_a_proxy",
+    ) {
+        return;
+    }
+    let nginx = Nginx::start(NginxOptions::default());
+    let proxy = proxies::microsocks();
+    let (_, spans) = exported(|| {
+        block_on(async {
+            let client: poolscope::Client<_, http_body_util::Empty<bytes::Bytes>> =
+                poolscope::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .proxy(
+                        poolscope::connect::Proxy::builder()
+                            .all(format!("socks5h://127.0.0.1:{}", proxy.port).as_str())
+                            .build()
+                            .expect("valid proxy"),
+                    )
+                    .build(poolscope::connect::HttpsConnector::with_roots(
+                        nginx.roots(),
+                    ));
+            support::body(client.get(nginx.url("/")).await.unwrap()).await;
+        })
+    });
+    let setup = spans
+        .iter()
+        .find(|s| s.name == "connection_setup")
+        .expect("the dial's span");
+    for phase in [
+        "poolscope.connect_s",
+        "poolscope.proxy_s",
+        "poolscope.tls_s",
+    ] {
+        let took = float(setup, phase).unwrap_or_else(|| panic!("{phase}: {setup:#?}"));
+        assert!(took > 0.0 && took < 10.0, "{phase}: {took}");
+    }
+    // The target's name went to the proxy (socks5h): no lookup here.
+    assert_eq!(float(setup, "poolscope.dns_s"), None);
+}

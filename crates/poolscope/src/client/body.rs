@@ -9,9 +9,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::conn::IoEvents;
 use crate::inflight::{Entry, Phase};
 use crate::pool::BoxError;
+use crate::trace::io::IoEvents;
 use crate::trace::{Mark, Tracer, WroteInfo};
 
 /// Who hears that the request body ended.

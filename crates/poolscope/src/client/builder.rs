@@ -56,14 +56,10 @@ pub struct Builder {
     event_history: usize,
     proxy: Option<crate::connect::Proxy>,
     known_methods: crate::methods::KnownMethods,
-    #[cfg(feature = "metrics")]
     metrics: bool,
-    #[cfg(feature = "metrics")]
     metrics_idle_timeout: Duration,
-    #[cfg(feature = "tracing")]
-    levels: super::span::Levels,
-    #[cfg(feature = "tracing")]
-    inject: Option<super::InjectContext>,
+    levels: crate::spans::Levels,
+    inject: Option<crate::spans::InjectContext>,
 }
 
 impl Builder {
@@ -90,13 +86,9 @@ impl Builder {
             event_history: 0,
             proxy: None,
             known_methods: Default::default(),
-            #[cfg(feature = "metrics")]
             metrics: false,
-            #[cfg(feature = "metrics")]
             metrics_idle_timeout: crate::metrics::DEFAULT_IDLE_TIMEOUT,
-            #[cfg(feature = "tracing")]
             levels: Default::default(),
-            #[cfg(feature = "tracing")]
             inject: None,
         }
     }
@@ -245,11 +237,11 @@ impl Builder {
 
     /// Report to the `metrics` facade (whatever recorder the application installed): request
     /// durations, time in queue, open connections, limit hits… (see `docs/metrics.md`).
-    /// Default: `false`. poolscope only; needs the `metrics` feature (on by default).
+    /// Default: `false`. poolscope only; needs the `metrics` feature (on by default): without
+    /// it, this setting has no effect.
     ///
-    /// Building a client with metrics on also calls [`crate::metrics::describe`], so the
+    /// Building a client with metrics on also calls `poolscope::metrics::describe`, so the
     /// recorder installed then has every metric's unit and description.
-    #[cfg(feature = "metrics")]
     pub fn metrics(&mut self, enabled: bool) -> &mut Self {
         self.metrics = enabled;
         self
@@ -257,27 +249,27 @@ impl Builder {
 
     /// How long a host may have no connection and no request before its metric handles are
     /// dropped (they are made again if it comes back; the recorder keeps its series). Bounds
-    /// the memory of a client that talks to many hosts. Default: 5 minutes. poolscope only.
-    #[cfg(feature = "metrics")]
+    /// the memory of a client that talks to many hosts. Default: 5 minutes. poolscope only;
+    /// no effect without the `metrics` feature.
     pub fn metrics_idle_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.metrics_idle_timeout = timeout;
         self
     }
 
     /// The level of the request spans (and their `wait_for_connection` and the dials'
-    /// `connection_setup` spans). Default: INFO. Needs the `tracing` feature.
-    #[cfg(feature = "tracing")]
-    pub fn request_span_level(&mut self, level: tracing::Level) -> &mut Self {
-        self.levels.spans = level;
+    /// `connection_setup` spans). Default: INFO. A `tracing::Level` converts. No effect
+    /// without the `tracing` feature.
+    pub fn request_span_level(&mut self, level: impl Into<crate::spans::Level>) -> &mut Self {
+        self.levels.spans = level.into();
         self
     }
 
     /// The level of the pool's `tracing` events (target `poolscope::pool`): dials, closes,
     /// waits and limit hits. Connections entering and leaving the idle lists are always at
-    /// TRACE. Default: DEBUG. Needs the `tracing` feature.
-    #[cfg(feature = "tracing")]
-    pub fn pool_event_level(&mut self, level: tracing::Level) -> &mut Self {
-        self.levels.pool = level;
+    /// TRACE. Default: DEBUG. A `tracing::Level` converts. No effect without the `tracing`
+    /// feature.
+    pub fn pool_event_level(&mut self, level: impl Into<crate::spans::Level>) -> &mut Self {
+        self.levels.pool = level.into();
         self
     }
 
@@ -285,7 +277,8 @@ impl Builder {
     /// it is sent (and so for every retry of it), for trace-context propagation: with
     /// `tracing-opentelemetry`, inject the span's context as W3C `traceparent` so the server's
     /// span is the child of this CLIENT span (see `docs/tracing.md`). Not called when the
-    /// span is disabled. Needs the `tracing` feature.
+    /// span is disabled. Needs the `tracing` feature (its argument is a `tracing::Span`): the
+    /// one builder method that a feature removes.
     #[cfg(feature = "tracing")]
     pub fn inject_trace_context<F>(&mut self, f: F) -> &mut Self
     where
@@ -376,30 +369,18 @@ impl Builder {
         if let Some(h) = &history {
             stats = stats.with_sink(h.clone());
         }
-        #[cfg(feature = "metrics")]
-        let metrics = self.metrics.then(|| {
-            crate::metrics::describe();
-            std::sync::Arc::new(crate::metrics::Metrics::new(
-                self.known_methods.clone(),
-                self.metrics_idle_timeout,
-            ))
-        });
-        #[cfg(feature = "metrics")]
-        let metrics_trace = match &metrics {
-            Some(m) => {
-                let sink = crate::metrics::PoolMetrics(m.clone());
-                stats = stats.with_sink(std::sync::Arc::new(sink));
-                Some(crate::metrics::dial_trace(m))
-            }
-            None => None,
-        };
-        #[cfg(not(feature = "metrics"))]
-        let metrics_trace = None;
-        #[cfg(feature = "tracing")]
-        {
-            stats = stats.with_sink(std::sync::Arc::new(super::span::PoolEvents(
-                self.levels.pool,
-            )));
+        let metrics = crate::metrics::Metrics::build(
+            self.metrics,
+            &self.known_methods,
+            self.metrics_idle_timeout,
+        );
+        let mut metrics_trace = None;
+        if let Some(m) = &metrics {
+            stats = stats.with_sink(crate::metrics::pool_sink(m));
+            metrics_trace = Some(crate::metrics::dial_trace(m));
+        }
+        if let Some(sink) = crate::spans::pool_events(self.levels.pool) {
+            stats = stats.with_sink(sink);
         }
         Client {
             shared: std::sync::Arc::new(Shared {
@@ -420,16 +401,13 @@ impl Builder {
                 },
                 trace: self.trace.clone(),
                 metrics_trace,
-                #[cfg(feature = "metrics")]
                 metrics,
                 retry_canceled_requests: self.retry_canceled_requests,
                 set_host: self.set_host,
                 next_request: std::sync::atomic::AtomicU64::new(1),
                 redact: self.redact_url.clone(),
                 methods: self.known_methods.clone(),
-                #[cfg(feature = "tracing")]
                 levels: self.levels,
-                #[cfg(feature = "tracing")]
                 inject: self.inject.clone(),
                 origins: super::origin::Origins::new(self.proxy.clone()),
             }),

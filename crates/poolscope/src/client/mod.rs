@@ -63,15 +63,13 @@
 mod body;
 mod builder;
 mod capture;
-pub(crate) mod conn;
+mod conn;
 mod end;
 mod error;
 mod exec;
 mod origin;
 mod retry;
 mod send;
-#[cfg(feature = "tracing")]
-pub(crate) mod span;
 mod target;
 mod telemetry;
 
@@ -127,27 +125,18 @@ pub(crate) struct Shared<B> {
     trace: ClientTrace,
     /// The dial-phase metrics hooks, when metrics are on.
     metrics_trace: Option<ClientTrace>,
-    #[cfg(feature = "metrics")]
     metrics: Option<Arc<crate::metrics::Metrics>>,
     retry_canceled_requests: bool,
     set_host: bool,
     next_request: AtomicU64,
     origins: origin::Origins,
     /// The user's URL rewriting, for the request span's `url.full`.
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     redact: Option<crate::inflight::Redact>,
     /// The methods the request span names (the metrics keep their own copy).
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     methods: crate::methods::KnownMethods,
-    #[cfg(feature = "tracing")]
-    levels: span::Levels,
-    #[cfg(feature = "tracing")]
-    inject: Option<InjectContext>,
+    levels: crate::spans::Levels,
+    inject: Option<crate::spans::InjectContext>,
 }
-
-/// [`Builder::inject_trace_context`]'s function.
-#[cfg(feature = "tracing")]
-pub(crate) type InjectContext = Arc<dyn Fn(&tracing::Span, &mut http::HeaderMap) + Send + Sync>;
 
 impl Client<(), ()> {
     /// Starts building a client whose connection tasks run on `executor` (e.g.
@@ -204,17 +193,15 @@ where
             std::panic::Location::caller(),
             stack,
         );
-        #[cfg(feature = "tracing")]
-        if let (Some(span), Some(inject)) = (telemetry.span(), &shared.inject) {
-            inject(span, req.headers_mut());
-        }
         // The request's future itself, boxed once (an `async` block around it would be moved,
-        // whole, once more).
-        // Run in the span (there is one only when someone records it).
-        #[cfg(feature = "tracing")]
-        if let Some(span) = telemetry.span().cloned() {
-            use tracing::Instrument;
-            let fut = self.clone().send(req, origin, telemetry).instrument(span);
+        // whole, once more), run in the request's span if there is one (only when someone
+        // records it).
+        if let Some(span) = telemetry.span() {
+            if let Some(inject) = &shared.inject {
+                span.inject(inject, req.headers_mut());
+            }
+            let span = span.handle();
+            let fut = span.instrument(self.clone().send(req, origin, telemetry));
             return ResponseFuture {
                 inner: std::sync::Mutex::new(Box::pin(fut)),
             };

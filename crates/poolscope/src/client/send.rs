@@ -20,6 +20,8 @@ use super::telemetry::RequestTelemetry;
 use super::Client;
 use crate::connect::{Connect, RequestBody};
 use crate::pool::{Pooled, Step};
+use crate::spans::SetupSpan;
+use crate::trace::io::{collect_io_marks, IoEvents};
 use crate::trace::{Got1xxInfo, RetryReason, Tracer, WroteInfo};
 
 /// An attempt that got a response head.
@@ -127,14 +129,11 @@ where
             shared.pool.checkout(key.clone())
         };
         loop {
-            #[cfg(feature = "tracing")]
-            let step = if telemetry.has_span() {
+            let step = if telemetry.hears_waits() {
                 noting_pending(checkout.step(), || telemetry.waiting()).await
             } else {
                 checkout.step().await
             };
-            #[cfg(not(feature = "tracing"))]
-            let step = checkout.step().await;
             match step {
                 Ok(Step::Ready(pooled)) => {
                     telemetry.got_conn(pooled.info(), &pooled.facts);
@@ -159,32 +158,25 @@ where
                         origin.via.clone(),
                         move || weak.evict_closed(&key),
                     );
-                    #[cfg(feature = "tracing")]
+                    if let Some(setup) =
+                        SetupSpan::start(shared.levels.spans, permit.key(), permit.id())
                     {
-                        let setup =
-                            super::span::setup_span(shared.levels.spans, permit.key(), permit.id());
-                        if !setup.is_disabled() {
-                            use tracing::Instrument;
-                            let span = setup.clone();
-                            shared.dial.exec.execute(
-                                async move {
-                                    let dialed = dial.await;
-                                    super::span::setup_done(
-                                        &span,
-                                        dialed.as_ref().ok().map(|c| &*c.facts),
-                                    );
-                                    if let Ok(c) = &dialed {
-                                        // Kept until the first request that gets the
-                                        // connection links to it.
-                                        *c.facts.setup.lock().unwrap_or_else(|e| e.into_inner()) =
-                                            Some(span);
-                                    }
-                                    permit.finish(dialed);
+                        let span = setup.clone();
+                        shared.dial.exec.execute(span.instrument(async move {
+                            let dialed = dial.await;
+                            match &dialed {
+                                Ok(c) => {
+                                    setup.connected(c.facts.version, c.facts.remote_addr);
+                                    // Kept until the first request that gets the connection
+                                    // links to it.
+                                    *c.facts.setup.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(setup);
                                 }
-                                .instrument(setup),
-                            );
-                            continue;
-                        }
+                                Err(_) => setup.failed(),
+                            }
+                            permit.finish(dialed);
+                        }));
+                        continue;
                     }
                     shared.dial.exec.execute(async move {
                         permit.finish(dial.await);
@@ -304,7 +296,7 @@ where
             }
         };
         if let (Some(t), Some(io)) = (telemetry.tracer(), &io) {
-            conn::collect_io_marks(t, io);
+            collect_io_marks(t, io);
         }
         match result {
             Ok(resp) => {
@@ -444,7 +436,7 @@ async fn backoff(attempt: u32) {
 
 /// Hands the tracer to whoever sees the request written: the HTTP/1 connection's IO, or (on
 /// HTTP/2 and other connectors) the request body's end; and to hyper's 1xx callback.
-fn watch_io<B>(t: &Arc<Tracer>, req: &mut Request<ReqBody<B>>, io: Option<&Arc<conn::IoEvents>>) {
+fn watch_io<B>(t: &Arc<Tracer>, req: &mut Request<ReqBody<B>>, io: Option<&Arc<IoEvents>>) {
     let end = match io {
         Some(io) => {
             io.arm(t);
@@ -473,7 +465,6 @@ fn watch_io<B>(t: &Arc<Tracer>, req: &mut Request<ReqBody<B>>, io: Option<&Arc<c
 }
 
 /// Awaits `fut`, calling `on_pending` the first time it is not ready.
-#[cfg(feature = "tracing")]
 async fn noting_pending<F: std::future::Future>(fut: F, on_pending: impl FnOnce()) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let mut on_pending = Some(on_pending);

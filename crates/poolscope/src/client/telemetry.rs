@@ -26,7 +26,9 @@ use super::error::Error;
 use super::Shared;
 use crate::history::{History, RequestEvent};
 use crate::inflight::{Entry, Phase, Registration};
+use crate::metrics::RequestMetrics;
 use crate::pool::{ConnId, ConnectKey, LeaseInfo, Returned};
+use crate::spans::RequestSpan;
 use crate::trace::{
     BodyDoneInfo, ClientTrace, FirstByteInfo, GetConnInfo, GotConnInfo, Mark, PutIdleConnInfo,
     RequestDoneInfo, RetryInfo, RetryReason, Tracer,
@@ -44,13 +46,11 @@ pub(crate) struct RequestTelemetry {
     tracer: Option<Arc<Tracer>>,
     /// `Some` until the request's end is recorded.
     history: Option<Arc<History>>,
-    #[cfg(feature = "metrics")]
-    metrics: Option<crate::metrics::RequestMetrics>,
+    metrics: Option<RequestMetrics>,
     /// The request's `tracing` span; ends when this is dropped (the request's end).
     /// Boxed, and only when someone records it: a disabled span would only make every move
     /// of the request's future larger.
-    #[cfg(feature = "tracing")]
-    span: Option<Box<super::span::RequestSpan>>,
+    span: Option<Box<RequestSpan>>,
     /// The end is reported (or handed to a [`TraceEnd`]): nothing more on drop.
     ended: bool,
 }
@@ -76,10 +76,7 @@ impl RequestTelemetry {
         // `dial_tracer`), so a client with metrics and no trace hooks arms no connection IO
         // and computes no timings.
         let traced = key.is_some() && traces[..2].iter().flatten().any(|t| !t.is_empty());
-        #[cfg(feature = "metrics")]
         let metered = key.is_some() && shared.metrics.is_some();
-        #[cfg(not(feature = "metrics"))]
-        let metered = false;
         let start = (traced || metered || shared.inflight.is_some() || shared.history.is_some())
             .then(Instant::now);
         let registration = match (&shared.inflight, start) {
@@ -102,39 +99,27 @@ impl RequestTelemetry {
             (Some(key), Some(at)) if traced => Tracer::new(id, key, &traces, at),
             _ => None,
         };
-        #[cfg(feature = "metrics")]
         let metrics = match (&shared.metrics, key, start) {
-            (Some(m), Some(key), Some(at)) => Some(crate::metrics::RequestMetrics::start(
-                m,
-                req.method(),
-                key,
-                at,
-            )),
+            (Some(m), Some(key), Some(at)) => Some(RequestMetrics::start(m, req.method(), key, at)),
             _ => None,
         };
-        #[cfg(feature = "tracing")]
-        let span = key
-            .map(|k| {
-                super::span::RequestSpan::start(
-                    shared.levels.spans,
-                    req.method(),
-                    &shared.methods,
-                    k,
-                    req.uri(),
-                    shared.redact.as_ref(),
-                )
-            })
-            .filter(|s| !s.span().is_disabled())
-            .map(Box::new);
+        let span = key.and_then(|k| {
+            RequestSpan::start(
+                shared.levels.spans,
+                req.method(),
+                &shared.methods,
+                k,
+                req.uri(),
+                shared.redact.as_ref(),
+            )
+        });
         RequestTelemetry {
             id,
             start,
             registration,
             tracer,
             history: shared.history.clone(),
-            #[cfg(feature = "metrics")]
             metrics,
-            #[cfg(feature = "tracing")]
             span,
             ended: false,
         }
@@ -146,9 +131,8 @@ impl RequestTelemetry {
     }
 
     /// The request's span, for its future to run in.
-    #[cfg(feature = "tracing")]
-    pub(crate) fn span(&self) -> Option<&tracing::Span> {
-        self.span.as_ref().map(|s| s.span())
+    pub(crate) fn span(&self) -> Option<&RequestSpan> {
+        self.span.as_deref()
     }
 
     /// The tracer, for the dial task and the connection's IO events.
@@ -192,16 +176,14 @@ impl RequestTelemetry {
     }
 
     /// The pool could not serve the request at once: it waits (its span says so).
-    #[cfg(feature = "tracing")]
     pub(crate) fn waiting(&self) {
         if let Some(s) = &self.span {
             s.waiting();
         }
     }
 
-    /// Whether a span wants to hear of waits.
-    #[cfg(feature = "tracing")]
-    pub(crate) fn has_span(&self) -> bool {
+    /// Whether a sink wants to hear of waits ([`waiting`](Self::waiting)).
+    pub(crate) fn hears_waits(&self) -> bool {
         self.span.is_some()
     }
 
@@ -214,7 +196,6 @@ impl RequestTelemetry {
 
     /// The attempt got a connection: `info` from the pool, `facts` from the dial.
     pub(crate) fn got_conn(&self, info: &LeaseInfo, facts: &super::conn::ConnFacts) {
-        #[cfg(feature = "metrics")]
         if let Some(m) = &self.metrics {
             m.got_conn(info, facts.version);
         }
@@ -222,9 +203,13 @@ impl RequestTelemetry {
             e.set_phase(Phase::Sending);
             e.set_conn(info.conn_id);
         }
-        #[cfg(feature = "tracing")]
         if let Some(s) = &self.span {
-            s.got_conn(info, facts);
+            s.got_conn(
+                info,
+                facts.version,
+                facts.remote_addr,
+                facts.take_setup_span(),
+            );
         }
         if self.history.is_none() && self.tracer.is_none() {
             return;
@@ -274,11 +259,9 @@ impl RequestTelemetry {
 
     /// The request is sent again: `attempt` is the one about to start.
     pub(crate) fn retry(&self, attempt: u32, reason: RetryReason, conn_id: ConnId, error: &Error) {
-        #[cfg(feature = "metrics")]
         if let Some(m) = &self.metrics {
             m.retry(reason);
         }
-        #[cfg(feature = "tracing")]
         if let Some(s) = &self.span {
             s.resent(attempt.saturating_sub(1));
         }
@@ -310,12 +293,10 @@ impl RequestTelemetry {
     /// The request failed before it had a response.
     pub(crate) fn failed(mut self, error: &Error) {
         self.ended = true;
-        #[cfg(feature = "tracing")]
         if let Some(s) = self.span.take() {
             s.failed(error.error_type());
         }
         let end = self.clock();
-        #[cfg(feature = "metrics")]
         if let (Some(m), Some(end)) = (self.metrics.take(), end) {
             m.finish_at(Err(error.error_type()), end.at, end.elapsed);
         }
@@ -346,7 +327,6 @@ impl RequestTelemetry {
     /// connection is back in the pool or closed (Go's order), through the [`TraceEnd`].
     pub(crate) fn body_done(mut self, status: StatusCode, error: Option<&str>) -> TraceEnd {
         self.ended = true;
-        #[cfg(feature = "tracing")]
         if let Some(s) = self.span.take() {
             s.status(status);
         }
@@ -369,7 +349,6 @@ impl RequestTelemetry {
         }
         // Out of the in-flight registry: the body is over.
         drop(self.registration.take());
-        #[cfg(feature = "metrics")]
         if let (Some(m), Some(end)) = (self.metrics.take(), end) {
             m.finish_at(Ok(status), end.at, end.elapsed);
         }
@@ -407,7 +386,6 @@ impl Drop for RequestTelemetry {
         }
         // The response future was dropped before the request ended. The metrics record it
         // as canceled when they drop.
-        #[cfg(feature = "tracing")]
         if let Some(s) = self.span.take() {
             s.failed("canceled");
         }

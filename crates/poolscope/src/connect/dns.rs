@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -20,7 +19,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use tower_service::Service;
 
 use super::{ConnectError, ConnectPhase};
-use crate::trace::{with_dial_tracer, DnsDoneInfo, DnsStartInfo, Mark};
+use crate::trace::{DialPhase, DnsDoneInfo, DnsStartInfo, Phase};
 
 /// [`HttpConnector`](super::HttpConnector)'s default resolver: hickory-resolver with the
 /// system configuration (`/etc/resolv.conf`), or with the name servers given to
@@ -147,23 +146,14 @@ where
     R::Response: Iterator<Item = SocketAddr>,
     R::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    with_dial_tracer(|t| {
+    let phase = DialPhase::start(Phase::Dns, |t| {
         t.dns_start(|| DnsStartInfo {
             request_id: t.request_id,
             host: host.to_owned(),
         })
     });
-    let start = Instant::now();
     let result = ask(resolver.clone(), host).await;
-    let end = Instant::now();
-    #[cfg(feature = "tracing")]
-    crate::client::span::dial_phase(
-        "poolscope.dns_s",
-        end - start,
-        result.as_ref().err().map(|e| e.to_string()).as_deref(),
-    );
-    with_dial_tracer(|t| {
-        t.mark(Mark::Dns, end.saturating_duration_since(start));
+    phase.done(&result, |t, took| {
         t.dns_done(|| DnsDoneInfo {
             request_id: t.request_id,
             key: t.key.clone(),
@@ -174,7 +164,7 @@ where
             host: host.to_owned(),
             error: result.as_ref().err().map(|e| crate::trace::error_text(e)),
             error_type: result.as_ref().err().map(error_type),
-            took: end - start,
+            took,
         })
     });
     result

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Uri;
 use rustls::pki_types::ServerName;
@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::Connection;
 use super::proxy::Through;
 use super::stream::Io;
 use super::{ConnInfo, ConnectError, ConnectPhase, HttpConnector, Stream};
-use crate::trace::{with_dial_tracer, Mark, TlsHandshakeDoneInfo, TlsHandshakeStartInfo, TlsInfo};
+use crate::trace::{DialPhase, Phase, TlsHandshakeDoneInfo, TlsHandshakeStartInfo, TlsInfo};
 
 /// Dials `http://` and `https://` URIs. TLS is rustls with the ring provider; certificates
 /// are verified against the webpki roots unless other roots or a whole `ClientConfig` are
@@ -156,13 +156,12 @@ where
     let name = ServerName::try_from(host.to_owned()).map_err(|e| {
         ConnectError::new(ConnectPhase::Tls, format!("invalid server name {host:?}")).with(e)
     })?;
-    with_dial_tracer(|t| {
+    let phase = DialPhase::start(Phase::Tls, |t| {
         t.tls_handshake_start(|| TlsHandshakeStartInfo {
             request_id: t.request_id,
             server_name: host.to_owned(),
         })
     });
-    let start = Instant::now();
     let connect = TlsConnector::from(tls).connect(name, tcp);
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, connect).await.unwrap_or_else(|_| {
@@ -173,7 +172,6 @@ where
         }),
         None => connect.await,
     };
-    let end = Instant::now();
     let result = result
         .map_err(|e| {
             let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
@@ -204,22 +202,13 @@ where
             };
             (s, info)
         });
-    #[cfg(feature = "tracing")]
-    crate::client::span::dial_phase(
-        "poolscope.tls_s",
-        start.elapsed(),
-        result.as_ref().err().map(|e| e.to_string()).as_deref(),
-    );
-    with_dial_tracer(|t| {
-        if result.is_ok() {
-            t.mark(Mark::Tls, end.saturating_duration_since(start));
-        }
+    phase.done(&result, |t, took| {
         t.tls_handshake_done(|| TlsHandshakeDoneInfo {
             request_id: t.request_id,
             key: t.key.clone(),
             tls: result.as_ref().ok().map(|(_, i)| i.clone()),
             error: result.as_ref().err().map(|e| crate::trace::error_text(e)),
-            took: end - start,
+            took,
         })
     });
     result

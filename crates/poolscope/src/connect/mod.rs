@@ -18,6 +18,19 @@
 //!
 //! The stream they return carries a [`ConnInfo`] (addresses, TLS details), which the client
 //! reports in `GotConnInfo`.
+//!
+//! # Ambient context
+//!
+//! A connector is a `Service<Uri>`: hyper-util's signature, which carries nothing but the
+//! URI. Three task-locals carry the rest across that boundary, each set by the client around
+//! the one future that needs it and read, if at all, inside it. Any connector works without
+//! them (hyper-util's own, or a user's); poolscope's connectors use the first two.
+//!
+//! | task-local | set by | read by | carries |
+//! |---|---|---|---|
+//! | `trace::DIAL_TRACER` | the client's dial (`client::conn::dial`), around the connector's call | `trace::DialPhase` in DNS, TCP, proxy and TLS; each TCP attempt's `connect_start`/`connect_done` | the tracer of the request that started the dial: its hooks and its milestones |
+//! | `connect::proxy::DIAL_VIA` | the client's dial (`proxy::dialing_via`), when `Builder::proxy` chose a proxy | [`HttpConnector`] and [`HttpsConnector`] (`proxy::take_via`) | the proxy to reach the target through; the dial fails if a connector leaves it untaken (it went direct) |
+//! | `client::exec::HELD` | the HTTP/2 handshake (`Held::during`) | the client's executor (`Exec::execute`) | the first future the handshake spawns (h2's connection task), kept for the connection's driver to poll |
 
 mod dns;
 mod forward;

@@ -13,7 +13,6 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use http::{HeaderValue, StatusCode, Uri};
 use hyper::rt::{Read, Write};
@@ -24,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_service::Service;
 
 use super::{ConnectError, ConnectPhase};
-use crate::trace::{with_dial_tracer, Mark, ProxyDoneInfo, ProxyStartInfo};
+use crate::trace::{DialPhase, Phase, ProxyDoneInfo, ProxyStartInfo};
 
 /// The longest answer head to a `CONNECT` that is read.
 const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
@@ -388,14 +387,13 @@ where
         ViaKind::Socks4 { .. } => "SOCKS4",
         _ => "SOCKS5",
     };
-    with_dial_tracer(|t| {
+    let phase = DialPhase::start(Phase::Proxy, |t| {
         t.proxy_start(|| ProxyStartInfo {
             request_id: t.request_id,
             proxy: via.name.to_string(),
             protocol: how,
         })
     });
-    let start = Instant::now();
     let result = match via.kind {
         ViaKind::Http => connect_tunnel(io, via, &host, port).await,
         ViaKind::Socks4 { remote_dns } | ViaKind::Socks5 { remote_dns } => {
@@ -403,11 +401,7 @@ where
         }
         ViaKind::Https => Err(https_refused(via)),
     };
-    let took = start.elapsed();
-    with_dial_tracer(|t| {
-        if result.is_ok() {
-            t.mark(Mark::Proxy, took);
-        }
+    phase.done(&result, |t, took| {
         t.proxy_done(|| ProxyDoneInfo {
             request_id: t.request_id,
             proxy: via.name.to_string(),

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::ConnInfo;
-use crate::client::conn::IoEvents;
+use crate::trace::io::IoEvents;
 
 /// A connection made by [`HttpConnector`](super::HttpConnector) or
 /// [`HttpsConnector`](super::HttpsConnector): plain TCP or TLS over TCP. It implements

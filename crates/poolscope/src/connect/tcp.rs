@@ -24,7 +24,7 @@ use crate::stats::DialSummary;
 use std::sync::Arc;
 
 use super::{ConnectError, ConnectPhase};
-use crate::trace::{dial_tracer, ConnectDoneInfo, ConnectStartInfo, Mark, Tracer};
+use crate::trace::{dial_tracer, ConnectDoneInfo, ConnectStartInfo, DialPhase, Phase, Tracer};
 
 /// Options set on every socket before it connects. The default is the OS's defaults, except
 /// for `nodelay` (see [`SocketOptions::new`]).
@@ -324,12 +324,11 @@ impl Drop for Reported {
     }
 }
 
-/// Connects to `addr` with a socket that has `opts`; `began` is when the first attempt of the
-/// race started. A connected stream comes back with the address it reached.
+/// Connects to `addr` with a socket that has `opts`. A connected stream comes back with the
+/// address it reached.
 async fn attempt(
     addr: SocketAddr,
     opts: &SocketOptions,
-    began: Instant,
 ) -> Result<(SocketAddr, TcpStream), AttemptError> {
     let tracer = dial_tracer();
     if let Some(t) = &tracer {
@@ -355,15 +354,6 @@ async fn attempt(
             err,
         }),
     };
-    if let (Some(t), Ok(_)) = (&report.tracer, &result) {
-        t.mark(Mark::Connect, began.elapsed());
-    }
-    #[cfg(feature = "tracing")]
-    crate::client::span::dial_phase(
-        "poolscope.connect_s",
-        began.elapsed(),
-        result.as_ref().err().map(|e| e.err.to_string()).as_deref(),
-    );
     report.done(result.as_ref().err().map(AttemptError::event_text));
     result.map(|stream| (addr, stream))
 }
@@ -394,14 +384,20 @@ pub(crate) async fn connect(
         }
         None => addrs,
     };
+    // The phase is the whole race; each attempt reports its own start and end.
+    let phase = DialPhase::start(Phase::Connect, |_| {});
     let race = race(addrs, opts, stagger);
-    match timeout {
-        Some(t) => tokio::time::timeout(t, race).await.map_err(|_| {
-            ConnectError::new(ConnectPhase::Tcp, format!("connect timed out after {t:?}"))
-                .timed_out()
-        })?,
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, race).await.unwrap_or_else(|_| {
+            Err(
+                ConnectError::new(ConnectPhase::Tcp, format!("connect timed out after {t:?}"))
+                    .timed_out(),
+            )
+        }),
         None => race.await,
-    }
+    };
+    phase.done(&result, |_, _| {});
+    result
 }
 
 async fn race(
@@ -414,9 +410,8 @@ async fn race(
     let mut pending = interleave(addrs).into_iter();
     let mut running = FuturesUnordered::new();
     let mut errors: Vec<AttemptError> = Vec::new();
-    let began = Instant::now();
     if let Some(addr) = pending.next() {
-        running.push(attempt(addr, opts, began));
+        running.push(attempt(addr, opts));
     }
     while !running.is_empty() {
         let next = match stagger {
@@ -433,14 +428,14 @@ async fn race(
             Ok(Some(Err(e))) => {
                 errors.push(e);
                 if let Some(addr) = pending.next() {
-                    running.push(attempt(addr, opts, began));
+                    running.push(attempt(addr, opts));
                 }
             }
             Ok(None) => break,
             // Still pending after `stagger`: start the next address alongside.
             Err(_) => {
                 if let Some(addr) = pending.next() {
-                    running.push(attempt(addr, opts, began));
+                    running.push(attempt(addr, opts));
                 }
             }
         }

@@ -1,44 +1,30 @@
-//! `tracing` spans (cargo feature `tracing`), with OpenTelemetry's HTTP client span
-//! attributes, for `tracing-opentelemetry` to export.
-//!
-//! - **`HTTP` / `{method}`**: one span per request (target `poolscope::request`, kind CLIENT,
-//!   at [`Builder::request_span_level`](crate::Builder::request_span_level), INFO by default),
-//!   a child of the caller's current span. Made when the request is issued, filled in at its
-//!   milestones by its [`RequestTelemetry`](super::telemetry::RequestTelemetry), and ended
-//!   when the response body ends, fails or is dropped, or when the request fails.
-//! - **`wait_for_connection`**: a child of the request's span, only while the request waits
-//!   for a connection (as .NET has it): from the first time the pool cannot serve it at once
-//!   to the moment it gets one (its own dial included).
-//! - **`connection_setup`**: a root span per dial (target `poolscope::connection`, same
-//!   level): resolve, connect, TLS and the HTTP handshake. A dial can end up serving another
-//!   request than the one that started it, so it is nobody's child. The request that gets
-//!   the new connection first links to it (`follows_from`). It ends once that request has the
-//!   connection (or when the connection closes unused).
-//!
-//! With no subscriber interested, a span is `Span::none()` and costs a callsite check.
-//!
-//! | attribute | when |
-//! |---|---|
-//! | `otel.name` (`GET`…, `HTTP` for other methods), `otel.kind` = `client`, `http.request.method` (`_OTHER` for methods outside the known list, with `http.request.method_original`), `server.address`, `server.port`, `url.scheme`, `url.full` (no userinfo, through `redact_url`) | at creation |
-//! | `network.protocol.version` (`1.1`, `2`), `network.peer.address`, `network.peer.port`, `poolscope.connection.id`, `poolscope.connection.reused`, `poolscope.time_in_queue_s` | when it gets a connection |
-//! | `http.request.resend_count` | when it is sent again |
-//! | `http.response.status_code`; for 4xx and 5xx `error.type` (the code) and `otel.status_code` = `ERROR` | at the response's end |
-//! | `error.type` (`connect`, `pool_timeout`, `canceled`…), `otel.status_code` = `ERROR` | when it fails or is canceled |
-//!
-//! `connection_setup` has `server.address`, `server.port`, `url.scheme`, `poolscope.connection.id`,
-//! then `network.peer.address`/`.port` and `network.protocol.version`, or `error.type` and
-//! `otel.status_code = ERROR` if the dial failed; and the phases' durations
-//! `poolscope.dns_s`, `poolscope.connect_s`, `poolscope.tls_s` when the connector is
-//! poolscope's own.
+//! The spans and pool events, with the `tracing` feature.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use http::{Method, StatusCode, Uri};
+use http::{Method, StatusCode, Uri, Version};
 use tracing::field::Empty;
-use tracing::{Level, Span};
+use tracing::{Instrument, Level, Span};
 
 use crate::pool::{ConnId, ConnectKey, LeaseInfo};
 use crate::stats::{Event, EventSink};
+
+impl super::Level {
+    fn tracing(self) -> Level {
+        match self {
+            super::Level::Error => Level::ERROR,
+            super::Level::Warn => Level::WARN,
+            super::Level::Info => Level::INFO,
+            super::Level::Debug => Level::DEBUG,
+            super::Level::Trace => Level::TRACE,
+        }
+    }
+}
+
+/// [`Builder::inject_trace_context`](crate::Builder::inject_trace_context)'s function.
+pub(crate) type InjectContext = Arc<dyn Fn(&Span, &mut http::HeaderMap) + Send + Sync>;
 
 /// `tracing::span!` at a level known only at run time: one callsite per level.
 macro_rules! span_at {
@@ -66,25 +52,6 @@ macro_rules! event_at {
     };
 }
 
-/// The levels of the client's spans and pool events.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Levels {
-    /// The request, `wait_for_connection` and `connection_setup` spans.
-    pub(crate) spans: Level,
-    /// Pool events that say something (dials, closes, waits, limit hits); the per-request
-    /// churn of the idle lists is at TRACE.
-    pub(crate) pool: Level,
-}
-
-impl Default for Levels {
-    fn default() -> Levels {
-        Levels {
-            spans: Level::INFO,
-            pool: Level::DEBUG,
-        }
-    }
-}
-
 /// A request's span (`Span::none()` when nobody listens), and its wait while it waits.
 pub(crate) struct RequestSpan {
     span: Span,
@@ -93,14 +60,17 @@ pub(crate) struct RequestSpan {
 }
 
 impl RequestSpan {
+    /// The request's span, or `None` when nobody records it (a disabled span would only
+    /// make every move of the request's future larger).
     pub(crate) fn start(
-        level: Level,
+        level: super::Level,
         method: &Method,
         methods: &crate::methods::KnownMethods,
         key: &ConnectKey,
         uri: &Uri,
         redact: Option<&crate::inflight::Redact>,
-    ) -> RequestSpan {
+    ) -> Option<Box<RequestSpan>> {
+        let level = level.tracing();
         let label = methods.label(method);
         let other = label == crate::methods::OTHER;
         let name = if other { "HTTP" } else { label };
@@ -127,25 +97,31 @@ impl RequestSpan {
             poolscope.connection.reused = Empty,
             poolscope.time_in_queue_s = Empty,
         );
-        if !span.is_disabled() {
-            if other {
-                span.record("http.request.method_original", method.as_str());
-            }
-            // The URL is rendered only for a span someone records.
-            let clean = crate::inflight::strip_userinfo(uri);
-            let url = redact.map_or_else(|| clean.to_string(), |f| f(&clean));
-            span.record("url.full", url.as_str());
+        if span.is_disabled() {
+            return None;
         }
-        RequestSpan {
+        if other {
+            span.record("http.request.method_original", method.as_str());
+        }
+        // The URL is rendered only for a span someone records.
+        let clean = crate::inflight::strip_userinfo(uri);
+        let url = redact.map_or_else(|| clean.to_string(), |f| f(&clean));
+        span.record("url.full", url.as_str());
+        Some(Box::new(RequestSpan {
             span,
             level,
             wait: Mutex::new(None),
-        }
+        }))
     }
 
-    /// The span, to enter while the request runs.
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
+    /// Lets `inject` write the span's context into the request's headers.
+    pub(crate) fn inject(&self, inject: &InjectContext, headers: &mut http::HeaderMap) {
+        inject(&self.span, headers);
+    }
+
+    /// The span, to run the request's future in.
+    pub(crate) fn handle(&self) -> SpanHandle {
+        SpanHandle(self.span.clone())
     }
 
     /// The pool could not serve the request at once: its `wait_for_connection` starts (if it
@@ -162,18 +138,26 @@ impl RequestSpan {
         }
     }
 
-    pub(crate) fn got_conn(&self, info: &LeaseInfo, facts: &super::conn::ConnFacts) {
+    /// The request got a connection (of `version`, to `peer`); `setup` is the dial's span if
+    /// this request is the first to get the connection.
+    pub(crate) fn got_conn(
+        &self,
+        info: &LeaseInfo,
+        version: Version,
+        peer: Option<SocketAddr>,
+        setup: Option<SetupSpan>,
+    ) {
         // The wait (if any) ends here.
         drop(self.wait.lock().unwrap_or_else(|e| e.into_inner()).take());
         let s = &self.span;
-        if let Some(setup) = facts.take_setup_span() {
-            s.follows_from(&setup);
+        if let Some(setup) = setup {
+            s.follows_from(&setup.0);
         }
         s.record(
             "network.protocol.version",
-            crate::trace::protocol_version(facts.version),
+            crate::trace::protocol_version(version),
         );
-        if let Some(peer) = facts.remote_addr {
+        if let Some(peer) = peer {
             s.record("network.peer.address", peer.ip().to_string().as_str());
             s.record("network.peer.port", i64::from(peer.port()));
         }
@@ -208,51 +192,67 @@ fn id_value(id: ConnId) -> i64 {
     i64::try_from(id.get()).unwrap_or(i64::MAX)
 }
 
-/// The `connection_setup` span of a dial of `key` (`Span::none()` when nobody listens).
-pub(crate) fn setup_span(level: Level, key: &ConnectKey, id: ConnId) -> Span {
-    span_at!(
-        level,
-        target: "poolscope::connection",
-        parent: None,
-        "connection_setup",
-        server.address = key.host(),
-        server.port = i64::from(key.port()),
-        url.scheme = key.scheme(),
-        poolscope.connection.id = id_value(id),
-        network.peer.address = Empty,
-        network.peer.port = Empty,
-        network.protocol.version = Empty,
-        error.type = Empty,
-        otel.status_code = Empty,
-        poolscope.dns_s = Empty,
-        poolscope.connect_s = Empty,
-        poolscope.tls_s = Empty,
-    )
-}
+/// A dial's `connection_setup` span.
+#[derive(Clone)]
+pub(crate) struct SetupSpan(Span);
 
-/// Records how a dial ended on its `connection_setup` span.
-pub(crate) fn setup_done(span: &Span, facts: Option<&super::conn::ConnFacts>) {
-    match facts {
-        Some(f) => {
-            span.record(
-                "network.protocol.version",
-                crate::trace::protocol_version(f.version),
-            );
-            if let Some(peer) = f.remote_addr {
-                span.record("network.peer.address", peer.ip().to_string().as_str());
-                span.record("network.peer.port", i64::from(peer.port()));
-            }
+impl SetupSpan {
+    /// The span of a dial of `key`, or `None` when nobody records it.
+    pub(crate) fn start(level: super::Level, key: &ConnectKey, id: ConnId) -> Option<SetupSpan> {
+        let span = span_at!(
+            level.tracing(),
+            target: "poolscope::connection",
+            parent: None,
+            "connection_setup",
+            server.address = key.host(),
+            server.port = i64::from(key.port()),
+            url.scheme = key.scheme(),
+            poolscope.connection.id = id_value(id),
+            network.peer.address = Empty,
+            network.peer.port = Empty,
+            network.protocol.version = Empty,
+            error.type = Empty,
+            otel.status_code = Empty,
+            poolscope.dns_s = Empty,
+            poolscope.connect_s = Empty,
+            poolscope.proxy_s = Empty,
+            poolscope.tls_s = Empty,
+        );
+        (!span.is_disabled()).then_some(SetupSpan(span))
+    }
+
+    /// `fut` (the dial), run in the span.
+    pub(crate) fn instrument<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        fut.instrument(self.0.clone())
+    }
+
+    /// The dial made a connection of `version` to `peer`.
+    pub(crate) fn connected(&self, version: Version, peer: Option<SocketAddr>) {
+        let span = &self.0;
+        span.record(
+            "network.protocol.version",
+            crate::trace::protocol_version(version),
+        );
+        if let Some(peer) = peer {
+            span.record("network.peer.address", peer.ip().to_string().as_str());
+            span.record("network.peer.port", i64::from(peer.port()));
         }
-        None => {
-            span.record("error.type", "connect");
-            span.record("otel.status_code", "ERROR");
-        }
+    }
+
+    /// The dial failed.
+    pub(crate) fn failed(&self) {
+        self.0.record("error.type", "connect");
+        self.0.record("otel.status_code", "ERROR");
     }
 }
 
 /// Records a dial phase's duration on the current span, if it is a `connection_setup` (a
 /// field it does not have is ignored), and says it as a DEBUG event in it.
-pub(crate) fn dial_phase(field: &'static str, took: std::time::Duration, error: Option<&str>) {
+pub(crate) fn dial_phase(
+    field: &'static str,
+    took: std::time::Duration,
+    error: Option<&dyn std::fmt::Display>,
+) {
     let current = Span::current();
     if current.is_disabled() {
         return;
@@ -263,15 +263,44 @@ pub(crate) fn dial_phase(field: &'static str, took: std::time::Duration, error: 
             tracing::debug!(target: "poolscope::connection", phase = field, took = ?took, "dial phase done")
         }
         Some(e) => {
-            tracing::debug!(target: "poolscope::connection", phase = field, took = ?took, error = e, "dial phase failed")
+            tracing::debug!(target: "poolscope::connection", phase = field, took = ?took, error = %e, "dial phase failed")
         }
     }
+}
+
+/// A span to run futures in: an HTTP/2 connection's (DEBUG, `h2_connection`, for h2's own
+/// events), or a request's.
+pub(crate) struct SpanHandle(Span);
+
+/// The span of an HTTP/2 connection from `local` to `remote`.
+pub(crate) fn h2_connection_span(
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+) -> SpanHandle {
+    SpanHandle(tracing::debug_span!("h2_connection", local = ?local, remote = ?remote))
+}
+
+impl SpanHandle {
+    /// `fut`, run in the span.
+    pub(crate) fn instrument<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        fut.instrument(self.0.clone())
+    }
+
+    /// Runs `f` in the span.
+    pub(crate) fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.0.in_scope(f)
+    }
+}
+
+/// The pool's events as `tracing` events at `level`: a [`PoolEvents`] sink.
+pub(crate) fn pool_events(level: super::Level) -> Option<Arc<dyn EventSink>> {
+    Some(Arc::new(PoolEvents(level.tracing())))
 }
 
 /// Pool events as `tracing` events, target `poolscope::pool`: dials, closes, waits and limit
 /// hits at the configured level (DEBUG by default), the idle lists' churn at TRACE. A `Stats`
 /// sink that asks for events only while a subscriber is interested.
-pub(crate) struct PoolEvents(pub(crate) Level);
+struct PoolEvents(Level);
 
 impl PoolEvents {
     fn enabled(&self) -> bool {
