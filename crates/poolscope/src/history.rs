@@ -16,9 +16,9 @@
 //!
 //! [`Client::recent_events`]: crate::Client::recent_events
 
+use crate::sync::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::StatusCode;
@@ -97,7 +97,7 @@ impl History {
     fn push(&self, at: Instant, what: What) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let slot = &self.ring[(seq % self.ring.len() as u64) as usize];
-        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = slot.lock();
         // A writer N events ahead got here first: this event is already out of the window.
         if held.as_ref().is_some_and(|r| r.seq > seq) {
             return;
@@ -124,7 +124,7 @@ impl History {
         let mut kept: Vec<Recorded> = self
             .ring
             .iter()
-            .filter_map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .filter_map(|slot| slot.lock().clone())
             .collect();
         kept.sort_by_key(|r| r.seq);
         // Rendered after the locks: the user's `redact_url` may be slow, or read the history.

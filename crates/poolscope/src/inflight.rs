@@ -25,14 +25,16 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{Method, Uri};
 use serde::Serialize;
 use slab::Slab;
 
-use crate::pool::ConnId;
+use crate::key::ConnId;
 
 const SHARDS: usize = 32;
 
@@ -184,13 +186,17 @@ pub struct Registry {
 pub struct Registration {
     registry: Arc<Registry>,
     slot: usize,
-    pub(crate) entry: Arc<Entry>,
+    /// The request's id (its shard).
+    id: u64,
+    /// The entry's address, to check the slot still holds it before removing it (only this
+    /// registration removes its slot, so it does).
+    entry: usize,
 }
 
 impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registration")
-            .field("id", &self.entry.id)
+            .field("id", &self.id)
             .finish()
     }
 }
@@ -205,11 +211,11 @@ impl fmt::Debug for Registry {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let shard = &self.registry.shards[self.entry.id as usize % SHARDS];
-        let mut slab = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let shard = &self.registry.shards[self.id as usize % SHARDS];
+        let mut slab = shard.lock();
         if slab
             .get(self.slot)
-            .is_some_and(|e| Arc::ptr_eq(e, &self.entry))
+            .is_some_and(|e| Arc::as_ptr(e) as usize == self.entry)
         {
             slab.remove(self.slot);
         }
@@ -270,6 +276,7 @@ impl Registry {
             None
         };
         self.register_started(id, method, uri, caller, Instant::now(), stack)
+            .0
     }
 
     /// Whether registrations carry the caller's stack.
@@ -279,7 +286,8 @@ impl Registry {
 
     /// As [`register_at`](Self::register_at), for a request that started `started` (a
     /// clock reading its other sinks share), with the stack its caller captured (so that the
-    /// registration adds no frame above the caller's).
+    /// registration adds no frame above the caller's). Returns the entry too, for the
+    /// request's probe to update.
     pub(crate) fn register_started(
         self: &Arc<Self>,
         id: u64,
@@ -288,7 +296,7 @@ impl Registry {
         caller: &'static std::panic::Location<'static>,
         started: Instant,
         stack: Option<RawStack>,
-    ) -> Registration {
+    ) -> (Registration, Arc<Entry>) {
         let entry = Arc::new(Entry {
             id,
             method: method.clone(),
@@ -301,22 +309,21 @@ impl Registry {
             stack,
         });
         let shard = &self.shards[id as usize % SHARDS];
-        let slot = shard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(entry.clone());
-        Registration {
+        let slot = shard.lock().insert(entry.clone());
+        let registration = Registration {
             registry: self.clone(),
             slot,
-            entry,
-        }
+            id,
+            entry: Arc::as_ptr(&entry) as usize,
+        };
+        (registration, entry)
     }
 
     /// The requests in flight now, oldest first, stacks resolved.
     pub fn report(&self) -> InFlightReport {
         let mut live: Vec<Arc<Entry>> = Vec::new();
         for shard in self.shards.iter() {
-            let slab = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let slab = shard.lock();
             live.extend(slab.iter().map(|(_, e)| e.clone()));
         }
         // Resolve outside the shard locks: it reads debug info and can take milliseconds.
@@ -363,17 +370,12 @@ impl Registry {
 
     /// How many requests are registered.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// Whether no request is registered.
     pub fn is_empty(&self) -> bool {
-        self.shards
-            .iter()
-            .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+        self.shards.iter().all(|s| s.lock().is_empty())
     }
 }
 
@@ -488,12 +490,7 @@ impl Registry {
     /// The symbols of `ip`, from the cache or resolved now (outside the cache's lock: reading
     /// debug info can take milliseconds the first time).
     fn symbols(&self, ip: usize) -> Arc<[Symbol]> {
-        if let Some(s) = self
-            .symbols
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ip)
-        {
+        if let Some(s) = self.symbols.lock().get(&ip) {
             return s.clone();
         }
         let mut found = Vec::new();
@@ -507,10 +504,7 @@ impl Registry {
             }
         });
         let found: Arc<[Symbol]> = found.into();
-        self.symbols
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ip, found.clone());
+        self.symbols.lock().insert(ip, found.clone());
         found
     }
 
@@ -725,11 +719,20 @@ mod tests {
     fn report_is_oldest_first_and_entries_leave_on_drop() {
         let reg = Arc::new(Registry::new(false));
         // The older request has the larger id: only the age can put it first.
-        let older = reg.register(2, &Method::GET, &"http://h/a".parse().unwrap());
+        let at = Instant::now();
+        let here = std::panic::Location::caller();
+        let (older, older_entry) = reg.register_started(
+            2,
+            &Method::GET,
+            &"http://h/a".parse().unwrap(),
+            here,
+            at,
+            None,
+        );
         // Spin (no sleep) until the clock has moved on, so the two ages differ.
-        while Instant::now() <= older.entry.started {}
+        while Instant::now() <= at {}
         let newer = reg.register(1, &Method::POST, &"http://h/b".parse().unwrap());
-        assert!(newer.entry.started > older.entry.started);
+        assert!(older_entry.started == at);
         let r = reg.report();
         assert_eq!(r.iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 1]);
         drop(older);

@@ -20,6 +20,7 @@ pub mod connect;
 pub mod debug;
 pub mod history;
 pub mod inflight;
+mod key;
 mod methods;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -29,6 +30,7 @@ mod metrics;
 pub mod pool;
 pub mod spans;
 pub mod stats;
+mod sync;
 pub mod trace;
 
 pub use client::{Builder, Client, Error, ResponseBody, ResponseFuture};

@@ -20,14 +20,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
+
+use crate::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode, Version};
 use metrics::{Counter, Gauge, Histogram, Label, Unit};
 
+use crate::key::BuildKeyHasher;
 use crate::methods::KnownMethods;
-use crate::pool::key::BuildKeyHasher;
 use crate::pool::{ConnectKey, LeaseInfo};
 use crate::stats::{CloseReason, Event, EventSink, Limit};
 use crate::trace::{ClientTrace, RetryReason};
@@ -337,12 +339,7 @@ impl HostMetrics {
 
     /// Records a request's duration under its method, version and outcome.
     fn record_duration(&self, key: DurationKey, methods: &KnownMethods, secs: f64) {
-        if let Some(h) = self
-            .durations
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(h) = self.durations.read().get(&key) {
             h.record(secs);
             return;
         }
@@ -357,7 +354,7 @@ impl HostMetrics {
         let version = version_of(key.version).map(|v| {
             (
                 "network.protocol.version",
-                crate::trace::protocol_version(v).to_owned(),
+                crate::spans::protocol_version(v).to_owned(),
             )
         });
         let labels = self.labels([
@@ -366,7 +363,7 @@ impl HostMetrics {
             status,
             error,
         ]);
-        let mut map = self.durations.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.durations.write();
         map.entry(key)
             .or_insert_with(|| metrics::histogram!(REQUEST_DURATION, labels))
             .record(secs);
@@ -374,7 +371,7 @@ impl HostMetrics {
 
     /// Records a DNS lookup of `name` (`error`: its error type, if it failed).
     fn record_dns(&self, name: &str, error: Option<&'static str>, secs: f64) {
-        let mut dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dns = self.dns.lock();
         if let Some((_, _, h)) = dns.iter().find(|(n, e, _)| &**n == name && *e == error) {
             h.record(secs);
             return;
@@ -447,16 +444,11 @@ impl Metrics {
     }
 
     fn host(&self, key: &ConnectKey) -> Arc<HostMetrics> {
-        if let Some(h) = self
-            .hosts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
+        if let Some(h) = self.hosts.read().get(key) {
             return h.clone();
         }
         let now = self.nanos(Instant::now());
-        let mut hosts = self.hosts.write().unwrap_or_else(|e| e.into_inner());
+        let mut hosts = self.hosts.write();
         // A new host is the only way the map grows, so quiet ones are swept here, at most
         // twice per idle timeout: the sweep's cost is spread over that time's new hosts.
         let timeout = u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
@@ -494,7 +486,7 @@ impl Metrics {
     /// Hosts with handles now (for tests of the eviction).
     #[cfg(test)]
     fn hosts(&self) -> usize {
-        self.hosts.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.hosts.read().len()
     }
 }
 

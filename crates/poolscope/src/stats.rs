@@ -62,7 +62,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::pool::{ConnId, ConnectKey};
+use crate::key::{ConnId, ConnectKey};
 
 pub(crate) mod snapshot;
 

@@ -1,87 +1,55 @@
 //! Bodies: `ReqBody`, the request body as hyper sees it (the user's body, or an empty one for a
-//! replay, reporting its end for `wrote_request`), and [`ResponseBody`], the response body the
+//! replay, reporting its end to the request's probe), and [`ResponseBody`], the response body the
 //! user gets, which returns the connection and finishes the request's events at its end.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::Mutex;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::inflight::{Entry, Phase};
+use super::probe::RequestProbe;
 use crate::pool::BoxError;
 use crate::trace::io::IoEvents;
-use crate::trace::{Mark, Tracer, WroteInfo};
 
-/// Who hears that the request body ended.
-pub(crate) enum BodyEnd {
-    /// HTTP/1: the IO reports `wrote_request` at the next completed flush.
-    Io(Arc<IoEvents>),
-    /// HTTP/2: `wrote_request` fires when the body ends.
-    H2(Arc<Tracer>),
-}
-
-/// HTTP/2: the request is written when its body ends. Reported once, whether hyper learns
-/// the end by polling the body or (for an empty one) from `is_end_stream` alone.
-fn h2_wrote_request(t: &Tracer) {
-    let at = t.elapsed();
-    if t.mark_once(Mark::WroteRequest, at) {
-        t.wrote_request(|| WroteInfo {
-            request_id: t.request_id,
-            elapsed: at,
-            error: None,
-        });
-    }
-}
-
-/// The request body handed to hyper.
+/// The request body handed to hyper: the user's, or none for a replayed empty one. Its end
+/// goes to the request's probe (with the HTTP/1 connection's IO, which reports the write).
 pub(crate) struct ReqBody<B> {
     body: Option<B>,
-    end: Option<BodyEnd>,
-    /// The in-flight entry, moved to "awaiting response" when the body ends.
-    entry: Option<Arc<Entry>>,
+    probe: RequestProbe,
+    io: Option<Arc<IoEvents>>,
 }
 
 impl<B> ReqBody<B> {
-    pub(crate) fn new(body: B, end: Option<BodyEnd>) -> ReqBody<B> {
+    pub(crate) fn new(body: B) -> ReqBody<B> {
         ReqBody {
             body: Some(body),
-            end,
-            entry: None,
+            probe: RequestProbe::default(),
+            io: None,
         }
     }
 
     /// An empty body, for replaying a request whose body was empty.
-    pub(crate) fn empty(end: Option<BodyEnd>) -> ReqBody<B> {
+    pub(crate) fn empty() -> ReqBody<B> {
         ReqBody {
             body: None,
-            end,
-            entry: None,
+            probe: RequestProbe::default(),
+            io: None,
         }
     }
 
-    /// Sets who hears that this body ended.
-    pub(crate) fn with_end(mut self, end: BodyEnd) -> ReqBody<B> {
-        self.end = Some(end);
-        self
+    /// Reports this body's end to `probe` (and to `io`, the HTTP/1 connection's, if the
+    /// request is traced on one).
+    pub(crate) fn watch(&mut self, probe: RequestProbe, io: Option<Arc<IoEvents>>) {
+        self.probe = probe;
+        self.io = io;
     }
 
-    /// Sets the in-flight entry to update.
-    pub(crate) fn with_entry(mut self, entry: Option<Arc<Entry>>) -> ReqBody<B> {
-        self.entry = entry;
-        self
-    }
-
-    fn ended(&mut self) {
-        if let Some(e) = &self.entry {
-            e.set_phase(Phase::AwaitingResponse);
-        }
-        match self.end.take() {
-            Some(BodyEnd::Io(events)) => events.body_done(),
-            Some(BodyEnd::H2(t)) => h2_wrote_request(&t),
-            None => {}
-        }
+    fn ended(&self) {
+        self.probe.body_sent(self.io.as_deref());
     }
 }
 
@@ -123,14 +91,7 @@ where
         let end = self.body.as_ref().is_none_or(Body::is_end_stream);
         if end {
             // hyper does not poll a body that says it is empty: report its end here.
-            match &self.end {
-                Some(BodyEnd::Io(events)) => events.body_done(),
-                Some(BodyEnd::H2(t)) => h2_wrote_request(t),
-                None => {}
-            }
-            if let Some(e) = &self.entry {
-                e.set_phase(Phase::AwaitingResponse);
-            }
+            self.ended();
         }
         end
     }
@@ -165,8 +126,8 @@ pub(crate) trait Completion: Send {
 /// hyper does.
 pub struct ResponseBody {
     inner: hyper::body::Incoming,
-    /// The in-flight entry whose byte count this body updates.
-    entry: Option<Arc<Entry>>,
+    /// The request's probe, whose byte count this body updates.
+    probe: RequestProbe,
     /// `Some` until the body ends, fails or is dropped.
     done: Mutex<Option<Box<dyn Completion>>>,
     bytes: u64,
@@ -178,14 +139,12 @@ impl ResponseBody {
     pub(crate) fn new(
         inner: hyper::body::Incoming,
         done: Box<dyn Completion>,
-        entry: Option<Arc<Entry>>,
+        probe: RequestProbe,
     ) -> ResponseBody {
-        if let Some(e) = &entry {
-            e.set_phase(Phase::ReadingBody);
-        }
+        probe.head_received();
         let body = ResponseBody {
             inner,
-            entry,
+            probe,
             done: Mutex::new(Some(done)),
             bytes: 0,
             trailers_seen: false,
@@ -203,7 +162,7 @@ impl ResponseBody {
 
     /// Completes once; `error` is built only if this call completes.
     fn finish_with(&self, error: impl FnOnce() -> Option<String>) {
-        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let done = self.done.lock().take();
         if let Some(done) = done {
             done.complete(self.bytes, error());
         }
@@ -229,9 +188,7 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
-                    if let Some(e) = &this.entry {
-                        e.add_bytes(data.len() as u64);
-                    }
+                    this.probe.bytes(data.len() as u64);
                 }
                 // Trailers end the body even though hyper's `is_end_stream` does not say so
                 // for a chunked HTTP/1 body, and a consumer (hyper itself, when the body is

@@ -47,6 +47,7 @@ pub struct Builder {
     retry_canceled_requests: bool,
     set_host: bool,
     pool: pool::Config,
+    pool_timer: Option<crate::pool::PoolTimer>,
     stats: Stats,
     trace: ClientTrace,
     track_in_flight: bool,
@@ -77,6 +78,7 @@ impl Builder {
             retry_canceled_requests: true,
             set_host: true,
             pool: pool::Config::default(),
+            pool_timer: None,
             stats: Stats::default(),
             trace: ClientTrace::default(),
             track_in_flight: true,
@@ -97,7 +99,8 @@ impl Builder {
 
     /// How long an idle connection is kept. `None` keeps it forever. Default: 90 s.
     ///
-    /// Unlike hyper-util, no `pool_timer` is needed: poolscope's reaper runs on tokio.
+    /// Unlike hyper-util, no `pool_timer` is needed: by default the reaper sleeps on tokio's
+    /// timer (see [`pool_timer`](Self::pool_timer)).
     pub fn pool_idle_timeout<D>(&mut self, val: D) -> &mut Self
     where
         D: Into<Option<Duration>>,
@@ -155,13 +158,18 @@ impl Builder {
         self
     }
 
-    /// Accepted for compatibility with hyper-util; poolscope's pool always reaps idle
-    /// connections on tokio's timer, so this has no effect.
+    /// The timer the pool's deadlines sleep on: the idle reaper's passes, the
+    /// [`pool_wait_timeout`](Self::pool_wait_timeout), the pause between retries. Default:
+    /// tokio's, when the client runs in a tokio runtime with its time driver (hyper-util
+    /// needs this set to reap idle connections at all; poolscope does not). Without a timer
+    /// (a runtime built without `enable_time`), no reaper runs, expired idle connections are
+    /// dropped when a checkout finds them, a wait timeout is checked only when the request is
+    /// polled, and retries do not pause.
     pub fn pool_timer<M>(&mut self, timer: M) -> &mut Self
     where
         M: Timer + Clone + Send + Sync + 'static,
     {
-        let _ = timer;
+        self.pool_timer = Some(std::sync::Arc::new(timer));
         self
     }
 
@@ -384,7 +392,7 @@ impl Builder {
         }
         Client {
             shared: std::sync::Arc::new(Shared {
-                pool: Pool::with_stats(self.pool.clone(), stats),
+                pool: Pool::with_timer(self.pool.clone(), stats, self.pool_timer.clone()),
                 inflight: self.track_in_flight.then(|| {
                     std::sync::Arc::new(Registry::with_redaction(
                         self.capture_stacks,

@@ -9,7 +9,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::Mutex;
 use std::task::{Context, Poll};
 
 use http::{Extensions, Uri, Version};
@@ -63,7 +65,7 @@ pub(crate) struct ConnFacts {
 impl ConnFacts {
     /// The `connection_setup` span, for the first request that asks.
     pub(crate) fn take_setup_span(&self) -> Option<SetupSpan> {
-        self.setup.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.setup.lock().take()
     }
 }
 
@@ -73,11 +75,7 @@ impl crate::pool::Describe for ConnFacts {
         row.local_addr = self.local_addr;
         row.peer_addr = self.remote_addr;
         row.dial = self.dial;
-        row.tcp = self
-            .probe
-            .as_ref()
-            .and_then(|p| p.read())
-            .map(|k| crate::stats::TcpInfo::from_kernel(&k));
+        row.tcp = self.probe.as_ref().and_then(|p| p.read());
     }
 }
 
@@ -123,12 +121,12 @@ impl StreamLimit {
 /// the gate closed (and goes to another connection, unsent) or is wholly in the queue before
 /// the queue is drained.
 #[derive(Default)]
-pub(crate) struct Gate(std::sync::RwLock<bool>);
+pub(crate) struct Gate(crate::sync::RwLock<bool>);
 
 impl Gate {
     /// Hands `request` over unless the dispatcher has ended (then it comes back).
     pub(crate) fn pass<T, R>(&self, request: T, hand_over: impl FnOnce(T) -> R) -> Result<R, T> {
-        let closed = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let closed = self.0.read();
         if *closed {
             Err(request)
         } else {
@@ -138,7 +136,7 @@ impl Gate {
 
     /// Closes the gate and, with it closed to others, runs `end`.
     fn close(&self, end: impl FnOnce()) {
-        let mut closed = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut closed = self.0.write();
         *closed = true;
         end();
     }
@@ -408,7 +406,7 @@ where
         let mut on_close = Some(on_close);
         // Polls the dispatcher (dropped behind the gate once it completes); whether it lives.
         let poll_dispatcher = move |cx: &mut Context<'_>| {
-            let mut conn = driver.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut conn = driver.0.lock();
             if conn.poll_guarded(cx).is_pending() {
                 if let Some(c) = conn.get() {
                     stored.store(c.current_max_send_streams(), Ordering::Relaxed);
@@ -445,7 +443,7 @@ where
         }));
         let streams = StreamLimit {
             read: Box::new(move || {
-                let conn = conn.try_lock().ok()?;
+                let conn = conn.try_lock()?;
                 conn.get().map(|c| c.current_max_send_streams())
             }),
             last,
@@ -479,7 +477,7 @@ struct EndOnDrop<F>(Arc<Mutex<Guarded<F>>>);
 
 impl<F> Drop for EndOnDrop<F> {
     fn drop(&mut self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).end();
+        self.0.lock().end();
     }
 }
 

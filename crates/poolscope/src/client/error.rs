@@ -167,10 +167,15 @@ impl Error {
         self.inner.kind == Kind::PoolTimeout
     }
 
-    /// The request was canceled before it was sent, or the client was dropped while the
-    /// request waited for a connection.
+    /// The request was canceled before it was sent: the connection it was handed to closed
+    /// first, and it could not go again (hyper's meaning).
     pub fn is_canceled(&self) -> bool {
-        matches!(self.inner.kind, Kind::Canceled | Kind::PoolClosed)
+        self.inner.kind == Kind::Canceled
+    }
+
+    /// The client (its pool) was dropped while the request waited for a connection.
+    pub fn is_pool_closed(&self) -> bool {
+        self.inner.kind == Kind::PoolClosed
     }
 
     /// The pool's snapshot carried by a pool-wait timeout.
@@ -193,9 +198,12 @@ impl Error {
         None
     }
 
-    /// A bounded label for metrics: which phase failed.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn error_type(&self) -> &'static str {
+    /// Which phase failed, as a short stable label (OpenTelemetry's `error.type` in the
+    /// metrics and spans): `invalid_uri`, `unsupported_version`, `dns`, `connect` (TCP),
+    /// `tls`, `uri`, `proxy` (the connect phases), `handshake`, `pool_timeout`, `pool_closed`, `send`,
+    /// `receive`, `canceled`. Unlike `Display`, whose wording may change, these do not; a
+    /// new kind of failure may add one.
+    pub fn error_type(&self) -> &'static str {
         match self.inner.kind {
             Kind::InvalidUri => "invalid_uri",
             Kind::UnsupportedVersion => "unsupported_version",

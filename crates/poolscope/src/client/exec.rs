@@ -4,7 +4,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::Mutex;
 
 /// A boxed `Send` future, what the client asks its executor to run.
 pub type BoxSendFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -65,11 +67,11 @@ impl Held {
 
     /// The kept future, if one was spawned.
     pub(crate) fn take(&self) -> Option<BoxSendFuture> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).fut.take()
+        self.0.lock().fut.take()
     }
 
     fn offer(&self, fut: &mut Option<BoxSendFuture>) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.0.lock();
         if !slot.offered {
             slot.offered = true;
             slot.fut = fut.take();

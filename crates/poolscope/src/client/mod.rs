@@ -68,6 +68,7 @@ mod end;
 mod error;
 mod exec;
 mod origin;
+mod probe;
 mod retry;
 mod send;
 mod target;
@@ -203,11 +204,11 @@ where
             let span = span.handle();
             let fut = span.instrument(self.clone().send(req, origin, telemetry));
             return ResponseFuture {
-                inner: std::sync::Mutex::new(Box::pin(fut)),
+                inner: crate::sync::Mutex::new(Box::pin(fut)),
             };
         }
         ResponseFuture {
-            inner: std::sync::Mutex::new(Box::pin(self.clone().send(req, origin, telemetry))),
+            inner: crate::sync::Mutex::new(Box::pin(self.clone().send(req, origin, telemetry))),
         }
     }
 }
@@ -274,7 +275,7 @@ impl<C, B> std::fmt::Debug for Client<C, B> {
 pub struct ResponseFuture {
     /// In a `Mutex` only so that the future is `Sync`, as hyper-util's is: it is never
     /// locked (`poll` has `&mut` access and uses `get_mut`), so it costs no synchronisation.
-    inner: std::sync::Mutex<BoxResponseFuture>,
+    inner: crate::sync::Mutex<BoxResponseFuture>,
 }
 
 type BoxResponseFuture =
@@ -284,8 +285,7 @@ impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.get_mut().inner.get_mut();
-        inner.unwrap_or_else(|e| e.into_inner()).as_mut().poll(cx)
+        self.get_mut().inner.get_mut().as_mut().poll(cx)
     }
 }
 

@@ -11,7 +11,9 @@
 //! This module does not decide whether the header is sent (that is `set_host`, in `target.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use crate::sync::RwLock;
 
 use http::uri::Scheme;
 use http::{HeaderValue, Uri};
@@ -91,11 +93,11 @@ impl Origins {
         if authority.contains('@') {
             return Origin::of(uri, self.proxy.as_ref());
         }
-        if let Some(found) = map.read().unwrap_or_else(|e| e.into_inner()).get(authority) {
+        if let Some(found) = map.read().get(authority) {
             return Ok(found.clone());
         }
         let origin = Origin::of(uri, self.proxy.as_ref())?;
-        let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = map.write();
         if map.len() < MAX_ORIGINS {
             map.insert(authority.into(), origin.clone());
         }
@@ -141,12 +143,12 @@ mod tests {
             assert_eq!(a.key, ConnectKey::new("http", "h", 81));
             assert_eq!(a.host.unwrap(), "h:81");
         }
-        assert_eq!(o.http.read().unwrap().len(), 1);
+        assert_eq!(o.http.read().len(), 1);
         assert_eq!(
             resolve(&o, "https://H/").key,
             ConnectKey::new("https", "h", 443)
         );
-        assert_eq!(o.https.read().unwrap().len(), 1);
+        assert_eq!(o.https.read().len(), 1);
     }
 
     #[test]
@@ -154,7 +156,7 @@ mod tests {
         let o = Origins::default();
         let a = resolve(&o, "http://user:secret@h:81/");
         assert_eq!(a.key.to_string(), "http://h:81");
-        assert!(o.http.read().unwrap().is_empty());
+        assert!(o.http.read().is_empty());
     }
 
     #[test]
@@ -164,7 +166,7 @@ mod tests {
             let a = resolve(&o, &format!("http://h{i}/"));
             assert_eq!(a.key.host(), format!("h{i}"));
         }
-        assert_eq!(o.http.read().unwrap().len(), MAX_ORIGINS);
+        assert_eq!(o.http.read().len(), MAX_ORIGINS);
     }
 
     #[test]
@@ -172,6 +174,6 @@ mod tests {
         let o = Origins::default();
         assert!(o.resolve(&"/relative".parse().unwrap()).is_err());
         assert!(o.resolve(&"ftp://h/".parse().unwrap()).is_err());
-        assert!(o.http.read().unwrap().is_empty());
+        assert!(o.http.read().is_empty());
     }
 }

@@ -87,10 +87,8 @@ impl<B: RequestBody> Replay<B> {
 
     fn build(&self) -> Request<ReqBody<B>> {
         let body = match &self.body {
-            Some(b) => {
-                clone_body(b).map_or_else(|| ReqBody::empty(None), |b| ReqBody::new(b, None))
-            }
-            None => ReqBody::empty(None),
+            Some(b) => clone_body(b).map_or_else(ReqBody::empty, ReqBody::new),
+            None => ReqBody::empty(),
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 
-use super::body::{BodyEnd, ReqBody, ResponseBody};
+use super::body::{ReqBody, ResponseBody};
 use super::conn::{self, PoolClient, Tx};
 use super::end::{disarm, Done};
 use super::error::{Error, Kind};
 use super::origin::Origin;
+use super::probe::RequestProbe;
 use super::retry::{
     h2_outcome, is_dispatch_gone, is_stale, next_attempt, Failed, Replay, Retryable,
 };
@@ -22,7 +23,7 @@ use crate::connect::{Connect, RequestBody};
 use crate::pool::{Pooled, Step};
 use crate::spans::SetupSpan;
 use crate::trace::io::{collect_io_marks, IoEvents};
-use crate::trace::{Got1xxInfo, RetryReason, Tracer, WroteInfo};
+use crate::trace::{Got1xxInfo, RetryReason, WroteInfo};
 
 /// An attempt that got a response head.
 struct Answered<B: Send + 'static> {
@@ -57,7 +58,7 @@ where
         // The URI an unsent request goes again with (an HTTP/1 attempt rewrites its target):
         // the replay's, or a copy of its own only when there is no replay.
         let uri = replay.is_none().then(|| req.uri().clone());
-        let mut req = req.map(|b| ReqBody::new(b, None));
+        let mut req = req.map(ReqBody::new);
         let mut attempt: u32 = 1;
         let mut maybe_processed: u32 = 0;
         let error = loop {
@@ -83,7 +84,9 @@ where
             };
             attempt += 1;
             telemetry.retry(attempt, retry.reason, retry.conn_id, &error);
-            backoff(attempt).await;
+            if let Some(pause) = backoff(attempt).and_then(|p| self.shared.pool.sleep(p)) {
+                pause.await;
+            }
             req = again;
         };
         let error = error.target(format!("{}:{}", key.host(), key.port()));
@@ -169,8 +172,7 @@ where
                                     setup.connected(c.facts.version, c.facts.remote_addr);
                                     // Kept until the first request that gets the connection
                                     // links to it.
-                                    *c.facts.setup.lock().unwrap_or_else(|e| e.into_inner()) =
-                                        Some(setup);
+                                    *c.facts.setup.lock() = Some(setup);
                                 }
                                 Err(_) => setup.failed(),
                             }
@@ -195,10 +197,6 @@ where
         origin: &Origin,
         telemetry: &RequestTelemetry,
     ) -> Result<Answered<B>, Failed<B>> {
-        if let Some(entry) = telemetry.entry() {
-            *req.body_mut() = std::mem::replace(req.body_mut(), ReqBody::empty(None))
-                .with_entry(Some(entry.clone()));
-        }
         if let Some(capture) = req.extensions().get::<super::capture::CaptureExtension>() {
             capture.set(super::ConnectionInfo::new(
                 *pooled.info(),
@@ -235,9 +233,7 @@ where
         // The connection's IO stamps the write and first-byte moments (HTTP/1 on
         // poolscope's own streams); elsewhere they are the body's end and the response head.
         let io = if h2 { None } else { pooled.facts.io.clone() };
-        if let Some(t) = telemetry.tracer() {
-            watch_io(t, &mut req, io.as_ref());
-        }
+        watch(telemetry.probe(), &mut req, io.as_ref());
         // The request's own `Connection: close` ends the connection after this exchange.
         let asked_close = says_close(req.headers());
         // If this future is dropped from here until the response is handed over, an HTTP/1
@@ -394,7 +390,7 @@ where
             *pooled.info(),
             pooled.facts.clone(),
         ));
-        let entry = telemetry.entry().cloned();
+        let probe = telemetry.probe().clone();
         let done = Done {
             pooled: Some(pooled),
             status: resp.status(),
@@ -402,7 +398,7 @@ where
             keep_alive,
             exec: self.shared.dial.exec.clone(),
         };
-        resp.map(|body| ResponseBody::new(body, Box::new(done), entry))
+        resp.map(|body| ResponseBody::new(body, Box::new(done), probe))
     }
 }
 
@@ -412,46 +408,32 @@ where
 /// (from 1 s). A server that keeps turning requests away (a GOAWAY on every connection before
 /// it reads their streams, seen with HAProxy's 1 ms keep-alive under load; `REFUSED_STREAM`s
 /// from an overcommitted new connection) otherwise takes all of a request's attempts within
-/// a few milliseconds. Without a time driver, no pause.
-async fn backoff(attempt: u32) {
-    use std::future::Future;
+/// a few milliseconds. It sleeps on the pool's timer; without one, no pause.
+fn backoff(attempt: u32) -> Option<std::time::Duration> {
     use std::hash::BuildHasher;
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-    let Some(doublings) = attempt.checked_sub(3) else {
-        return;
-    };
+    let doublings = attempt.checked_sub(3)?;
     let base = std::time::Duration::from_millis(1 << doublings.min(8));
     let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % 256;
-    let pause = base + base * u32::try_from(jitter).unwrap_or(0) / 1024;
-    if let Ok(sleep) = catch_unwind(AssertUnwindSafe(|| tokio::time::sleep(pause))) {
-        // Polling panics only if the runtime's time driver went away meanwhile.
-        let mut sleep = std::pin::pin!(sleep);
-        std::future::poll_fn(|cx| {
-            catch_unwind(AssertUnwindSafe(|| sleep.as_mut().poll(cx)))
-                .unwrap_or(std::task::Poll::Ready(()))
-        })
-        .await;
-    }
+    Some(base + base * u32::try_from(jitter).unwrap_or(0) / 1024)
 }
 
-/// Hands the tracer to whoever sees the request written: the HTTP/1 connection's IO, or (on
-/// HTTP/2 and other connectors) the request body's end; and to hyper's 1xx callback.
-fn watch_io<B>(t: &Arc<Tracer>, req: &mut Request<ReqBody<B>>, io: Option<&Arc<IoEvents>>) {
-    let end = match io {
-        Some(io) => {
-            io.arm(t);
-            BodyEnd::Io(io.clone())
-        }
-        None => {
-            t.wrote_headers(|| WroteInfo {
-                request_id: t.request_id,
-                elapsed: t.elapsed(),
-                error: None,
-            });
-            BodyEnd::H2(t.clone())
-        }
+/// Hands the request's probe to its body, and the tracer (if any) to whoever sees the request
+/// written: the HTTP/1 connection's IO, or (on HTTP/2 and other connectors) the body's end;
+/// and to hyper's 1xx callback.
+fn watch<B>(probe: &RequestProbe, req: &mut Request<ReqBody<B>>, io: Option<&Arc<IoEvents>>) {
+    let Some(t) = probe.tracer() else {
+        req.body_mut().watch(probe.clone(), None);
+        return;
     };
-    *req.body_mut() = std::mem::replace(req.body_mut(), ReqBody::empty(None)).with_end(end);
+    match io {
+        Some(io) => io.arm(t),
+        None => t.wrote_headers(|| WroteInfo {
+            request_id: t.request_id,
+            elapsed: t.elapsed(),
+            error: None,
+        }),
+    }
+    req.body_mut().watch(probe.clone(), io.cloned());
     if t.wants_1xx() {
         let t1 = t.clone();
         hyper::ext::on_informational(req, move |res| {

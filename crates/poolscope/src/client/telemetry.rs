@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use http::{Request, StatusCode};
 
 use super::error::Error;
+use super::probe::RequestProbe;
 use super::Shared;
 use crate::history::{History, RequestEvent};
-use crate::inflight::{Entry, Phase, Registration};
+use crate::inflight::Registration;
 use crate::metrics::RequestMetrics;
 use crate::pool::{ConnId, ConnectKey, LeaseInfo, Returned};
 use crate::spans::RequestSpan;
@@ -43,7 +44,8 @@ pub(crate) struct RequestTelemetry {
     /// When the request started: read once, if any sink is on.
     start: Option<Instant>,
     registration: Option<Registration>,
-    tracer: Option<Arc<Tracer>>,
+    /// The in-flight entry and the tracer, shared with the bodies.
+    probe: RequestProbe,
     /// `Some` until the request's end is recorded.
     history: Option<Arc<History>>,
     metrics: Option<RequestMetrics>,
@@ -79,11 +81,13 @@ impl RequestTelemetry {
         let metered = key.is_some() && shared.metrics.is_some();
         let start = (traced || metered || shared.inflight.is_some() || shared.history.is_some())
             .then(Instant::now);
-        let registration = match (&shared.inflight, start) {
+        let (registration, entry) = match (&shared.inflight, start) {
             (Some(r), Some(at)) => {
-                Some(r.register_started(id, req.method(), req.uri(), caller, at, stack))
+                let (registration, entry) =
+                    r.register_started(id, req.method(), req.uri(), caller, at, stack);
+                (Some(registration), Some(entry))
             }
-            _ => None,
+            _ => (None, None),
         };
         if let (Some(h), Some(at)) = (&shared.history, start) {
             h.request(
@@ -117,7 +121,7 @@ impl RequestTelemetry {
             id,
             start,
             registration,
-            tracer,
+            probe: RequestProbe::new(entry, tracer),
             history: shared.history.clone(),
             metrics,
             span,
@@ -125,9 +129,9 @@ impl RequestTelemetry {
         }
     }
 
-    /// The in-flight entry, for the bodies' phases and byte counts.
-    pub(crate) fn entry(&self) -> Option<&Arc<Entry>> {
-        self.registration.as_ref().map(|r| &r.entry)
+    /// The in-flight entry and the tracer, for the bodies and the connection's IO.
+    pub(crate) fn probe(&self) -> &RequestProbe {
+        &self.probe
     }
 
     /// The request's span, for its future to run in.
@@ -137,7 +141,7 @@ impl RequestTelemetry {
 
     /// The tracer, for the dial task and the connection's IO events.
     pub(crate) fn tracer(&self) -> Option<&Arc<Tracer>> {
-        self.tracer.as_ref()
+        self.probe.tracer()
     }
 
     /// The tracer for a dial this request starts: its own (which carries the metrics' dial
@@ -148,7 +152,7 @@ impl RequestTelemetry {
         shared: &Shared<B>,
         key: &ConnectKey,
     ) -> Option<Arc<Tracer>> {
-        match &self.tracer {
+        match self.tracer() {
             Some(t) => Some(t.clone()),
             None => Tracer::new(
                 self.id,
@@ -161,10 +165,8 @@ impl RequestTelemetry {
 
     /// An attempt asks the pool for a connection (`attempt` counts from 1).
     pub(crate) fn get_conn(&self, key: &ConnectKey, attempt: u32) {
-        if let Some(e) = self.entry() {
-            e.set_phase(Phase::WaitingForConnection);
-        }
-        if let Some(t) = &self.tracer {
+        self.probe.waiting_for_connection();
+        if let Some(t) = self.tracer() {
             if attempt > 1 {
                 t.clear_attempt();
             }
@@ -189,9 +191,7 @@ impl RequestTelemetry {
 
     /// The pool let this request dial.
     pub(crate) fn connecting(&self) {
-        if let Some(e) = self.entry() {
-            e.set_phase(Phase::Connecting);
-        }
+        self.probe.connecting();
     }
 
     /// The attempt got a connection: `info` from the pool, `facts` from the dial.
@@ -199,10 +199,7 @@ impl RequestTelemetry {
         if let Some(m) = &self.metrics {
             m.got_conn(info, facts.version);
         }
-        if let Some(e) = self.entry() {
-            e.set_phase(Phase::Sending);
-            e.set_conn(info.conn_id);
-        }
+        self.probe.sending_on(info.conn_id);
         if let Some(s) = &self.span {
             s.got_conn(
                 info,
@@ -211,7 +208,7 @@ impl RequestTelemetry {
                 facts.take_setup_span(),
             );
         }
-        if self.history.is_none() && self.tracer.is_none() {
+        if self.history.is_none() && self.tracer().is_none() {
             return;
         }
         let now = Instant::now();
@@ -226,7 +223,7 @@ impl RequestTelemetry {
                 },
             );
         }
-        if let Some(t) = &self.tracer {
+        if let Some(t) = self.tracer() {
             let at = now.saturating_duration_since(t.start);
             t.mark(Mark::GotConn, at);
             t.mark(Mark::Queued, info.waited);
@@ -247,7 +244,7 @@ impl RequestTelemetry {
 
     /// The response head arrived, on a connection whose IO does not stamp its first byte.
     pub(crate) fn first_byte(&self) {
-        if let Some(t) = &self.tracer {
+        if let Some(t) = self.tracer() {
             let at = t.elapsed();
             t.mark(Mark::FirstByte, at);
             t.got_first_response_byte(|| FirstByteInfo {
@@ -265,7 +262,7 @@ impl RequestTelemetry {
         if let Some(s) = &self.span {
             s.resent(attempt.saturating_sub(1));
         }
-        if self.history.is_none() && self.tracer.is_none() {
+        if self.history.is_none() && self.tracer().is_none() {
             return;
         }
         if let Some(h) = &self.history {
@@ -279,7 +276,7 @@ impl RequestTelemetry {
                 },
             );
         }
-        if let Some(t) = &self.tracer {
+        if let Some(t) = self.tracer() {
             t.retry(|| RetryInfo {
                 request_id: t.request_id,
                 attempt,
@@ -301,7 +298,7 @@ impl RequestTelemetry {
             m.finish_at(Err(error.error_type()), end.at, end.elapsed);
         }
         drop(self.registration.take());
-        let text = (self.history.is_some() || self.tracer.is_some())
+        let text = (self.history.is_some() || self.tracer().is_some())
             .then(|| crate::trace::error_text(error));
         if let (Some(h), Some(end)) = (self.history.take(), end) {
             h.request(
@@ -312,7 +309,7 @@ impl RequestTelemetry {
                 },
             );
         }
-        if let (Some(t), Some(end)) = (&self.tracer, end) {
+        if let (Some(t), Some(end)) = (self.tracer(), end) {
             t.request_done(|| RequestDoneInfo {
                 request_id: t.request_id,
                 status: None,
@@ -353,7 +350,7 @@ impl RequestTelemetry {
             m.finish_at(Ok(status), end.at, end.elapsed);
         }
         TraceEnd {
-            tracer: self.tracer.take().zip(end.map(|e| e.elapsed)),
+            tracer: self.probe.take_tracer().zip(end.map(|e| e.elapsed)),
             status,
         }
     }
@@ -400,7 +397,7 @@ impl Drop for RequestTelemetry {
                 },
             );
         }
-        if let (Some(t), Some(end)) = (&self.tracer, end) {
+        if let (Some(t), Some(end)) = (self.tracer(), end) {
             t.request_done(|| RequestDoneInfo {
                 request_id: t.request_id,
                 status: None,

@@ -152,7 +152,7 @@ impl Stream {
                 Inner::Other(_) | Inner::TlsOver(_) => return None,
             };
             let fd = fd.try_clone_to_owned().ok()?;
-            let probe = Arc::new(TcpProbe(std::sync::Mutex::new(Some(fd))));
+            let probe = Arc::new(TcpProbe(crate::sync::Mutex::new(Some(fd))));
             self.probe = Some(ProbeGuard(probe.clone()));
             Some(probe)
         }
@@ -175,19 +175,21 @@ impl Stream {
 /// A connection's socket, for reading its `TCP_INFO` (see [`Stream::tcp_probe`]): a
 /// duplicate descriptor, present while the connection's `Stream` lives.
 pub(crate) struct TcpProbe(
-    #[cfg(unix)] std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
+    #[cfg(unix)] crate::sync::Mutex<Option<std::os::fd::OwnedFd>>,
     #[cfg(not(unix))] (),
 );
 
 impl TcpProbe {
     /// The kernel's `TCP_INFO` now, or `None` once the connection is gone (or if the kernel
     /// does not say).
-    pub(crate) fn read(&self) -> Option<tcp_info::TcpInfo> {
+    pub(crate) fn read(&self) -> Option<crate::stats::TcpInfo> {
         #[cfg(unix)]
         {
-            let fd = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let fd = self.0.lock();
             // Read under the lock: the descriptor cannot be closed meanwhile.
-            tcp_info::tcp_info(fd.as_ref()?).ok()
+            tcp_info::tcp_info(fd.as_ref()?)
+                .ok()
+                .map(|k| from_kernel(&k))
         }
         #[cfg(not(unix))]
         {
@@ -197,7 +199,7 @@ impl TcpProbe {
 
     fn close(&self) {
         #[cfg(unix)]
-        drop(self.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(self.0.lock().take());
     }
 }
 
@@ -333,5 +335,24 @@ impl Write for Stream {
             events.wrote(&res);
         }
         res
+    }
+}
+
+/// A snapshot row's [`TcpInfo`](crate::stats::TcpInfo) from what `tcp-info` read.
+#[cfg(unix)]
+fn from_kernel(k: &tcp_info::TcpInfo) -> crate::stats::TcpInfo {
+    let us = |v: u32| std::time::Duration::from_micros(u64::from(v));
+    crate::stats::TcpInfo {
+        state: crate::stats::TcpState::from_kernel(k.state),
+        rtt: us(k.rtt_us),
+        rtt_var: us(k.rtt_var_us),
+        min_rtt: k.min_rtt_us.map(us),
+        retransmits: k.total_retrans,
+        lost: k.lost,
+        unacked: k.unacked,
+        cwnd: k.snd_cwnd,
+        bytes_acked: k.bytes_acked,
+        bytes_received: k.bytes_received,
+        delivery_rate: k.delivery_rate,
     }
 }

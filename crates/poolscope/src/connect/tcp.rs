@@ -70,16 +70,19 @@ impl SocketOptions {
         }
     }
 
-    /// The keepalive settings, if any is set.
+    /// The keepalive settings, if any is set. The kernel counts them in whole seconds and
+    /// refuses 0 (`EINVAL`): shorter ones are raised to 1 s (a pool idle timeout under a
+    /// second would otherwise fail every connect of `build_http`'s connector).
     fn keepalive(&self) -> Option<TcpKeepalive> {
+        let at_least_1s = |d: Duration| d.max(Duration::from_secs(1));
         let mut any = false;
         let mut ka = TcpKeepalive::new();
         if let Some(time) = self.keepalive_time {
-            ka = ka.with_time(time);
+            ka = ka.with_time(at_least_1s(time));
             any = true;
         }
         if let Some(interval) = self.keepalive_interval {
-            ka = with_interval(ka, interval, &mut any);
+            ka = with_interval(ka, at_least_1s(interval), &mut any);
         }
         if let Some(retries) = self.keepalive_retries {
             ka = with_retries(ka, retries, &mut any);
@@ -414,7 +417,8 @@ async fn race(
         running.push(attempt(addr, opts));
     }
     while !running.is_empty() {
-        let next = match stagger {
+        // With no address left to start, nothing to stagger (and no timer needed).
+        let next = match stagger.filter(|_| pending.len() > 0) {
             Some(stagger) => tokio::time::timeout(stagger, running.next()).await,
             None => Ok(running.next().await),
         };

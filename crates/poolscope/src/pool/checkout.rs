@@ -8,15 +8,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::conn::{Lease, Pooled};
 use super::error::{BoxError, Error, Kind};
 use super::inner::{self, Shared, Start, WaiterRef};
+use super::timer::{PoolSleep, Timers};
 use super::{ConnId, ConnectKey, Poolable};
 use crate::stats::WaitOutcome;
 
@@ -46,49 +46,34 @@ pub struct Checkout<T: Poolable> {
     timeout: Option<WaitTimeout>,
 }
 
-/// The pool-wait timeout of a waiting checkout: a deadline, armed as a tokio timer when the
-/// checkout is first polled inside a runtime with a time driver. Outside one (a pool polled by
-/// hand), or in a runtime built without `enable_time`, the deadline is checked whenever the
-/// checkout is polled.
-enum WaitTimeout {
-    Timer(Pin<Box<Sleep>>, tokio::time::Instant),
-    Deadline(tokio::time::Instant),
+/// The pool-wait timeout of a waiting checkout: a deadline, and the pool timer's sleep
+/// until it once the checkout is polled where the pool has a timer. Without one (a pool
+/// polled by hand, a runtime built without `enable_time`), the deadline is checked whenever
+/// the checkout is polled.
+struct WaitTimeout {
+    at: tokio::time::Instant,
+    sleep: Option<PoolSleep>,
 }
 
 impl WaitTimeout {
+    fn new(at: tokio::time::Instant) -> WaitTimeout {
+        WaitTimeout { at, sleep: None }
+    }
+
     /// Whether the deadline passed; arms the timer (which wakes the task then) if it can.
-    /// Creating or polling a tokio timer panics where timers are unavailable (no time driver,
-    /// or its runtime shut down): that is caught, remembered in `no_timers` (so the panic
-    /// message is printed once per pool), and the deadline is used instead.
-    fn poll_elapsed(&mut self, cx: &mut Context<'_>, no_timers: &AtomicBool) -> bool {
-        use std::panic::{catch_unwind, AssertUnwindSafe};
-        if let WaitTimeout::Deadline(at) = *self {
-            if tokio::time::Instant::now() >= at {
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>, timers: &Timers) -> bool {
+        if self.sleep.is_none() {
+            if tokio::time::Instant::now() >= self.at {
                 return true;
             }
-            if no_timers.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
-                return false;
-            }
-            match catch_unwind(|| Box::pin(tokio::time::sleep_until(at))) {
-                Ok(sleep) => *self = WaitTimeout::Timer(sleep, at),
-                Err(_) => {
-                    no_timers.store(true, Ordering::Relaxed);
-                    return false;
-                }
-            }
+            self.sleep = timers.sleep_until(self.at);
         }
-        match self {
-            WaitTimeout::Timer(sleep, at) => {
-                let at = *at;
-                match catch_unwind(AssertUnwindSafe(|| sleep.as_mut().poll(cx))) {
-                    Ok(polled) => polled.is_ready(),
-                    Err(_) => {
-                        *self = WaitTimeout::Deadline(at);
-                        tokio::time::Instant::now() >= at
-                    }
-                }
+        match &mut self.sleep {
+            Some(sleep) => {
+                Pin::new(&mut *sleep).poll(cx).is_ready()
+                    || (sleep.is_gone() && tokio::time::Instant::now() >= self.at)
             }
-            WaitTimeout::Deadline(at) => tokio::time::Instant::now() >= *at,
+            None => false,
         }
     }
 }
@@ -122,10 +107,7 @@ impl<T: Poolable> Checkout<T> {
         };
         let (state, timeout) = match start {
             Ok(Start::Ready(lease)) => (State::Ready(lease, parts), None),
-            Ok(Start::Wait(r)) => (
-                State::Waiting(r, parts),
-                deadline.map(WaitTimeout::Deadline),
-            ),
+            Ok(Start::Wait(r)) => (State::Waiting(r, parts), deadline.map(WaitTimeout::new)),
             Err(e) => (State::Failed(e, parts.key), None),
         };
         let checkout = Checkout { state, timeout };
@@ -179,7 +161,7 @@ impl<T: Poolable> Checkout<T> {
         let timed_out = self
             .timeout
             .as_mut()
-            .is_some_and(|t| t.poll_elapsed(cx, &parts.shared.no_timers));
+            .is_some_and(|t| t.poll_elapsed(cx, &parts.shared.timers));
         let mut locked = parts.shared.lock();
         let lease = match locked.poll_waiter(wref, cx.waker()) {
             inner::Poll::Done(Ok(lease)) => lease,
@@ -206,10 +188,10 @@ impl<T: Poolable> Checkout<T> {
             inner::Poll::Pending if timed_out => {
                 // The timed-out key's row only: a full snapshot would walk every key under
                 // the lock, for each waiter of a storm of timeouts.
-                let mut snapshot = locked.snapshot_of(&parts.key);
+                let unfinished = locked.snapshot_of(&parts.key);
                 locked.cancel_waiter(wref, WaitOutcome::TimedOut);
                 locked.finish(&parts.shared);
-                snapshot.describe_connections();
+                let snapshot = unfinished.finish();
                 self.state = State::Done;
                 return Poll::Ready(Err(Error::new(Kind::WaitTimeout).with_snapshot(snapshot)));
             }

@@ -3,7 +3,7 @@
 //!
 //! A `Pooled` goes back to the pool when it is dropped or [`released`](Pooled::release);
 //! [`discard`](Pooled::discard) closes it instead. This module does not decide where a
-//! returned connection goes — that is `inner.rs`.
+//! returned connection goes — that is `inner/idle.rs` (`put`).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::inner::Shared;
-use super::ConnectKey;
+use super::{ConnId, ConnectKey, Describe};
 use crate::stats::CloseReason;
 
 /// A connection the pool can hold: it knows whether it is still open, and whether it can be
@@ -69,42 +69,6 @@ pub trait Poolable: Send + Sized + 'static {
     /// described too. Default: `None`.
     fn describe(&self) -> Option<Arc<dyn Describe>> {
         None
-    }
-}
-
-/// Describes one connection in a snapshot: see [`Poolable::describe`].
-///
-/// Called when a snapshot is taken (by `Pool::snapshot`, or at a limit hit for a hook that
-/// wants one), once per connection, after the pool lock is released, on the thread that took
-/// the snapshot. It may make a system call (poolscope's client reads `TCP_INFO` here) but
-/// should not block. A panic is caught: the row keeps what the pool filled.
-pub trait Describe: Send + Sync + 'static {
-    /// Fills the connection's facts into `row` (its version, addresses, dial, `tcp`,
-    /// `max_streams`). The pool's own counts in it (state, age, requests, streams) are kept
-    /// whatever this writes.
-    fn describe(&self, row: &mut crate::stats::ConnSnapshot);
-}
-
-/// A connection's id, unique within one pool, given when its dial starts.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub(crate) u64);
-
-impl ConnId {
-    /// The id as a number (ids start at 1 and grow).
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-impl fmt::Debug for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ConnId({})", self.0)
     }
 }
 

@@ -131,8 +131,8 @@ mod checkout;
 mod conn;
 mod error;
 mod inner;
-pub(crate) mod key;
 mod reaper;
+mod timer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -140,12 +140,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use crate::key::{ConnId, ConnectKey, InvalidKey};
+pub use crate::stats::snapshot::Describe;
 pub use checkout::{Checkout, Connecting, Step};
-pub use conn::{ConnId, Describe, LeaseInfo, Poolable, Pooled, Returned};
+pub use conn::{LeaseInfo, Poolable, Pooled, Returned};
 pub use error::{BoxError, Error};
-pub use key::{ConnectKey, InvalidKey};
+pub use timer::PoolTimer;
 
-pub(crate) use key::default_port;
+pub(crate) use crate::key::default_port;
 
 use crate::stats::{CloseReason, IdleOutReason, PoolSnapshot, Stats};
 use inner::Shared;
@@ -170,8 +172,8 @@ pub struct Config {
     /// How long a connection may live; it is closed when found older. Default: `None`.
     pub max_lifetime: Option<Duration>,
     /// How long a request may wait in the pool's queues before failing with
-    /// [`Error::is_timeout`]. Inside a tokio runtime (with its time driver) a timer wakes the
-    /// waiting checkout; outside one, the deadline is checked whenever it is polled.
+    /// [`Error::is_timeout`]. The pool's timer wakes the waiting checkout at the deadline;
+    /// without one (see [`Pool::with_timer`]), the deadline is checked whenever it is polled.
     /// Default: `None`.
     pub wait_timeout: Option<Duration>,
 }
@@ -239,8 +241,17 @@ impl<T: Poolable> Pool<T> {
         Pool::with_stats(config, Stats::default())
     }
 
-    /// A pool with `config` that reports to `stats`.
+    /// A pool with `config` that reports to `stats`, on tokio's timer (see
+    /// [`with_timer`](Pool::with_timer)).
     pub fn with_stats(config: Config, stats: Stats) -> Pool<T> {
+        Pool::with_timer(config, stats, None)
+    }
+
+    /// A pool with `config` that reports to `stats`, whose deadlines (the idle reaper's
+    /// passes, the wait timeout) sleep on `timer`. `None`: tokio's timer, where the pool runs
+    /// in a tokio runtime with its time driver; elsewhere no timer at all (no reaper runs,
+    /// and a wait timeout is checked when the checkout is polled).
+    pub fn with_timer(config: Config, stats: Stats, timer: Option<PoolTimer>) -> Pool<T> {
         // Zero caps mean "no limit", as in Go (`MaxConnsPerHost = 0`, `MaxIdleConns = 0`):
         // a cap of zero connections could serve nothing, and zero idle connections across
         // the pool would turn keep-alive off everywhere. (`max_idle_per_host = Some(0)` keeps
@@ -251,7 +262,7 @@ impl<T: Poolable> Pool<T> {
             ..config
         };
         Pool {
-            shared: Arc::new(Shared::new(config, stats)),
+            shared: Arc::new(Shared::new(config, stats, timer)),
         }
     }
 
@@ -268,14 +279,18 @@ impl<T: Poolable> Pool<T> {
         Checkout::new(self.shared.clone(), key, true)
     }
 
+    /// A sleep of `pause` on the pool's timer, or `None` where it has none.
+    pub(crate) fn sleep(&self, pause: Duration) -> Option<timer::PoolSleep> {
+        self.shared.timers.sleep_until(Instant::now() + pause)
+    }
+
     /// The pool as it is now.
     pub fn snapshot(&self) -> PoolSnapshot {
-        let mut snap = {
+        let unfinished = {
             let locked = self.shared.lock();
             locked.snapshot()
         };
-        snap.describe_connections();
-        snap
+        unfinished.finish()
     }
 
     /// Closes every idle connection now, and, as Go's `CloseIdleConnections` does, the

@@ -6,8 +6,8 @@
 //! max lifetime is near, and then the pool wakes it early), so a busy pool keeps one reaper
 //! instead of spawning one each time its idle list refills. It exits when the pool has no
 //! connections or is closed; it holds only a `Weak` reference to the pool while it waits.
-//! Without a tokio runtime no reaper runs, and expired connections are still dropped at
-//! checkout.
+//! It runs on the current tokio runtime and sleeps on the pool's timer (`timer.rs`); without
+//! either, no reaper runs, and expired connections are still dropped at checkout.
 
 use std::sync::{Arc, Weak};
 
@@ -20,13 +20,14 @@ pub(super) fn spawn<T: Poolable>(shared: &Arc<Shared<T>>) {
     let weak = Arc::downgrade(shared);
     let wake = shared.reaper_wake.clone();
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
+        Ok(handle) if shared.timers.available() => {
             // The guard goes with the task from the start: a task dropped before its first
             // poll still tells the pool.
             let stopped = Stopped(Some(weak.clone()));
             handle.spawn(run(weak, wake, stopped));
         }
-        Err(_) => {
+        _ => {
+            // Nowhere to run or nothing to sleep on: the pool goes on without a reaper.
             let mut locked = shared.lock();
             locked.reaper_stopped();
             locked.finish(shared);
@@ -36,21 +37,30 @@ pub(super) fn spawn<T: Poolable>(shared: &Arc<Shared<T>>) {
 
 async fn run<T: Poolable>(weak: Weak<Shared<T>>, wake: Arc<Notify>, mut stopped: Stopped<T>) {
     loop {
-        let next = {
+        let (next, sleep) = {
             let Some(shared) = weak.upgrade() else { return };
             let mut locked = shared.lock();
             let next = locked.reap();
             locked.finish(&shared);
-            next
+            let sleep = match next {
+                ReaperNext::Sleep(at) => shared.timers.sleep_until(at),
+                ReaperNext::Exit => None,
+            };
+            (next, sleep)
         };
-        match next {
-            ReaperNext::Sleep(at) => {
+        match (next, sleep) {
+            (ReaperNext::Sleep(_), Some(sleep)) => {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
+                    _ = sleep => {}
                     _ = wake.notified() => {}
                 }
             }
-            ReaperNext::Exit => {
+            (ReaperNext::Sleep(_), None) => {
+                // The timer went away (the task moved to a runtime without one): `stopped`
+                // tells the pool that no reaper runs.
+                return;
+            }
+            (ReaperNext::Exit, _) => {
                 // `reap` already recorded that no reaper runs.
                 stopped.0 = None;
                 return;

@@ -98,3 +98,15 @@ impl Default for Levels {
         }
     }
 }
+
+/// `network.protocol.version` as OpenTelemetry writes it (`1.1`, `2`…).
+#[cfg_attr(not(any(feature = "metrics", feature = "tracing")), allow(dead_code))]
+pub(crate) fn protocol_version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}

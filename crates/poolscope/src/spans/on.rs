@@ -2,7 +2,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::Mutex;
 
 use http::{Method, StatusCode, Uri, Version};
 use tracing::field::Empty;
@@ -127,7 +129,7 @@ impl RequestSpan {
     /// The pool could not serve the request at once: its `wait_for_connection` starts (if it
     /// has not already, in this attempt).
     pub(crate) fn waiting(&self) {
-        let mut wait = self.wait.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wait = self.wait.lock();
         if wait.is_none() {
             *wait = Some(span_at!(
                 self.level,
@@ -148,15 +150,12 @@ impl RequestSpan {
         setup: Option<SetupSpan>,
     ) {
         // The wait (if any) ends here.
-        drop(self.wait.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(self.wait.lock().take());
         let s = &self.span;
         if let Some(setup) = setup {
             s.follows_from(&setup.0);
         }
-        s.record(
-            "network.protocol.version",
-            crate::trace::protocol_version(version),
-        );
+        s.record("network.protocol.version", super::protocol_version(version));
         if let Some(peer) = peer {
             s.record("network.peer.address", peer.ip().to_string().as_str());
             s.record("network.peer.port", i64::from(peer.port()));
@@ -181,7 +180,7 @@ impl RequestSpan {
     }
 
     pub(crate) fn failed(&self, error_type: &str) {
-        drop(self.wait.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(self.wait.lock().take());
         self.span.record("error.type", error_type);
         self.span.record("otel.status_code", "ERROR");
     }
@@ -229,10 +228,7 @@ impl SetupSpan {
     /// The dial made a connection of `version` to `peer`.
     pub(crate) fn connected(&self, version: Version, peer: Option<SocketAddr>) {
         let span = &self.0;
-        span.record(
-            "network.protocol.version",
-            crate::trace::protocol_version(version),
-        );
+        span.record("network.protocol.version", super::protocol_version(version));
         if let Some(peer) = peer {
             span.record("network.peer.address", peer.ip().to_string().as_str());
             span.record("network.peer.port", i64::from(peer.port()));

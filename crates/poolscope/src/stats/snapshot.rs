@@ -6,12 +6,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Version;
 
-use crate::pool::{ConnId, ConnectKey, Describe};
+use crate::key::{ConnId, ConnectKey};
 
 /// The pool's configured limits, as carried by a [`PoolSnapshot`]. `None` is "no limit".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -185,26 +184,6 @@ pub struct TcpInfo {
     pub delivery_rate: Option<u64>,
 }
 
-impl TcpInfo {
-    /// Converts what `tcp-info` read.
-    pub(crate) fn from_kernel(k: &tcp_info::TcpInfo) -> TcpInfo {
-        let us = |v: u32| Duration::from_micros(u64::from(v));
-        TcpInfo {
-            state: TcpState::from_kernel(k.state),
-            rtt: us(k.rtt_us),
-            rtt_var: us(k.rtt_var_us),
-            min_rtt: k.min_rtt_us.map(us),
-            retransmits: k.total_retrans,
-            lost: k.lost,
-            unacked: k.unacked,
-            cwnd: k.snd_cwnd,
-            bytes_acked: k.bytes_acked,
-            bytes_received: k.bytes_received,
-            delivery_rate: k.delivery_rate,
-        }
-    }
-}
-
 /// A TCP connection's state, as the kernel names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -227,7 +206,8 @@ pub enum TcpState {
 }
 
 impl TcpState {
-    fn from_kernel(v: u8) -> TcpState {
+    /// The state the kernel numbers `v` (`TCP_ESTABLISHED` = 1 …).
+    pub(crate) fn from_kernel(v: u8) -> TcpState {
         match v {
             1 => TcpState::Established,
             2 => TcpState::SynSent,
@@ -263,23 +243,17 @@ impl TcpState {
     }
 }
 
-/// Connections to describe once the lock is released: (host, row, describer).
-#[derive(Clone, Default)]
-pub(crate) struct Pending(pub(crate) Vec<(usize, usize, Arc<dyn Describe>)>);
-
-impl PartialEq for Pending {
-    /// Two snapshots are compared by what they say, not by what is left to ask.
-    fn eq(&self, _: &Pending) -> bool {
-        true
-    }
-}
-
-impl Eq for Pending {}
-
-impl fmt::Debug for Pending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} to describe", self.0.len())
-    }
+/// Describes one connection in a snapshot: see [`Poolable::describe`](crate::pool::Poolable::describe).
+///
+/// Called when a snapshot is taken (by `Pool::snapshot`, or at a limit hit for a hook that
+/// wants one), once per connection, after the pool lock is released, on the thread that took
+/// the snapshot. It may make a system call (poolscope's client reads `TCP_INFO` here) but
+/// should not block. A panic is caught: the row keeps what the pool filled.
+pub trait Describe: Send + Sync + 'static {
+    /// Fills the connection's facts into `row` (its version, addresses, dial, `tcp`,
+    /// `max_streams`). The pool's own counts in it (state, age, requests, streams) are kept
+    /// whatever this writes.
+    fn describe(&self, row: &mut ConnSnapshot);
 }
 
 /// The state of the whole pool at one moment: limits and one [`HostSnapshot`] per key.
@@ -314,35 +288,9 @@ pub struct PoolSnapshot {
     pub limits: PoolLimits,
     /// One entry per key with any connection or waiter, sorted by key.
     pub hosts: Vec<HostSnapshot>,
-    /// Taken under the lock, asked after it (see [`PoolSnapshot::describe_connections`]).
-    pub(crate) pending: Pending,
 }
 
 impl PoolSnapshot {
-    /// Asks each connection to describe itself (addresses, TCP_INFO) into its row: outside
-    /// the pool lock, since that is the connection's own code and may make a system call. A
-    /// describer that panics leaves its row as the pool filled it.
-    pub(crate) fn describe_connections(&mut self) {
-        for (h, c, d) in std::mem::take(&mut self.pending.0) {
-            if let Some(row) = self.hosts.get_mut(h).and_then(|h| h.connections.get_mut(c)) {
-                let mut filled = row.clone();
-                let described = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    d.describe(&mut filled)
-                }));
-                if described.is_ok() {
-                    // What the pool counted stays the pool's.
-                    filled.id = row.id;
-                    filled.state = row.state;
-                    filled.age = row.age;
-                    filled.idle_for = row.idle_for;
-                    filled.requests = row.requests;
-                    filled.streams = row.streams;
-                    *row = filled;
-                }
-            }
-        }
-    }
-
     /// Every connection row, with its key.
     pub fn connections(&self) -> impl Iterator<Item = (&ConnectKey, &ConnSnapshot)> {
         self.hosts

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode, Version};
 
-use crate::pool::{ConnId, ConnectKey};
+use crate::key::{ConnId, ConnectKey};
 
 /// The request asks the pool for a connection.
 #[derive(Debug, Clone)]

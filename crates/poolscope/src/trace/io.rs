@@ -5,7 +5,9 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -72,7 +74,7 @@ impl IoEvents {
         };
         self.start_ns.store(start, Ordering::Relaxed);
         if tracer.wants_io_events() {
-            *self.tracer.lock().unwrap_or_else(|e| e.into_inner()) = Some(tracer.clone());
+            *self.tracer.lock() = Some(tracer.clone());
             self.live.store(true, Ordering::Release);
         }
         self.body_done.store(false, Ordering::Release);
@@ -82,7 +84,7 @@ impl IoEvents {
     pub(crate) fn disarm(&self) {
         self.state.store(IDLE, Ordering::Release);
         if self.live.swap(false, Ordering::AcqRel) {
-            self.tracer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.tracer.lock().take();
         }
     }
 
@@ -127,10 +129,7 @@ impl IoEvents {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
-        self.tracer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.tracer.lock().clone()
     }
 
     fn on_write(&self) {

@@ -196,18 +196,6 @@ impl ClientTrace {
     }
 }
 
-/// `network.protocol.version` as OpenTelemetry writes it (`1.1`, `2`…).
-#[cfg_attr(not(any(feature = "metrics", feature = "tracing")), allow(dead_code))]
-pub(crate) fn protocol_version(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
 /// An error and its causes on one line (`what: why: root cause`), as the `error` strings of
 /// events and the history show them: each level's `Display` shows only itself. For a
 /// [`crate::Error`] it says the phase, the target, why it was not retried, and hyper's and

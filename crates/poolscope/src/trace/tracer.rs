@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ClientTrace, RequestTimings, TraceHooks};
-use crate::pool::ConnectKey;
+use crate::key::ConnectKey;
 
 /// Which milestone of a request a [`Tracer::mark`] records.
 #[derive(Debug, Clone, Copy)]

@@ -20,6 +20,8 @@ pub(super) struct Effects<T> {
     /// operation: every rule in it sees the same instant; paths that need no time read none).
     pub(super) now: Cell<Option<Instant>>,
     pub(super) events: Vec<Event>,
+    /// The limit-hit snapshots among `events` (by index), to describe after the lock.
+    pub(super) describe: Vec<(usize, super::snapshot::Pending)>,
     pub(super) wakers: Vec<Waker>,
     /// Connections leaving the pool; dropping them closes them.
     pub(super) drops: Vec<T>,
@@ -94,6 +96,7 @@ impl<T: Poolable> Locked<'_, T> {
         let Effects {
             record,
             events,
+            describe,
             wakers,
             drops,
             spawn_reaper,
@@ -118,9 +121,9 @@ impl<T: Poolable> Locked<'_, T> {
         // panicking one skips no wake-up.
         if record {
             let mut events = events;
-            for ev in &mut events {
-                if let Event::LimitHit(_, Some(snap)) = ev {
-                    caught::guard(|| snap.describe_connections(), ());
+            for (i, pending) in describe {
+                if let Some(Event::LimitHit(_, Some(snap))) = events.get_mut(i) {
+                    pending.describe(snap);
                 }
             }
             for ev in &events {

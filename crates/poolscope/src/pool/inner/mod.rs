@@ -38,7 +38,9 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use crate::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use slab::Slab;
@@ -61,8 +63,8 @@ pub(super) use waiters::WaiterRef;
 
 use super::conn::{ConnMeta, Lease, LeaseInfo, Returned};
 use super::error::{BoxError, Error, Kind};
-use super::key::BuildKeyHasher;
 use super::{Config, ConnId, ConnectKey, Poolable};
+use crate::key::BuildKeyHasher;
 use crate::stats::{CloseReason, IdleOutReason, Stats};
 
 /// The state shared by every handle of one pool.
@@ -77,9 +79,8 @@ pub(crate) struct Shared<T> {
     /// Has the reaper pass before its due time (see `State::reaper_due`). Its own `Arc`, so
     /// the reaper can wait on it while holding only a weak reference to the pool.
     pub(super) reaper_wake: Arc<tokio::sync::Notify>,
-    /// Creating a tokio timer failed here once (a runtime without its time driver): waiting
-    /// checkouts check their deadline when polled instead.
-    pub(super) no_timers: std::sync::atomic::AtomicBool,
+    /// Where the reaper's and the waiting checkouts' sleeps come from.
+    pub(in crate::pool) timers: super::timer::Timers,
 }
 
 pub(super) struct State<T> {
@@ -273,7 +274,11 @@ impl<T> Host<T> {
 }
 
 impl<T: Poolable> Shared<T> {
-    pub(super) fn new(config: Config, stats: Stats) -> Shared<T> {
+    pub(super) fn new(
+        config: Config,
+        stats: Stats,
+        timer: Option<super::timer::PoolTimer>,
+    ) -> Shared<T> {
         Shared {
             state: Mutex::new(State {
                 hosts: HashMap::default(),
@@ -292,7 +297,7 @@ impl<T: Poolable> Shared<T> {
             stats,
             handles: AtomicUsize::new(1),
             reaper_wake: Arc::new(tokio::sync::Notify::new()),
-            no_timers: std::sync::atomic::AtomicBool::new(false),
+            timers: super::timer::Timers::new(timer),
             close: |shared| {
                 let mut locked = shared.lock();
                 locked.close_pool();
@@ -305,7 +310,7 @@ impl<T: Poolable> Shared<T> {
     /// except `Poolable`'s methods, whose panics are caught (see [`Guarded`]), so no invariant
     /// is left half-updated.
     pub(super) fn lock(&self) -> Locked<'_, T> {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.state.lock();
         // A panic kept by an operation that never reached `finish` is not this one's.
         drop(effects::caught::take());
         let record = self.stats.records();
@@ -321,6 +326,7 @@ impl<T: Poolable> Shared<T> {
                 } else {
                     Vec::new()
                 },
+                describe: Vec::new(),
                 wakers: Vec::new(),
                 drops: Vec::new(),
                 leftovers: Leftovers::default(),

@@ -7,8 +7,51 @@ use std::sync::Arc;
 
 use super::{Guarded, Host, Locked};
 use crate::pool::{ConnId, ConnectKey, Describe, Poolable};
-use crate::stats::snapshot::Pending;
 use crate::stats::{ConnSnapshot, ConnState, Event, HostSnapshot, Limit, PoolLimits, PoolSnapshot};
+
+/// The connections of a snapshot taken under the lock, to describe once it is released:
+/// (host, row, describer).
+#[derive(Default)]
+pub(in crate::pool) struct Pending(Vec<(usize, usize, Arc<dyn Describe>)>);
+
+impl Pending {
+    /// Asks each connection to describe itself (addresses, TCP_INFO) into its row of `snap`:
+    /// outside the pool lock, since that is the connection's own code and may make a system
+    /// call. A describer that panics leaves its row as the pool filled it.
+    pub(in crate::pool) fn describe(self, snap: &mut PoolSnapshot) {
+        for (h, c, d) in self.0 {
+            let Some(row) = snap.hosts.get_mut(h).and_then(|h| h.connections.get_mut(c)) else {
+                continue;
+            };
+            let mut filled = row.clone();
+            let described =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.describe(&mut filled)));
+            if described.is_ok() {
+                // What the pool counted stays the pool's.
+                filled.id = row.id;
+                filled.state = row.state;
+                filled.age = row.age;
+                filled.idle_for = row.idle_for;
+                filled.requests = row.requests;
+                filled.streams = row.streams;
+                *row = filled;
+            }
+        }
+    }
+}
+
+/// A snapshot taken under the lock; [`finish`](Unfinished::finish) it after the lock.
+#[must_use = "a snapshot is finished after the lock"]
+pub(in crate::pool) struct Unfinished(PoolSnapshot, Pending);
+
+impl Unfinished {
+    /// The snapshot, its connections described. Call it with the lock released.
+    pub(in crate::pool) fn finish(self) -> PoolSnapshot {
+        let Unfinished(mut snap, pending) = self;
+        pending.describe(&mut snap);
+        snap
+    }
+}
 
 /// What describes each connection row (by its index in the key's rows).
 type Describers = Vec<(usize, Arc<dyn Describe>)>;
@@ -19,16 +62,21 @@ type HostRows = (HostSnapshot, Describers);
 impl<T: Poolable> Locked<'_, T> {
     pub(super) fn limit_hit(&mut self, limit: Limit) {
         if self.fx.record {
-            let snap = self
-                .stats
-                .wants_snapshot(limit)
-                .then(|| Box::new(self.snapshot()));
-            self.fx.events.push(Event::LimitHit(limit, snap));
+            if self.stats.wants_snapshot(limit) {
+                let Unfinished(snap, pending) = self.snapshot();
+                // Described after the lock, before the hooks see it (`Effects`).
+                self.fx.describe.push((self.fx.events.len(), pending));
+                self.fx
+                    .events
+                    .push(Event::LimitHit(limit, Some(Box::new(snap))));
+            } else {
+                self.fx.events.push(Event::LimitHit(limit, None));
+            }
         }
     }
 
     /// The pool as it is now, only the row of `key` (the limits are the pool's).
-    pub(in crate::pool) fn snapshot_of(&self, key: &ConnectKey) -> PoolSnapshot {
+    pub(in crate::pool) fn snapshot_of(&self, key: &ConnectKey) -> Unfinished {
         let now = self.now();
         let hosts = self
             .st
@@ -43,7 +91,7 @@ impl<T: Poolable> Locked<'_, T> {
 
     /// One row per live connection of `h`, oldest first, with what describes each. O(its
     /// connections), under the lock: the connections' own code runs later (see
-    /// `PoolSnapshot::describe_connections`).
+    /// `Unfinished::finish`).
     fn conn_rows(&self, h: &Host<T>, now: Instant) -> (Vec<ConnSnapshot>, Describers) {
         let mut rows = Vec::with_capacity(h.conns.len());
         for idle in h.idle.iter() {
@@ -131,7 +179,7 @@ impl<T: Poolable> Locked<'_, T> {
         (row, describers)
     }
 
-    fn snapshot_with(&self, hosts: Vec<HostRows>, now: Instant) -> PoolSnapshot {
+    fn snapshot_with(&self, hosts: Vec<HostRows>, now: Instant) -> Unfinished {
         let mut pending = Pending::default();
         let hosts = hosts
             .into_iter()
@@ -143,7 +191,7 @@ impl<T: Poolable> Locked<'_, T> {
                 host
             })
             .collect();
-        PoolSnapshot {
+        let snap = PoolSnapshot {
             taken_at: now.into_std(),
             limits: PoolLimits {
                 max_idle: self.cfg.max_idle,
@@ -153,13 +201,13 @@ impl<T: Poolable> Locked<'_, T> {
                 max_lifetime: self.cfg.max_lifetime,
             },
             hosts,
-            pending,
-        }
+        };
+        Unfinished(snap, pending)
     }
 
     /// The pool as it is now, one line per key, sorted. The connections are described by
-    /// the caller, after the lock (`PoolSnapshot::describe_connections`).
-    pub(in crate::pool) fn snapshot(&self) -> PoolSnapshot {
+    /// the caller, after the lock (`Unfinished::finish`).
+    pub(in crate::pool) fn snapshot(&self) -> Unfinished {
         let now = self.now();
         let mut hosts: Vec<HostRows> = self
             .st

@@ -1,4 +1,6 @@
-//! `ConnectKey`: which connections may serve which requests.
+//! The pool's identities, a leaf module that `pool`, `stats` and the client all name:
+//! [`ConnectKey`], which connections may serve which requests, and [`ConnId`], one
+//! connection. Both are re-exported from [`pool`](crate::pool).
 //!
 //! Two requests can share a connection exactly when their keys are equal. A key is the
 //! scheme, the host (lower-cased), the port (the scheme's default filled in) and the proxy the
@@ -244,6 +246,29 @@ impl fmt::Display for ConnectKey {
 impl fmt::Debug for ConnectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ConnectKey({self})")
+    }
+}
+
+/// A connection's id, unique within one pool, given when its dial starts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The id as a number (ids start at 1 and grow).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnId({})", self.0)
     }
 }
 
