@@ -457,3 +457,17 @@ async fn a_101_response_hands_the_connection_to_hyper_upgrade() {
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     echoes(hyper::upgrade::on(resp).await.expect("upgraded")).await;
 }
+
+/// `build_http` turns TCP keepalive on after the pool's idle timeout, as hyper-util does; the
+/// kernel counts it in whole seconds and refuses 0: an idle timeout under a second must not
+/// fail every connect (it did, `EINVAL` setting the keepalive).
+#[tokio::test]
+async fn an_idle_timeout_under_a_second_still_connects() {
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.pool_idle_timeout(Duration::from_millis(100));
+    });
+    let resp = c.get(server.url("/")).await.expect("connects");
+    assert_eq!(resp.status(), StatusCode::OK);
+    body(resp).await;
+}
