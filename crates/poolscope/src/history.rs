@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::inflight::{strip_userinfo, Redact};
 use crate::pool::ConnId;
+use crate::redact::{strip_userinfo, Redact};
 use crate::stats::{Event, EventSink, Limit, WaitIn, WaitOut};
 
 /// A request-level event kept in the history.
@@ -146,17 +146,13 @@ pub struct RecordedEvent {
     /// Order of recording across the client (gaps are events that were overwritten).
     pub seq: u64,
     /// When it was recorded.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::render::rfc3339")]
     pub at: SystemTime,
     /// The event's name: a `Stats` hook's (`idle_conn_wait_in`, `max_conns_per_host_hit`, …)
     /// or a request's (`request_started`, `got_conn`, `request_done`, `request_failed`).
     pub name: &'static str,
     /// What it says: key, connection, counts, durations.
     pub detail: String,
-}
-
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_micros(*t))
 }
 
 impl fmt::Display for RecordedEvent {

@@ -28,6 +28,8 @@ pub mod metrics;
 #[path = "metrics_off.rs"]
 mod metrics;
 pub mod pool;
+mod redact;
+mod render;
 pub mod spans;
 pub mod stats;
 mod sync;

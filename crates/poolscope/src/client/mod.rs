@@ -132,7 +132,7 @@ pub(crate) struct Shared<B> {
     next_request: AtomicU64,
     origins: origin::Origins,
     /// The user's URL rewriting, for the request span's `url.full`.
-    redact: Option<crate::inflight::Redact>,
+    redact: Option<crate::redact::Redact>,
     /// The methods the request span names (the metrics keep their own copy).
     methods: crate::methods::KnownMethods,
     levels: crate::spans::Levels,

@@ -37,7 +37,7 @@ pub(super) fn says_close(headers: &http::HeaderMap) -> bool {
 /// absolute form a proxy gets): credentials never go on the wire.
 fn drop_userinfo(uri: &mut Uri) {
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        *uri = crate::inflight::strip_userinfo(uri);
+        *uri = crate::redact::strip_userinfo(uri);
     }
 }
 
@@ -66,7 +66,7 @@ fn authority_form(uri: &mut Uri) {
     let Some(authority) = uri.authority() else {
         return;
     };
-    let hostport = authority.as_str().rsplit('@').next().unwrap_or("");
+    let hostport = crate::redact::host_port(authority);
     let mut parts = http::uri::Parts::default();
     parts.authority = hostport.parse().ok();
     if let Ok(u) = Uri::from_parts(parts) {

@@ -54,7 +54,7 @@ impl<C> ForwardProxy<C> {
             .intercept(&Uri::from_static("http://origin.invalid/"))
             .and_then(|i| i.basic_auth().cloned());
         ForwardProxy {
-            proxy: crate::inflight::strip_userinfo(&proxy),
+            proxy: crate::redact::strip_userinfo(&proxy),
             auth,
             inner,
         }

@@ -46,9 +46,11 @@
 //!    to the idle caps, only to rule 11.
 //! 9. **Timeouts** `[timeouts]`. Idle timeout (default 90 s), optional max lifetime, and an
 //!    optional pool-wait timeout whose error carries a
-//!    [`PoolSnapshot`]. A background reaper sleeps until the next
-//!    expiry while something is idle, a full timeout while connections are in use but none is
-//!    idle, and exits when the pool has no connections or is dropped.
+//!    [`PoolSnapshot`]. The engine computes deadlines; a background reaper sleeps on the
+//!    pool's timer ([`Pool::with_timer`]) until the next expiry while something is idle, a
+//!    full timeout while connections are in use but none is idle, and exits when the pool has
+//!    no connections or is dropped. Without a timer no reaper runs: an expired connection is
+//!    dropped when a checkout finds it (rule 2), and a wait timeout is checked when polled.
 //! 10. **Closing** `[closing]`. Dropping the last [`Pool`] handle closes idle connections and
 //!     fails every waiter; connections in use close when they come back.
 //! 11. **No reuse** `[no-reuse]`. `max_idle_per_host = Some(0)` turns reuse off, as
@@ -69,9 +71,9 @@
 //!
 //! Every rule's event is a [`Stats`] hook, called after the pool lock is released
 //! (`[events]`). The tag of each rule is cited at the function that implements it and in its
-//! test (`tests/pool_rules.rs`). Where the rules are implemented: `inner/waiters.rs` (the
-//! waiter's states and queues: `[queues]`, `[slots]`, `[one-shot]`), `inner/mod.rs`
-//! (`[keys]`, `[idle-lifo]`), `inner/idle.rs` (`[returns]`, `[timeouts]`, `[closing]`),
+//! test (`tests/pool_rules_{queues,returns,http2,timeouts}.rs`, by tag). Where the rules
+//! are implemented: `inner/waiters.rs` (the waiter's states and queues: `[queues]`,
+//! `[slots]`, `[one-shot]`), `inner/mod.rs` (`[keys]`, `[idle-lifo]`), `inner/idle.rs` (`[returns]`, `[timeouts]`, `[closing]`),
 //! `inner/dial.rs` (`[late-dial]`, `[http2]`, `[stream-limits]`, `[retiring]`),
 //! `inner/effects.rs` (what runs after the lock, and panics in user code), `Config::verdict`
 //! (why a connection may not serve another request).

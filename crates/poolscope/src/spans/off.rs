@@ -24,7 +24,7 @@ impl RequestSpan {
         _methods: &crate::methods::KnownMethods,
         _key: &ConnectKey,
         _uri: &Uri,
-        _redact: Option<&crate::inflight::Redact>,
+        _redact: Option<&crate::redact::Redact>,
     ) -> Option<Box<RequestSpan>> {
         None
     }

@@ -70,7 +70,7 @@ impl RequestSpan {
         methods: &crate::methods::KnownMethods,
         key: &ConnectKey,
         uri: &Uri,
-        redact: Option<&crate::inflight::Redact>,
+        redact: Option<&crate::redact::Redact>,
     ) -> Option<Box<RequestSpan>> {
         let level = level.tracing();
         let label = methods.label(method);
@@ -106,7 +106,7 @@ impl RequestSpan {
             span.record("http.request.method_original", method.as_str());
         }
         // The URL is rendered only for a span someone records.
-        let clean = crate::inflight::strip_userinfo(uri);
+        let clean = crate::redact::strip_userinfo(uri);
         let url = redact.map_or_else(|| clean.to_string(), |f| f(&clean));
         span.record("url.full", url.as_str());
         Some(Box::new(RequestSpan {

@@ -446,3 +446,20 @@ where
         let _ = out.flush();
     }
 }
+
+/// The pool tests' key (`key("a")`) as the events render it.
+pub const H: &str = "http://a:80";
+
+/// A pool with `cfg` and a recorder of its events.
+pub fn pool_with(cfg: poolscope::pool::Config) -> (poolscope::pool::Pool<TestConn>, Recorder) {
+    let rec = Recorder::default();
+    (poolscope::pool::Pool::with_stats(cfg, rec.stats()), rec)
+}
+
+/// A config with `max_conns_per_host = n`.
+pub fn cap(n: usize) -> poolscope::pool::Config {
+    poolscope::pool::Config {
+        max_conns_per_host: Some(n),
+        ..poolscope::pool::Config::default()
+    }
+}
