@@ -392,3 +392,17 @@ async fn serve_http1(mut tcp: TcpStream, c: Arc<Counters>, f: Arc<Mutex<Fault>>)
         }
     }
 }
+
+/// This process's resident set size in KiB (`VmRSS` in `/proc/self/status`), 0 where there is
+/// none: for the tests that bound memory.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}

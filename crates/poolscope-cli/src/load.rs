@@ -227,8 +227,8 @@ impl Recording {
                 w4.timeline(|t| t.waiting(&e.key, e.waiters, true, e.at))
             })
             .on_max_conns_per_host_hit(move |s| r2.hit("max_conns_per_host", s))
-            .on_max_idle_conns_per_host_hit(move |s| r3.hit("max_idle_per_host", s))
-            .on_max_idle_conns_hit(move |s| r4.hit("max_idle", s))
+            .on_max_idle_conns_per_host_hit(move |s| r3.hit("max_idle_conns_per_host", s))
+            .on_max_idle_conns_hit(move |s| r4.hit("max_idle_conns", s))
             .build();
         let trace = ClientTrace::builder()
             .on_got_conn(move |i| {

@@ -5,8 +5,8 @@
 //! meet only when their events are N apart, and a slower writer never overwrites a newer
 //! event (the slot keeps the higher `seq`). A read copies the slots, one lock at a time, and sorts them by `seq`; it
 //! takes nothing out, so concurrent readers see the same history. (A lock-free queue that
-//! overwrites its oldest entry, `crossbeam_queue::ArrayQueue::force_push`, moved each 144-byte
-//! event several times: ~350 instructions per event against ~150 here.)
+//! overwrites its oldest entry, `crossbeam_queue::ArrayQueue::force_push`, moves each event
+//! several times and cost more per event: `docs/benchmarks.md`.)
 //! Events are stored as they are and formatted only when read, so recording is a clone and a
 //! store. Their time is the `Instant` their milestone already read (a pool event's `at`, a
 //! request milestone's one clock reading), turned into wall-clock time only when read, from
@@ -149,7 +149,8 @@ pub struct RecordedEvent {
     #[serde(serialize_with = "crate::render::rfc3339")]
     pub at: SystemTime,
     /// The event's name: a `Stats` hook's (`idle_conn_wait_in`, `max_conns_per_host_hit`, …)
-    /// or a request's (`request_started`, `got_conn`, `request_done`, `request_failed`).
+    /// or a request's (`request_started`, `got_conn`, `request_retry`, `request_done`,
+    /// `request_failed`).
     pub name: &'static str,
     /// What it says: key, connection, counts, durations.
     pub detail: String,

@@ -10,8 +10,11 @@
 //! - [`history`]: the last N events, for post-mortems.
 //! - [`debug`]: a debug HTTP service and a signal dump.
 //!
-//! Telemetry never contains userinfo, paths or queries: events carry a
-//! [`ConnectKey`](pool::ConnectKey) (scheme, host, port).
+//! Telemetry never contains userinfo. Pool events, trace events and metric labels carry a
+//! [`ConnectKey`](pool::ConnectKey) (scheme, host, port) and never a path or a query; what
+//! shows a request's URL (the in-flight report, the history's `request_started`, the request
+//! span's `url.full`) shows its path and query, through
+//! [`Builder::redact_url`](client::Builder::redact_url) when one is set.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -132,7 +132,7 @@ async fn captured_stacks_name_the_function_that_started_the_request() {
 }
 
 #[tokio::test]
-async fn the_report_round_trips_as_json_and_urls_are_redacted() {
+async fn the_report_renders_as_json_and_urls_are_redacted() {
     let server = TestServer::start().await;
     let c = client(|b| {
         b.redact_url(|u| {
@@ -259,12 +259,23 @@ async fn the_history_times_a_request_with_in_flight_tracking_off() {
         .into_iter()
         .find(|e| e.name == "request_done")
         .expect("request_done in the history");
-    // "... elapsed=51.2ms": the request's real duration, not a default zero.
+    // "... elapsed=51.2ms" (a `Duration`'s `Debug`: `812µs`, `51.2ms`, `1.2s`): the request's
+    // real duration, not a default zero.
     let elapsed = done.detail.rsplit("elapsed=").next().unwrap();
-    let ms: f64 = elapsed
-        .strip_suffix("ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("elapsed in milliseconds: {done}"));
+    let split = elapsed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(elapsed.len());
+    let (number, unit) = elapsed.split_at(split);
+    let number: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("a duration: {done}"));
+    let ms = match unit {
+        "ns" => number / 1e6,
+        "µs" => number / 1e3,
+        "ms" => number,
+        "s" => number * 1e3,
+        _ => panic!("a duration's unit: {done}"),
+    };
     assert!((50.0..5_000.0).contains(&ms), "{done}");
 }
 

@@ -375,7 +375,11 @@ async fn an_error_on_a_connection_says_which_connection() {
     server.await.unwrap();
     // A failure before any connection has none.
     let refused = client
-        .get("http://127.0.0.1:1/".parse().unwrap())
+        .get(
+            format!("http://127.0.0.1:{}/", support::closed_port())
+                .parse()
+                .unwrap(),
+        )
         .await
         .expect_err("refused");
     assert!(refused.is_connect() && refused.connect_info().is_none());

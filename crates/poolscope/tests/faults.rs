@@ -278,7 +278,24 @@ async fn a_stall_after_headers_is_bounded_by_the_caller_and_leaks_nothing() {
 
 #[tokio::test]
 async fn a_server_that_never_responds_leaks_nothing() {
-    matrix(Fault::NeverRespond, true, |_, _| {}).await;
+    matrix(Fault::NeverRespond, true, |label, cell| {
+        for (what, o, n) in [("GET", &cell.gets, 6), ("POST", &cell.posts, 3)] {
+            // Each ends at the caller's timeout (or, queued behind a cap, the pool's).
+            assert_eq!(o.ok, 0, "{label}: no {what} succeeds: {cell:?}");
+            assert_eq!(
+                o.timeouts + o.errors.len(),
+                n,
+                "{label}: every {what} ends: {cell:?}"
+            );
+            for e in &o.errors {
+                assert!(
+                    e.starts_with("pool wait timed out"),
+                    "{label}: {what}: {e:?}"
+                );
+            }
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -179,13 +179,7 @@ fn opened(rec: &Recorder) -> usize {
 
 /// Waits until `f` holds, for at most 5 s.
 async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
+    support::eventually_within(what, Duration::from_secs(5), f).await;
 }
 
 /// Each request's retries are consecutive attempts from 2, all for `reason`, and its

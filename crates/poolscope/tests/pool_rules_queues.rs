@@ -391,7 +391,7 @@ async fn waiters_count_in_events_is_the_live_queue_length() {
         vec![
             Ev::DialWaitIn(H.into(), 1),
             Ev::DialWaitIn(H.into(), 2),
-            Ev::DialWaitOut(H.into(), 1, WaitOutcome::Cancelled),
+            Ev::DialWaitOut(H.into(), 1, WaitOutcome::Canceled),
         ]
     );
     drop(c);

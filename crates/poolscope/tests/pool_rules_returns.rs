@@ -24,7 +24,10 @@ async fn max_idle_per_host_closes_the_incoming_connection() {
     let (pa, pb) = (expect_ready(&mut a), expect_ready(&mut b));
     assert_eq!(pa.release(), Returned::Idle);
     let idb = pb.id();
-    assert_eq!(pb.release(), Returned::Closed(CloseReason::MaxIdlePerHost));
+    assert_eq!(
+        pb.release(),
+        Returned::Closed(CloseReason::MaxIdleConnsPerHost)
+    );
     let hit = rec.all().into_iter().find_map(|e| match e {
         Ev::MaxIdlePerHostHit(s) => Some(s),
         _ => None,
@@ -34,7 +37,7 @@ async fn max_idle_per_host_closes_the_incoming_connection() {
     assert!(rec.all().contains(&Ev::Closed(
         H.into(),
         idb.get(),
-        CloseReason::MaxIdlePerHost
+        CloseReason::MaxIdleConnsPerHost
     )));
     drop((a, b));
     drop(pool);
@@ -90,7 +93,10 @@ async fn with_no_idle_connection_allowed_nothing_is_reused() {
     // The cap: b waits.
     expect_pending(&mut b);
     // Even with b waiting, the returned connection closes; its slot lets b dial.
-    assert_eq!(ca.release(), Returned::Closed(CloseReason::MaxIdlePerHost));
+    assert_eq!(
+        ca.release(),
+        Returned::Closed(CloseReason::MaxIdleConnsPerHost)
+    );
     expect_dial(&mut b).finish(Ok(TestConn::new()));
     let cb = expect_ready(&mut b);
     assert!(!cb.info().reused);
@@ -110,7 +116,10 @@ async fn with_no_idle_connection_allowed_nothing_is_reused() {
     py.finish(Ok(TestConn::h2()));
     let (cx, cy) = (expect_ready(&mut x), expect_ready(&mut y));
     assert_ne!(cx.id(), cy.id());
-    assert_eq!(cx.release(), Returned::Closed(CloseReason::MaxIdlePerHost));
+    assert_eq!(
+        cx.release(),
+        Returned::Closed(CloseReason::MaxIdleConnsPerHost)
+    );
     drop(cy);
     drop((x, y));
     drop((pool, h2));

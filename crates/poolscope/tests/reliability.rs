@@ -156,18 +156,6 @@ async fn a_server_refusing_tls_is_a_tls_error() {
     assert_eq!(err.connect_phase(), Some(ConnectPhase::Tls), "{err:?}");
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn huge_headers_are_refused_not_buffered() {
     let server = FaultServer::start(Proto::Http1, Fault::HugeHeaders).await;
@@ -180,24 +168,6 @@ async fn huge_headers_are_refused_not_buffered() {
         err.to_string().starts_with("error receiving response"),
         "{err}"
     );
-}
-
-#[tokio::test]
-async fn an_endless_body_costs_only_what_the_user_reads() {
-    let server = FaultServer::start(Proto::Http1, Fault::EndlessBody).await;
-    let c: C = Client::builder(TokioExecutor::new()).build_http();
-    let resp = c.get(server.url("/").parse().unwrap()).await.unwrap();
-    let mut body = resp.into_body();
-    let before = rss_kib();
-    let mut read = 0u64;
-    while read < 256 << 20 {
-        let frame = body.frame().await.unwrap().unwrap();
-        read += frame.data_ref().map_or(0, |d| d.len() as u64);
-    }
-    let grown = rss_kib().saturating_sub(before);
-    assert!(grown < 64 * 1024, "256 MiB streamed, RSS grew {grown} KiB");
-    drop(body);
-    assert_eq!(c.pool_snapshot().total_active(), 0);
 }
 
 #[tokio::test]
@@ -280,8 +250,7 @@ async fn a_cancellation_storm_leaks_nothing() {
         "hello"
     );
     drop(c);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    rec.assert_balanced();
+    rec.assert_balanced_eventually().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -359,6 +328,5 @@ async fn stress_with_random_cancellations_keeps_the_invariants() {
         "connections are reused"
     );
     drop(c);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    rec.assert_balanced();
+    rec.assert_balanced_eventually().await;
 }

@@ -2,6 +2,8 @@
 //! accepted peer addresses and the requests on each, HTTP/2 streams in flight and the
 //! server's stream limit, and the kernel's TCP_INFO of the client's sockets.
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -94,14 +96,9 @@ impl Server {
     }
 }
 
+/// Waits until `f` holds, for at most 5 s.
 async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
+    support::eventually_within(what, Duration::from_secs(5), f).await;
 }
 
 /// A GET on its own task, read to the end.

@@ -220,7 +220,11 @@ fn a_request_that_queued_has_a_wait_for_connection_span_as_long_as_its_wait() {
             });
             let slow = c.get(server.url("/slow/150"));
             let first = tokio::spawn(async move { support::body(slow.await.unwrap()).await });
-            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            // The slow request holds the one slot: the next one queues.
+            support::eventually("the slow request on its connection", || {
+                c.pool_snapshot().total_active() == 1
+            })
+            .await;
             support::body(c.get(server.url("/queued")).await.unwrap()).await;
             first.await.unwrap();
         })

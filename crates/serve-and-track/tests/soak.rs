@@ -15,18 +15,6 @@ use hyper_util::rt::TokioExecutor;
 use poolscope::{Client, ClientTrace, Stats};
 use serve_and_track::{Config, LogSink, Server};
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// Runs `total` requests with 32 concurrent; returns (requests done, RSS samples in KiB).
 fn soak(total: u64) -> (u64, Vec<(u64, u64)>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -86,7 +74,7 @@ fn soak(total: u64) -> (u64, Vec<(u64, u64)>) {
         let uri: http::Uri = format!("http://{addr}/track").parse().unwrap();
         let issued = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicU64::new(0));
-        let mut samples = vec![(0, rss_kib())];
+        let mut samples = vec![(0, faultserver::rss_kib())];
         let mut tasks = Vec::new();
         for _ in 0..32 {
             let (client, uri, issued, done) =
@@ -106,7 +94,7 @@ fn soak(total: u64) -> (u64, Vec<(u64, u64)>) {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let d = done.load(Ordering::Relaxed);
             if d >= next {
-                samples.push((d, rss_kib()));
+                samples.push((d, faultserver::rss_kib()));
                 next += step;
             }
             assert!(
@@ -117,7 +105,7 @@ fn soak(total: u64) -> (u64, Vec<(u64, u64)>) {
         for t in tasks {
             t.await.unwrap();
         }
-        samples.push((total, rss_kib()));
+        samples.push((total, faultserver::rss_kib()));
         if let Some(p) = prom {
             assert!(p.render().contains("http_client_request_duration_seconds"));
         }

@@ -212,8 +212,9 @@ impl Builder {
         self
     }
 
-    /// Rewrites URLs for in-flight reports and the event history (e.g. ids to `[oid]`). The
-    /// function gets the URI without userinfo, when a report is rendered or an event is read.
+    /// Rewrites URLs for in-flight reports, the event history and the request span's
+    /// `url.full` (e.g. ids to `[oid]`). The function gets the URI without userinfo, when a
+    /// report is rendered, an event is read or a recorded span is made.
     /// Default: the URI without userinfo. poolscope only.
     pub fn redact_url<F>(&mut self, f: F) -> &mut Self
     where

@@ -3,8 +3,7 @@
 //! Both depend only on the URI's scheme and authority, and a client sends most requests to a
 //! few origins, so they are computed once per (scheme, authority) and cached: a request to a
 //! known origin costs one map lookup instead of parsing, lower-casing, hashing and allocating
-//! a key and formatting a header (measured with callgrind: about 3,500 instructions per
-//! request, see docs/benchmarks.md).
+//! a key and formatting a header (`docs/benchmarks.md` has what that saves).
 //!
 //! The cache is bounded ([`MAX_ORIGINS`]); past that, origins are computed per request as
 //! before. An authority with userinfo is never cached, so credentials are not kept anywhere.
@@ -57,8 +56,8 @@ impl Origin {
 /// is cached with them.
 #[derive(Default)]
 pub(crate) struct Origins {
-    // foldhash, randomly seeded: SipHash of the authority was ~230 instructions per request.
-    // The maps hold at most `MAX_ORIGINS` of the application's own authorities.
+    // foldhash, randomly seeded (cheaper than SipHash per request; the keys are the
+    // application's own authorities, not an attacker's). The maps hold at most `MAX_ORIGINS` of the application's own authorities.
     http: RwLock<HashMap<Box<str>, Origin, foldhash::fast::RandomState>>,
     https: RwLock<HashMap<Box<str>, Origin, foldhash::fast::RandomState>>,
     proxy: Option<Proxy>,

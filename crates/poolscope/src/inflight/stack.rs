@@ -13,9 +13,9 @@ use super::Registry;
 /// inlined). This reaches the caller's frame and the one that called it in a release build (5
 /// in a debug build); the runtime's frames further down, often dozens, are never walked. The
 /// caller's exact line is known without a stack (`#[track_caller]`); the stack adds whose code
-/// that is and who called it. Each frame costs libgcc's unwinder about 1,900 instructions (and
-/// one more frame's worth to start), so the depth is what stack capture costs: 4 frames are
-/// ~9.5k instructions per request, 5 were ~11.4k.
+/// that is and who called it. Each frame costs the unwinder (libgcc's DWARF interpreter) about
+/// as much as the rest of a request, so the depth is what stack capture costs (measured in
+/// `docs/benchmarks.md`).
 pub const CAPTURE_DEPTH: usize = if cfg!(debug_assertions) { 10 } else { 4 };
 
 /// The return addresses of the top frames of a stack, unresolved.

@@ -6,7 +6,7 @@ pub(super) const CLOSE_REASONS: [CloseReason; 11] = [
     CloseReason::IdleTimeout,
     CloseReason::MaxLifetime,
     CloseReason::MaxIdleConns,
-    CloseReason::MaxIdlePerHost,
+    CloseReason::MaxIdleConnsPerHost,
     CloseReason::Broken,
     CloseReason::NotReusable,
     CloseReason::CloseIdle,

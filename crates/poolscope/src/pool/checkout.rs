@@ -164,13 +164,17 @@ impl<T: Poolable> Checkout<T> {
             .is_some_and(|t| t.poll_elapsed(cx, &parts.shared.timers));
         let mut locked = parts.shared.lock();
         let lease = match locked.poll_waiter(wref, cx.waker()) {
-            inner::Poll::Done(Ok(lease)) => lease,
-            inner::Poll::Done(Err(e)) => {
+            inner::Found::Done(Ok(lease)) => lease,
+            inner::Found::Done(Err(e)) => {
                 locked.finish(&parts.shared);
                 self.state = State::Done;
                 return Poll::Ready(Err(e));
             }
-            inner::Poll::Dial(id, shared_hint, concurrency_hint) => {
+            inner::Found::Dial(inner::DialGrant {
+                id,
+                shared_hint,
+                concurrency_hint,
+            }) => {
                 // Owned before `finish` runs user code: dropped by an unwind, the permit ends
                 // the dial as abandoned and its slot passes on.
                 let permit = Connecting {
@@ -185,7 +189,7 @@ impl<T: Poolable> Checkout<T> {
                 locked.finish(&parts.shared);
                 return Poll::Ready(Ok(Step::Dial(permit)));
             }
-            inner::Poll::Pending if timed_out => {
+            inner::Found::Pending if timed_out => {
                 // The timed-out key's row only: a full snapshot would walk every key under
                 // the lock, for each waiter of a storm of timeouts.
                 let unfinished = locked.snapshot_of(&parts.key);
@@ -195,7 +199,7 @@ impl<T: Poolable> Checkout<T> {
                 self.state = State::Done;
                 return Poll::Ready(Err(Error::new(Kind::WaitTimeout).with_snapshot(snapshot)));
             }
-            inner::Poll::Pending => {
+            inner::Found::Pending => {
                 locked.finish(&parts.shared);
                 return Poll::Pending;
             }
@@ -260,7 +264,7 @@ impl<T: Poolable> Drop for Checkout<T> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Waiting(wref, parts) => {
                 let mut locked = parts.shared.lock();
-                locked.cancel_waiter(wref, WaitOutcome::Cancelled);
+                locked.cancel_waiter(wref, WaitOutcome::Canceled);
                 locked.finish(&parts.shared);
             }
             State::Ready(lease, parts) => {

@@ -22,9 +22,11 @@ use crate::stats::CloseReason;
 /// The pool gives every connection its [`ConnId`] when the dial that makes it starts; the
 /// connection itself does not need to carry one.
 ///
-/// [`is_open`](Poolable::is_open) and [`share`](Poolable::share) run while the pool's lock is
-/// held (they decide what the locked operation does), so they must be quick and must not
-/// use the pool. Dropping a connection or a handle never happens under the lock.
+/// [`is_open`](Poolable::is_open), [`share`](Poolable::share),
+/// [`max_concurrent`](Poolable::max_concurrent) and [`describe`](Poolable::describe) run while
+/// the pool's lock is held (they decide what the locked operation does, or hand over what
+/// describes the connection), so they must be quick and must not use the pool. Dropping a
+/// connection or a handle never happens under the lock.
 ///
 /// # Examples
 ///

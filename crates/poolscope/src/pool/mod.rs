@@ -349,7 +349,8 @@ impl<T> fmt::Debug for WeakPool<T> {
 }
 
 impl<T> Pool<T> {
-    /// The pool's configuration.
+    /// The pool's configuration as normalized when it was made: zero caps
+    /// (`max_conns_per_host`, `max_idle`) are `None`, "no limit", as in Go.
     pub fn config(&self) -> &Config {
         &self.shared.config
     }

@@ -60,7 +60,7 @@ pub enum WaitOutcome {
     /// The dial this request started failed; the request fails with that error.
     DialFailed,
     /// The request's future was dropped.
-    Cancelled,
+    Canceled,
     /// The pool-wait timeout elapsed.
     TimedOut,
     /// The pool was closed (every handle dropped) while the request waited.
@@ -74,7 +74,7 @@ impl WaitOutcome {
             WaitOutcome::Delivered => "delivered",
             WaitOutcome::DialPermitted => "dial_permitted",
             WaitOutcome::DialFailed => "dial_failed",
-            WaitOutcome::Cancelled => "cancelled",
+            WaitOutcome::Canceled => "canceled",
             WaitOutcome::TimedOut => "timed_out",
             WaitOutcome::PoolClosed => "pool_closed",
         }
@@ -207,7 +207,7 @@ pub enum CloseReason {
     /// Evicted because `max_idle` idle connections already existed in the pool.
     MaxIdleConns,
     /// Not kept because `max_idle_per_host` idle connections already existed for its key.
-    MaxIdlePerHost,
+    MaxIdleConnsPerHost,
     /// Found closed by the peer or broken.
     Broken,
     /// The user of the connection said it cannot be reused (an error, `Connection: close`,
@@ -234,7 +234,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::MaxLifetime => "max_lifetime",
             CloseReason::MaxIdleConns => "max_idle_conns",
-            CloseReason::MaxIdlePerHost => "max_idle_per_host",
+            CloseReason::MaxIdleConnsPerHost => "max_idle_conns_per_host",
             CloseReason::Broken => "broken",
             CloseReason::NotReusable => "not_reusable",
             CloseReason::CloseIdle => "close_idle",

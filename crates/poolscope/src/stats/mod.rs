@@ -96,7 +96,8 @@ struct Hooks {
 #[derive(Clone, Default)]
 pub struct Stats {
     hooks: Option<Arc<Hooks>>,
-    /// poolscope's own listeners (event history, metrics), called after the user's hooks.
+    /// poolscope's own listeners (the event history, the metrics, the spans' pool events),
+    /// called after the user's hooks.
     sinks: Vec<Arc<dyn EventSink>>,
 }
 

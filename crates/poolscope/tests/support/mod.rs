@@ -293,6 +293,26 @@ impl Recorder {
     }
 
     /// Asserts every in/out pair balances and every opened connection closed.
+    /// Whether every in has its out (waits, idle, opened/closed).
+    pub fn is_balanced(&self) -> bool {
+        let c = |p: fn(&Ev) -> bool| self.count(p);
+        c(|e| matches!(e, Ev::IdleWaitIn(..))) == c(|e| matches!(e, Ev::IdleWaitOut(..)))
+            && c(|e| matches!(e, Ev::DialWaitIn(..))) == c(|e| matches!(e, Ev::DialWaitOut(..)))
+            && c(|e| matches!(e, Ev::IdleIn(..))) == c(|e| matches!(e, Ev::IdleOut(..)))
+            && c(|e| matches!(e, Ev::Opened(..))) == c(|e| matches!(e, Ev::Closed(..)))
+    }
+
+    /// Waits (at most 2 s) until the events balance, then says which pair does not.
+    pub async fn assert_balanced_eventually(&self) {
+        for _ in 0..200 {
+            if self.is_balanced() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.assert_balanced();
+    }
+
     pub fn assert_balanced(&self) {
         let c = |p: fn(&Ev) -> bool| self.count(p);
         assert_eq!(

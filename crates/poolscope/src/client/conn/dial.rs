@@ -177,8 +177,8 @@ where
                 // The dispatcher, then the frames. h2 does not wake the dispatcher for a GOAWAY
                 // the frames read: it ends when next polled, and a request handed over then comes
                 // back unsent and goes elsewhere (`not_sent`). Polling the dispatcher again after
-                // the frames would end it at once, but it cost ~1k instructions per h2c request
-                // (3%), for fewer such retries only (`docs/reliability.md`).
+                // the frames would end it at once, at a cost on every request for fewer such
+                // retries only (measured: `docs/benchmarks.md`, `docs/reliability.md`).
                 let dispatching = poll_dispatcher(cx);
                 if let Some(f) = frames.as_mut() {
                     if f.as_mut().poll(cx).is_ready() {

@@ -47,8 +47,7 @@ pub(crate) struct ConnFacts {
     /// absolute form.
     pub(crate) proxied: bool,
     /// A forward proxy's `Proxy-Authorization`, for every request on the connection.
-    /// (Boxed: it is rare, and it keeps this struct at its size before the snapshot facts
-    /// above were added; see `docs/benchmarks.md`, seventh session.)
+    /// (Boxed: it is rare, and this struct is allocated per connection and read per request.)
     pub(crate) proxy_auth: Option<Box<http::HeaderValue>>,
     /// What the connector attached (`Connected::extra`, poolscope's own `ConnInfo` taken out),
     /// copied into every response's extensions as hyper-util does; `None` when nothing.

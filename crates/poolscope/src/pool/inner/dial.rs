@@ -12,6 +12,15 @@ use crate::pool::error::Error;
 use crate::pool::{ConnId, ConnectKey, Poolable};
 use crate::stats::{CloseReason, ConnOpened, Event, IdleConnIn, IdleOutReason, Limit, WaitOutcome};
 
+/// How many of the requests stranded by a shared dial get to dial ([`Locked::kick_stranded`]).
+#[derive(Clone, Copy)]
+pub(super) enum Stranded {
+    /// One: another shared dial may follow and serve the rest.
+    One,
+    /// All: the key's connections turned out not to be shareable.
+    All,
+}
+
 impl<T: Poolable> Locked<'_, T> {
     /// Rule `[stream-limits]`: Leases a shared connection of `key` that has room for another
     /// request, dropping
@@ -130,13 +139,17 @@ impl<T: Poolable> Locked<'_, T> {
     /// After a shared dial ended without serving everyone, requests that were waiting for it
     /// without dialing themselves get to dial: one if another shared dial may follow, all if
     /// the connection turned out not to be shareable.
-    pub(super) fn kick_stranded(&mut self, key: &ConnectKey, all: bool) {
+    pub(super) fn kick_stranded(&mut self, key: &ConnectKey, how_many: Stranded) {
         if self.st.hosts.get(key).is_none_or(|h| h.stranded_live == 0)
             || !self.no_shared_source(key)
         {
             return;
         }
-        for r in self.stranded(key, if all { usize::MAX } else { 1 }) {
+        let n = match how_many {
+            Stranded::One => 1,
+            Stranded::All => usize::MAX,
+        };
+        for r in self.stranded(key, n) {
             self.queue_for_dial(key, r);
         }
     }
@@ -186,7 +199,7 @@ impl<T: Poolable> Locked<'_, T> {
                     if owner_live {
                         self.deliver(owner, Err(err), WaitOutcome::DialFailed);
                     }
-                    self.kick_stranded(key, false);
+                    self.kick_stranded(key, Stranded::One);
                 } else {
                     // Everyone who waited for this HTTP/2 dial fails with its error at once,
                     // as Go's dial call does, instead of dialing one after another.
@@ -262,7 +275,7 @@ impl<T: Poolable> Locked<'_, T> {
                     lease.meta.requests = 0;
                     self.put(key, lease, None);
                 }
-                self.kick_stranded(key, true);
+                self.kick_stranded(key, Stranded::All);
             }
         }
     }
@@ -296,8 +309,8 @@ impl<T: Poolable> Locked<'_, T> {
             // Rule 11: nobody will ever be served by it; it does not go idle.
             self.limit_hit(Limit::MaxIdleConnsPerHost);
             self.fx.drops.push(first);
-            self.close(key, conn, meta, CloseReason::MaxIdlePerHost);
-            self.kick_stranded(key, false);
+            self.close(key, conn, meta, CloseReason::MaxIdleConnsPerHost);
+            self.kick_stranded(key, Stranded::One);
             return;
         }
         let redundant = targets.is_empty()
@@ -311,7 +324,7 @@ impl<T: Poolable> Locked<'_, T> {
             // not kept idle against the cap.
             self.fx.drops.push(first);
             self.close(key, conn, meta, CloseReason::Redundant);
-            self.kick_stranded(key, false);
+            self.kick_stranded(key, Stranded::One);
             return;
         }
         let max = conn.limit();
@@ -378,6 +391,6 @@ impl<T: Poolable> Locked<'_, T> {
             });
             self.want_reaper(meta.created);
         }
-        self.kick_stranded(key, false);
+        self.kick_stranded(key, Stranded::One);
     }
 }

@@ -47,7 +47,7 @@ impl<T: Poolable> Locked<'_, T> {
         } else if self.cfg.reuse_off() {
             // Rule 11: not even a waiting request gets it.
             self.limit_hit(Limit::MaxIdleConnsPerHost);
-            Some(CloseReason::MaxIdlePerHost)
+            Some(CloseReason::MaxIdleConnsPerHost)
         } else {
             None
         };
@@ -94,8 +94,8 @@ impl<T: Poolable> Locked<'_, T> {
         let host = self.host(key);
         if cap.is_some_and(|cap| host.idle.len() >= cap) {
             self.limit_hit(Limit::MaxIdleConnsPerHost);
-            self.close(key, conn, meta, CloseReason::MaxIdlePerHost);
-            return Returned::Closed(CloseReason::MaxIdlePerHost);
+            self.close(key, conn, meta, CloseReason::MaxIdleConnsPerHost);
+            return Returned::Closed(CloseReason::MaxIdleConnsPerHost);
         }
         host.idle.push_back(Idle {
             conn,
@@ -203,13 +203,13 @@ impl<T: Poolable> Locked<'_, T> {
         } else if closing_idle {
             Some(CloseReason::CloseIdle)
         } else if self.cfg.reuse_off() {
-            Some(CloseReason::MaxIdlePerHost)
+            Some(CloseReason::MaxIdleConnsPerHost)
         } else {
             None
         };
         if let Some(reason) = reason {
             let s = host.shared.swap_remove(i);
-            if reason == CloseReason::MaxIdlePerHost {
+            if reason == CloseReason::MaxIdleConnsPerHost {
                 self.limit_hit(Limit::MaxIdleConnsPerHost);
             }
             self.close(key, s.conn, s.meta, reason);

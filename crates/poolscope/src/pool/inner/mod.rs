@@ -3,8 +3,9 @@
 //! Each `Locked` method runs with the pool lock held (the guard lives in `Locked`). Hooks,
 //! wakers and connection drops are collected in [`Effects`] and run by [`Locked::finish`]
 //! after the guard is released. The only user code called under the lock is `Poolable`'s
-//! `is_open`, `share` and `max_concurrent`, always through [`Guarded`], which catches a panic
-//! so that the locked operation completes.
+//! `is_open`, `share`, `max_concurrent` and `describe` (once per connection, when its dial
+//! ends), always through [`Guarded`], which catches a panic so that the locked operation
+//! completes.
 //!
 //! # Panics in user code
 //!
@@ -152,9 +153,9 @@ struct Host<T> {
     dial_waitq: VecDeque<WaiterRef>,
     /// Every live connection of the key (idle, shared or leased out), for snapshots: the
     /// only place a leased HTTP/1 connection is known. Entered when a dial ends, left in
-    /// [`Locked::close`]. (Keyed by id rather than by a slab index kept in `ConnMeta`: that
-    /// grew every lease, and with it the request futures, by 8 bytes, which cost +0.5k
-    /// instructions per request in the allocator; measured.)
+    /// [`Locked::close`]. (Keyed by id rather than by a slab index kept in `ConnMeta`, which
+    /// would grow every lease, and with it every request future; `docs/benchmarks.md` has the
+    /// measurement.)
     conns: HashMap<ConnId, ConnRecord, foldhash::fast::RandomState>,
 }
 
@@ -200,12 +201,21 @@ pub(super) enum Start<T> {
 }
 
 /// What a waiting checkout finds when polled.
-pub(super) enum Poll<T> {
+pub(super) enum Found<T> {
     Done(Result<Lease<T>, Error>),
-    /// Dial connection `ConnId`; whether it is expected to be shared; the concurrency hint
-    /// (see `Connecting::concurrency_hint`).
-    Dial(ConnId, bool, Option<usize>),
+    /// It may dial.
+    Dial(DialGrant),
     Pending,
+}
+
+/// A waiter's permission to dial, as the lock hands it over.
+pub(in crate::pool) struct DialGrant {
+    /// The connection the dial makes.
+    pub(in crate::pool) id: ConnId,
+    /// The dial is expected to bring a shared (HTTP/2) connection.
+    pub(in crate::pool) shared_hint: bool,
+    /// The key's known stream limit (see `Connecting::concurrency_hint`).
+    pub(in crate::pool) concurrency_hint: Option<usize>,
 }
 
 /// The pool lock and what to do after it.

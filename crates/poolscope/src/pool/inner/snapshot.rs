@@ -98,7 +98,7 @@ impl<T: Poolable> Locked<'_, T> {
             let mut row = ConnSnapshot::new(
                 idle.meta.id,
                 ConnState::Idle,
-                false,
+                http::Version::HTTP_11,
                 now.saturating_duration_since(idle.meta.created),
             );
             row.idle_for = Some(now.saturating_duration_since(idle.since));
@@ -114,7 +114,7 @@ impl<T: Poolable> Locked<'_, T> {
             let mut row = ConnSnapshot::new(
                 s.meta.id,
                 state,
-                true,
+                http::Version::HTTP_2,
                 now.saturating_duration_since(s.meta.created),
             );
             row.idle_for = (s.leases == 0).then(|| now.saturating_duration_since(s.idle_since));
@@ -130,7 +130,7 @@ impl<T: Poolable> Locked<'_, T> {
                 let mut row = ConnSnapshot::new(
                     id,
                     ConnState::Active,
-                    false,
+                    http::Version::HTTP_11,
                     now.saturating_duration_since(r.created),
                 );
                 row.requests = r.requests;

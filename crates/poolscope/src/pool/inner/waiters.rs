@@ -26,7 +26,7 @@ use std::task::Waker;
 use slab::Slab;
 use tokio::time::Instant;
 
-use super::{Guarded, Host, Locked, Poll, State};
+use super::{DialGrant, Found, Guarded, Host, Locked, State};
 use crate::pool::conn::Lease;
 use crate::pool::error::{Error, Kind};
 use crate::pool::{ConnId, ConnectKey, Poolable};
@@ -251,14 +251,14 @@ impl<T: Poolable> Locked<'_, T> {
 
     /// What a waiting checkout finds: a result, a grant to pick up, or nothing yet (then its
     /// waker is stored; a replaced waker is dropped after the lock).
-    pub(in crate::pool) fn poll_waiter(&mut self, wref: WaiterRef, waker: &Waker) -> Poll<T> {
+    pub(in crate::pool) fn poll_waiter(&mut self, wref: WaiterRef, waker: &Waker) -> Found<T> {
         let Some(w) = self
             .st
             .waiters
             .get_mut(wref.idx)
             .filter(|w| w.id == wref.id)
         else {
-            return Poll::Done(Err(Error::new(Kind::PolledAfterCompletion)));
+            return Found::Done(Err(Error::new(Kind::PolledAfterCompletion)));
         };
         match w.state {
             Wait::Done(_) => {
@@ -267,7 +267,7 @@ impl<T: Poolable> Locked<'_, T> {
                     unreachable!("matched above")
                 };
                 self.fx.drop_later(w.waker);
-                return Poll::Done(result);
+                return Found::Done(result);
             }
             Wait::Granted(id) => {
                 w.state = Wait::Dialing;
@@ -282,7 +282,11 @@ impl<T: Poolable> Locked<'_, T> {
                         .filter_map(|s| s.conn.limit())
                         .min()
                 });
-                return Poll::Dial(id, wants_shared, hint);
+                return Found::Dial(DialGrant {
+                    id,
+                    shared_hint: wants_shared,
+                    concurrency_hint: hint,
+                });
             }
             Wait::Stranded | Wait::Queued | Wait::Dialing => {}
         }
@@ -292,7 +296,7 @@ impl<T: Poolable> Locked<'_, T> {
                 self.fx.drop_later(slot.replace(waker.clone()));
             }
         }
-        Poll::Pending
+        Found::Pending
     }
 
     /// Rule `[one-shot]`: removes a waiter whose checkout is dropped or timed out. A lease
@@ -361,7 +365,7 @@ impl<T: Poolable> Locked<'_, T> {
             host.shared_dialing -= 1;
         }
         self.release_slot(key);
-        self.kick_stranded(key, false);
+        self.kick_stranded(key, super::dial::Stranded::One);
     }
 
     /// Rule `[one-shot]`: stores `result` in a live waiter, takes it out of its queues and

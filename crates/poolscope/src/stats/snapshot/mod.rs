@@ -112,15 +112,18 @@ pub struct ConnSnapshot {
 
 impl ConnSnapshot {
     /// A row with what the pool knows; the connection describes the rest.
-    pub(crate) fn new(id: ConnId, state: ConnState, shared: bool, age: Duration) -> ConnSnapshot {
+    /// A row as the pool knows it: `version` is its guess until the connection describes
+    /// itself (a shared connection is HTTP/2).
+    pub(crate) fn new(
+        id: ConnId,
+        state: ConnState,
+        version: Version,
+        age: Duration,
+    ) -> ConnSnapshot {
         ConnSnapshot {
             id,
             state,
-            version: if shared {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            },
+            version,
             age,
             idle_for: None,
             requests: 0,
