@@ -18,6 +18,7 @@ pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) enum Metrics {}
 
 impl Metrics {
+    #[inline]
     pub(crate) fn build(
         _enabled: bool,
         _methods: &KnownMethods,
@@ -27,10 +28,12 @@ impl Metrics {
     }
 }
 
+#[inline]
 pub(crate) fn pool_sink(m: &Arc<Metrics>) -> Arc<dyn EventSink> {
     match **m {}
 }
 
+#[inline]
 pub(crate) fn dial_trace(m: &Arc<Metrics>) -> ClientTrace {
     match **m {}
 }
@@ -39,6 +42,7 @@ pub(crate) fn dial_trace(m: &Arc<Metrics>) -> ClientTrace {
 pub(crate) struct RequestMetrics;
 
 impl RequestMetrics {
+    #[inline]
     pub(crate) fn start(
         m: &Arc<Metrics>,
         _method: &Method,
@@ -48,10 +52,13 @@ impl RequestMetrics {
         match **m {}
     }
 
+    #[inline]
     pub(crate) fn got_conn(&self, _info: &LeaseInfo, _version: Version) {}
 
+    #[inline]
     pub(crate) fn retry(&self, _reason: RetryReason) {}
 
+    #[inline]
     pub(crate) fn finish_at(
         self,
         _outcome: Result<StatusCode, &'static str>,

@@ -43,6 +43,7 @@ impl<B> ReqBody<B> {
 
     /// Reports this body's end to `probe` (and to `io`, the HTTP/1 connection's, if the
     /// request is traced on one).
+    #[inline]
     pub(crate) fn watch(&mut self, probe: RequestProbe, io: Option<Arc<IoEvents>>) {
         self.probe = probe;
         self.io = io;

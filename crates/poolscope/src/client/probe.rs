@@ -21,16 +21,19 @@ pub(crate) struct RequestProbe {
 }
 
 impl RequestProbe {
+    #[inline]
     pub(crate) fn new(entry: Option<Arc<Entry>>, tracer: Option<Arc<Tracer>>) -> RequestProbe {
         RequestProbe { entry, tracer }
     }
 
     /// The tracer, taken for the request's last events (the bodies keep their clones).
+    #[inline]
     pub(crate) fn take_tracer(&mut self) -> Option<Arc<Tracer>> {
         self.tracer.take()
     }
 
     /// The tracer, if some hook listens.
+    #[inline]
     pub(crate) fn tracer(&self) -> Option<&Arc<Tracer>> {
         self.tracer.as_ref()
     }
@@ -42,16 +45,19 @@ impl RequestProbe {
     }
 
     /// An attempt asks the pool for a connection.
+    #[inline]
     pub(crate) fn waiting_for_connection(&self) {
         self.phase(Phase::WaitingForConnection);
     }
 
     /// The pool let the request dial.
+    #[inline]
     pub(crate) fn connecting(&self) {
         self.phase(Phase::Connecting);
     }
 
     /// The attempt got connection `id`: the request is being written.
+    #[inline]
     pub(crate) fn sending_on(&self, id: ConnId) {
         if let Some(e) = &self.entry {
             e.set_phase(Phase::Sending);
@@ -62,6 +68,7 @@ impl RequestProbe {
     /// The request body ended (or was empty). `io`: the HTTP/1 connection's IO, which
     /// reports `wrote_request` at its next flush; without one (HTTP/2, other connectors),
     /// the request counts as written now.
+    #[inline]
     pub(crate) fn body_sent(&self, io: Option<&IoEvents>) {
         self.phase(Phase::AwaitingResponse);
         match (io, &self.tracer) {
@@ -83,11 +90,13 @@ impl RequestProbe {
     }
 
     /// The response head arrived: its body is being read.
+    #[inline]
     pub(crate) fn head_received(&self) {
         self.phase(Phase::ReadingBody);
     }
 
     /// `n` bytes of the response body arrived.
+    #[inline]
     pub(crate) fn bytes(&self, n: u64) {
         if let Some(e) = &self.entry {
             e.add_bytes(n);

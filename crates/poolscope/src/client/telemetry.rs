@@ -52,7 +52,7 @@ pub(crate) struct RequestTelemetry {
     /// The request's `tracing` span; ends when this is dropped (the request's end).
     /// Boxed, and only when someone records it: a disabled span would only make every move
     /// of the request's future larger.
-    span: Option<Box<RequestSpan>>,
+    span: Option<RequestSpan>,
     /// The end is reported (or handed to a [`TraceEnd`]): nothing more on drop.
     ended: bool,
 }
@@ -136,7 +136,7 @@ impl RequestTelemetry {
 
     /// The request's span, for its future to run in.
     pub(crate) fn span(&self) -> Option<&RequestSpan> {
-        self.span.as_deref()
+        self.span.as_ref()
     }
 
     /// The tracer, for the dial task and the connection's IO events.

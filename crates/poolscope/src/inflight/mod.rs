@@ -141,18 +141,19 @@ pub struct Registry {
 /// A registered request; dropping it removes the entry.
 pub struct Registration {
     registry: Arc<Registry>,
-    slot: usize,
-    /// The request's id (its shard).
-    id: u64,
-    /// The entry's address, to check the slot still holds it before removing it (only this
-    /// registration removes its slot, so it does).
+    /// The entry's slot in its shard, and the shard (the request id's).
+    slot: u32,
+    shard: u32,
+    /// The entry's address, to check (debug builds) that the slot still holds it: only this
+    /// registration removes its slot, so it does.
+    #[cfg(debug_assertions)]
     entry: usize,
 }
-
 impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registration")
-            .field("id", &self.id)
+            .field("shard", &self.shard)
+            .field("slot", &self.slot)
             .finish()
     }
 }
@@ -167,14 +168,15 @@ impl fmt::Debug for Registry {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let shard = &self.registry.shards[self.id as usize % SHARDS];
+        let Some(shard) = self.registry.shards.get(self.shard as usize) else {
+            return;
+        };
         let mut slab = shard.lock();
-        if slab
-            .get(self.slot)
-            .is_some_and(|e| Arc::as_ptr(e) as usize == self.entry)
-        {
-            slab.remove(self.slot);
-        }
+        #[cfg(debug_assertions)]
+        debug_assert!(slab
+            .get(self.slot as usize)
+            .is_some_and(|e| Arc::as_ptr(e) as usize == self.entry));
+        slab.try_remove(self.slot as usize);
     }
 }
 
@@ -252,8 +254,10 @@ impl Registry {
         let slot = shard.lock().insert(entry.clone());
         let registration = Registration {
             registry: self.clone(),
-            slot,
-            id,
+            // A shard of more than 4 billion requests in flight is not a case.
+            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+            shard: (id as usize % SHARDS) as u32,
+            #[cfg(debug_assertions)]
             entry: Arc::as_ptr(&entry) as usize,
         };
         (registration, entry)

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::conn::{Lease, Pooled};
 use super::error::{BoxError, Error, Kind};
 use super::inner::{self, Shared, Start, WaiterRef};
-use super::timer::{PoolSleep, Timers};
+use super::timer::Timers;
 use super::{ConnId, ConnectKey, Poolable};
 use crate::stats::WaitOutcome;
 
@@ -52,7 +52,7 @@ pub struct Checkout<T: Poolable> {
 /// the checkout is polled.
 struct WaitTimeout {
     at: tokio::time::Instant,
-    sleep: Option<PoolSleep>,
+    sleep: Option<Pin<Box<dyn hyper::rt::Sleep>>>,
 }
 
 impl WaitTimeout {
@@ -62,19 +62,24 @@ impl WaitTimeout {
 
     /// Whether the deadline passed; arms the timer (which wakes the task then) if it can.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>, timers: &Timers) -> bool {
-        if self.sleep.is_none() {
+        // At most twice: a sleep may end early (its runtime went away), and then a new one is
+        // armed on the runtime this runs on now, or the deadline is checked when polled.
+        for _ in 0..2 {
             if tokio::time::Instant::now() >= self.at {
                 return true;
             }
-            self.sleep = timers.sleep_until(self.at);
-        }
-        match &mut self.sleep {
-            Some(sleep) => {
-                Pin::new(&mut *sleep).poll(cx).is_ready()
-                    || (sleep.is_gone() && tokio::time::Instant::now() >= self.at)
+            if self.sleep.is_none() {
+                self.sleep = timers.sleep_until(self.at);
             }
-            None => false,
+            let Some(sleep) = &mut self.sleep else {
+                return false;
+            };
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            self.sleep = None;
         }
+        tokio::time::Instant::now() >= self.at
     }
 }
 

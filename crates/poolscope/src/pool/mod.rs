@@ -282,7 +282,10 @@ impl<T: Poolable> Pool<T> {
     }
 
     /// A sleep of `pause` on the pool's timer, or `None` where it has none.
-    pub(crate) fn sleep(&self, pause: Duration) -> Option<timer::PoolSleep> {
+    pub(crate) fn sleep(
+        &self,
+        pause: Duration,
+    ) -> Option<std::pin::Pin<Box<dyn hyper::rt::Sleep>>> {
         self.shared.timers.sleep_until(Instant::now() + pause)
     }
 

@@ -42,12 +42,15 @@ impl Timers {
 
     /// A sleep until `at`, or `None` where the pool has no timer (then the caller checks the
     /// deadline itself, whenever it runs).
-    pub(super) fn sleep_until(&self, at: Instant) -> Option<PoolSleep> {
+    /// A sleep may end early (tokio's, when its runtime is gone): its owner checks the time.
+    pub(super) fn sleep_until(&self, at: Instant) -> Option<Pin<Box<dyn Sleep>>> {
         match &self.given {
-            Some(timer) => Some(PoolSleep::Given(timer.sleep_until(at.into_std()))),
-            None => self
-                .tokio_available()
-                .then(|| PoolSleep::Tokio(Box::pin(tokio::time::sleep_until(at)))),
+            Some(timer) => Some(timer.sleep_until(at.into_std())),
+            None => self.tokio_available().then(|| {
+                Box::pin(TokioSleep {
+                    sleep: tokio::time::sleep_until(at),
+                }) as Pin<Box<dyn Sleep>>
+            }),
         }
     }
 
@@ -57,7 +60,7 @@ impl Timers {
     }
 
     /// Whether the current runtime is tokio's with its time driver on. tokio has no way to
-    /// ask that but to make a timer, which panics when it is off: with [`PoolSleep::poll`],
+    /// ask that but to make a timer, which panics when it is off: with `TokioSleep::poll`,
     /// the one place the pool catches a panic of tokio's making, once per pool, and never
     /// for a timer it was given.
     fn tokio_available(&self) -> bool {
@@ -80,39 +83,25 @@ impl Timers {
     }
 }
 
-/// A sleep of the pool's timer.
-pub(crate) enum PoolSleep {
-    Given(Pin<Box<dyn Sleep>>),
-    Tokio(Pin<Box<tokio::time::Sleep>>),
-    /// A tokio sleep whose runtime shut down: it never ends; the caller's deadline does.
-    Gone,
-}
-
-impl PoolSleep {
-    /// Whether this sleep can still end (else its owner checks the deadline when it runs).
-    pub(super) fn is_gone(&self) -> bool {
-        matches!(self, PoolSleep::Gone)
+pin_project_lite::pin_project! {
+    /// tokio's sleep as a `hyper::rt::Sleep`. Polling a tokio sleep whose runtime shut down
+    /// panics (a checkout that armed its timer on one runtime and is polled on another): that
+    /// is caught, and the sleep ends, so that its owner checks its deadline itself and asks
+    /// for a new sleep on the runtime it runs on now.
+    struct TokioSleep {
+        #[pin]
+        sleep: tokio::time::Sleep,
     }
 }
 
-impl Future for PoolSleep {
+impl Future for TokioSleep {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut *self {
-            PoolSleep::Given(sleep) => sleep.as_mut().poll(cx),
-            PoolSleep::Tokio(sleep) => {
-                // Polling a tokio sleep whose runtime shut down panics (a checkout that armed
-                // its timer on one runtime and is polled on another).
-                let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    sleep.as_mut().poll(cx)
-                }));
-                polled.unwrap_or_else(|_| {
-                    *self = PoolSleep::Gone;
-                    Poll::Pending
-                })
-            }
-            PoolSleep::Gone => Poll::Pending,
-        }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = self.project().sleep;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sleep.poll(cx)))
+            .unwrap_or(Poll::Ready(()))
     }
 }
+
+impl Sleep for TokioSleep {}

@@ -14,10 +14,11 @@ use crate::stats::EventSink;
 #[derive(Clone)]
 pub(crate) enum InjectContext {}
 
-/// A request's span: never made without the feature.
-pub(crate) struct RequestSpan;
+/// A request's span: never made without the feature (so an `Option` of it takes no room).
+pub(crate) enum RequestSpan {}
 
 impl RequestSpan {
+    #[inline]
     pub(crate) fn start(
         _level: super::Level,
         _method: &Method,
@@ -25,20 +26,26 @@ impl RequestSpan {
         _key: &ConnectKey,
         _uri: &Uri,
         _redact: Option<&crate::redact::Redact>,
-    ) -> Option<Box<RequestSpan>> {
+    ) -> Option<RequestSpan> {
         None
     }
 
-    pub(crate) fn inject(&self, inject: &InjectContext, _headers: &mut http::HeaderMap) {
-        match *inject {}
+    #[inline]
+    pub(crate) fn inject(&self, _inject: &InjectContext, _headers: &mut http::HeaderMap) {
+        match *self {}
     }
 
+    #[inline]
     pub(crate) fn handle(&self) -> SpanHandle {
-        SpanHandle
+        match *self {}
     }
 
-    pub(crate) fn waiting(&self) {}
+    #[inline]
+    pub(crate) fn waiting(&self) {
+        match *self {}
+    }
 
+    #[inline]
     pub(crate) fn got_conn(
         &self,
         _info: &LeaseInfo,
@@ -46,13 +53,23 @@ impl RequestSpan {
         _peer: Option<SocketAddr>,
         _setup: Option<SetupSpan>,
     ) {
+        match *self {}
     }
 
-    pub(crate) fn resent(&self, _resends: u32) {}
+    #[inline]
+    pub(crate) fn resent(&self, _resends: u32) {
+        match *self {}
+    }
 
-    pub(crate) fn status(&self, _status: StatusCode) {}
+    #[inline]
+    pub(crate) fn status(&self, _status: StatusCode) {
+        match *self {}
+    }
 
-    pub(crate) fn failed(&self, _error_type: &str) {}
+    #[inline]
+    pub(crate) fn failed(&self, _error_type: &str) {
+        match *self {}
+    }
 }
 
 /// A dial's span: never made without the feature.
@@ -60,20 +77,25 @@ impl RequestSpan {
 pub(crate) struct SetupSpan;
 
 impl SetupSpan {
+    #[inline]
     pub(crate) fn start(_level: super::Level, _key: &ConnectKey, _id: ConnId) -> Option<SetupSpan> {
         None
     }
 
+    #[inline]
     pub(crate) fn instrument<F: Future>(&self, fut: F) -> F {
         fut
     }
 
+    #[inline]
     pub(crate) fn connected(&self, _version: Version, _peer: Option<SocketAddr>) {}
 
+    #[inline]
     pub(crate) fn failed(&self) {}
 }
 
 /// A dial phase's duration: nowhere to record it.
+#[inline]
 pub(crate) fn dial_phase(
     _field: &'static str,
     _took: std::time::Duration,
@@ -84,6 +106,7 @@ pub(crate) fn dial_phase(
 /// A span to run futures in: nothing.
 pub(crate) struct SpanHandle;
 
+#[inline]
 pub(crate) fn h2_connection_span(
     _local: Option<SocketAddr>,
     _remote: Option<SocketAddr>,
@@ -92,16 +115,19 @@ pub(crate) fn h2_connection_span(
 }
 
 impl SpanHandle {
+    #[inline]
     pub(crate) fn instrument<F: Future>(&self, fut: F) -> F {
         fut
     }
 
+    #[inline]
     pub(crate) fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
         f()
     }
 }
 
 /// No pool events without the feature.
+#[inline]
 pub(crate) fn pool_events(_level: super::Level) -> Option<Arc<dyn EventSink>> {
     None
 }

@@ -55,10 +55,21 @@ macro_rules! event_at {
 }
 
 /// A request's span (`Span::none()` when nobody listens), and its wait while it waits.
-pub(crate) struct RequestSpan {
+/// Boxed: a request that nobody records carries only a `None` of it.
+pub(crate) struct RequestSpan(Box<Inner>);
+
+pub(crate) struct Inner {
     span: Span,
     level: Level,
     wait: Mutex<Option<Span>>,
+}
+
+impl std::ops::Deref for RequestSpan {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
 }
 
 impl RequestSpan {
@@ -71,7 +82,7 @@ impl RequestSpan {
         key: &ConnectKey,
         uri: &Uri,
         redact: Option<&crate::redact::Redact>,
-    ) -> Option<Box<RequestSpan>> {
+    ) -> Option<RequestSpan> {
         let level = level.tracing();
         let label = methods.label(method);
         let other = label == crate::methods::OTHER;
@@ -109,11 +120,11 @@ impl RequestSpan {
         let clean = crate::redact::strip_userinfo(uri);
         let url = redact.map_or_else(|| clean.to_string(), |f| f(&clean));
         span.record("url.full", url.as_str());
-        Some(Box::new(RequestSpan {
+        Some(RequestSpan(Box::new(Inner {
             span,
             level,
             wait: Mutex::new(None),
-        }))
+        })))
     }
 
     /// Lets `inject` write the span's context into the request's headers.
