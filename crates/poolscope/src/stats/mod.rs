@@ -24,7 +24,22 @@
 //! Hooks run on the task that caused the event, so they should be quick. Hooks of two
 //! concurrent operations may interleave.
 //!
-//! Events carry a [`ConnectKey`](crate::pool::ConnectKey) (scheme, host, port): never a path, query or userinfo.
+//! Events carry a [`ConnectKey`](crate::pool::ConnectKey) (scheme, host, port): never a path,
+//! query or userinfo.
+//!
+//! # Vocabulary
+//!
+//! The names are Go's where Go has one, so "reused" says three related things in three places:
+//! [`on_conn_reused`] (the proposal's `ConnReused`) is a connection handed from one request
+//! straight to a waiting one, skipping the idle list; `LeaseInfo::reused` (httptrace's
+//! `GotConnInfo.Reused`) is a request served by a connection that served an earlier request,
+//! whichever way it came; `IdleOutReason::Reused` is a connection leaving the idle list to
+//! serve a request. A request's wait in the pool is `LeaseInfo::waited` (and the trace's
+//! `queued_for` / `RequestTimings::queued`, the metric `http.client.request.time_in_queue`,
+//! the span's `poolscope.time_in_queue_s`): one duration, from an attempt's checkout to
+//! its connection, its own dial included (zero when served at once). A limit has Go's name in the hooks, the events and
+//! the close reasons (`max_idle_conns_per_host`), and hyper-util's in the builder
+//! (`pool_max_idle_per_host`).
 //!
 //! # Examples
 //!
