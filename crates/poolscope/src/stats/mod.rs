@@ -37,9 +37,9 @@
 //! serve a request. A request's wait in the pool is `LeaseInfo::waited` (and the trace's
 //! `queued_for` / `RequestTimings::queued`, the metric `http.client.request.time_in_queue`,
 //! the span's `poolscope.time_in_queue_s`): one duration, from an attempt's checkout to
-//! its connection, its own dial included (zero when served at once). A limit has Go's name in the hooks, the events and
-//! the close reasons (`max_idle_conns_per_host`), and hyper-util's in the builder
-//! (`pool_max_idle_per_host`).
+//! its connection, its own dial included (zero when served at once). A limit has Go's name
+//! in the hooks, the events and the close reasons (`max_idle_conns_per_host`), and
+//! hyper-util's in the builder (`pool_max_idle_per_host`).
 //!
 //! # Examples
 //!
