@@ -299,7 +299,28 @@ impl Nginx {
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
 
-            let outcome = wait_listening(&mut child, port, Duration::from_secs(5), "nginx");
+            // The port answering is not enough: another test's nginx may have been given the
+            // same free port a moment earlier and answer for it, while this one fails to bind
+            // (it retries for ~2.5 s, then exits). This nginx writes its pid file only once
+            // its sockets are bound.
+            let pid_file = dir.join("nginx.pid");
+            let ours = child.id().to_string();
+            let outcome = wait_listening(&mut child, port, Duration::from_secs(5), "nginx")
+                .and_then(|()| {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    loop {
+                        if read_lossy(&pid_file).trim() == ours {
+                            return Ok(());
+                        }
+                        if let Some(status) = child.try_wait().expect("try_wait") {
+                            return Err(format!("nginx exited: {status}"));
+                        }
+                        if std::time::Instant::now() > deadline {
+                            return Err("nginx wrote no pid file within 5s".to_owned());
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                });
             let log = format!(
                 "{}{}",
                 read_lossy(&dir.join("error.log")),
