@@ -307,9 +307,12 @@ fn socket_inode(local: SocketAddr) -> Option<String> {
         v4.port()
     );
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    // An earlier connection from the same local port may linger in TIME_WAIT (state 06,
+    // inode 0): only the established one is this connection's.
     table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        (f.get(1) == Some(&want.as_str())).then(|| f[9].to_owned())
+        (f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"01") && f.get(9) != Some(&"0"))
+            .then(|| f[9].to_owned())
     })
 }
 
