@@ -245,7 +245,10 @@ pub fn wait_listening(
             return Err(format!("{what} exited: {status}"));
         }
         if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            if probe.local_addr().ok() != probe.peer_addr().ok() {
+            // The port answering is not enough: another test's server may have been given the
+            // same free port a moment earlier and answer for it while this one fails to bind
+            // (and exits, or retries and exits). Ready means `child` holds the listener.
+            if probe.local_addr().ok() != probe.peer_addr().ok() && holds_listener(child, port) {
                 return Ok(());
             }
         }
@@ -256,6 +259,32 @@ pub fn wait_listening(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether process `child` holds the socket listening on 127.0.0.1:`port` (Linux: the
+/// listener's inode in `/proc/net/tcp` among the process's descriptors). Elsewhere, true.
+fn holds_listener(child: &Child, port: u16) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let want = format!("0100007F:{port:04X}");
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // State 0A: LISTEN.
+        (f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")).then(|| f[9].to_owned())
+    }) else {
+        return false;
+    };
+    let target = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .map(|fds| {
+            fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|l| l.to_string_lossy() == target)
+        })
+        .unwrap_or(false)
 }
 
 pub fn read_lossy(path: &Path) -> String {
@@ -299,28 +328,7 @@ impl Nginx {
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
 
-            // The port answering is not enough: another test's nginx may have been given the
-            // same free port a moment earlier and answer for it, while this one fails to bind
-            // (it retries for ~2.5 s, then exits). This nginx writes its pid file only once
-            // its sockets are bound.
-            let pid_file = dir.join("nginx.pid");
-            let ours = child.id().to_string();
-            let outcome = wait_listening(&mut child, port, Duration::from_secs(5), "nginx")
-                .and_then(|()| {
-                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                    loop {
-                        if read_lossy(&pid_file).trim() == ours {
-                            return Ok(());
-                        }
-                        if let Some(status) = child.try_wait().expect("try_wait") {
-                            return Err(format!("nginx exited: {status}"));
-                        }
-                        if std::time::Instant::now() > deadline {
-                            return Err("nginx wrote no pid file within 5s".to_owned());
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                });
+            let outcome = wait_listening(&mut child, port, Duration::from_secs(5), "nginx");
             let log = format!(
                 "{}{}",
                 read_lossy(&dir.join("error.log")),
