@@ -1,5 +1,5 @@
 //! The pool's timers: where its deadlines (the idle reaper's next pass, a waiting checkout's
-//! timeout) become wake-ups. The engine only computes deadlines; a [`hyper::rt::Timer`] turns
+//! timeout, the client's pause between retries) become wake-ups. The engine only computes deadlines; a [`hyper::rt::Timer`] turns
 //! them into sleeps.
 //!
 //! The timer is the one given ([`Pool::with_timer`](super::Pool::with_timer), the client's
@@ -41,8 +41,8 @@ impl Timers {
     }
 
     /// A sleep until `at`, or `None` where the pool has no timer (then the caller checks the
-    /// deadline itself, whenever it runs).
-    /// A sleep may end early (tokio's, when its runtime is gone): its owner checks the time.
+    /// deadline itself, whenever it runs). A sleep may end early (tokio's, when its runtime
+    /// is gone): its owner checks the time.
     pub(super) fn sleep_until(&self, at: Instant) -> Option<Pin<Box<dyn Sleep>>> {
         match &self.given {
             Some(timer) => Some(timer.sleep_until(at.into_std())),
