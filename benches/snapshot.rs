@@ -48,7 +48,7 @@ async fn server(n: usize) -> std::net::SocketAddr {
 async fn with_connections(n: usize, tcp_info: bool) -> Client<HttpConnector, Empty<Bytes>> {
     let addr = server(n).await;
     let mut b = Client::builder(TokioExecutor::new());
-    b.snapshot_tcp_info(tcp_info);
+    b.telemetry().snapshot_tcp_info(tcp_info);
     let client: Client<_, Empty<Bytes>> = b.build_http();
     let url: http::Uri = format!("http://{addr}/").parse().unwrap();
     let tasks: Vec<_> = (0..n)

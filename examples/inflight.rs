@@ -26,6 +26,7 @@ async fn fetch_blob(
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = local_server::start().await;
     let client: HttpClient = Client::builder(TokioExecutor::new())
+        .telemetry()
         .capture_stacks(true)
         // The seed's report shows object ids replaced with [oid].
         .redact_url(|u| {

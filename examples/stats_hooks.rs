@@ -40,6 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_conns_per_host(4)
+        .telemetry()
         .stats(stats)
         .build_http();
     let mut tasks = Vec::new();

@@ -420,11 +420,11 @@ fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClie
     }
     match kind {
         Kind::Bare => {
-            b.track_in_flight(false);
+            b.telemetry().track_in_flight(false);
         }
         Kind::HooksEmpty => {
-            b.track_in_flight(false);
-            b.stats(
+            b.telemetry().track_in_flight(false);
+            b.telemetry().stats(
                 poolscope::Stats::builder()
                     .on_idle_conn_wait_in(noop())
                     .on_idle_conn_wait_out(noop())
@@ -440,7 +440,7 @@ fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClie
                     .on_conn_closed(noop())
                     .build(),
             );
-            b.trace(
+            b.telemetry().trace(
                 poolscope::ClientTrace::builder()
                     .on_get_conn(noop())
                     .on_got_conn(noop())
@@ -450,21 +450,21 @@ fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClie
         }
         Kind::Metrics => {
             recorder();
-            b.track_in_flight(false).metrics(true);
+            b.telemetry().track_in_flight(false).metrics(true);
         }
         Kind::All | Kind::Stacks => {
             // "Everything on" as issue #19 counts it: two Stats hooks and two trace hooks
             // that fire on every request, in-flight tracking, metrics into a real
             // Prometheus recorder and a 1024-event history.
             recorder();
-            b.stats(
+            b.telemetry().stats(
                 poolscope::Stats::builder()
                     .on_conn_reused(counter(events))
                     .on_idle_conn_in(counter(events))
                     .build(),
             );
             let total_us = events.clone();
-            b.trace(
+            b.telemetry().trace(
                 poolscope::ClientTrace::builder()
                     .on_got_conn(counter(events))
                     .on_request_done(move |i| {
@@ -472,7 +472,8 @@ fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClie
                     })
                     .build(),
             );
-            b.track_in_flight(true)
+            b.telemetry()
+                .track_in_flight(true)
                 .metrics(true)
                 .event_history(1024)
                 .capture_stacks(kind == Kind::Stacks);
@@ -481,19 +482,19 @@ fn poolscope_client(kind: Kind, w: &Workload, events: &Arc<AtomicU64>) -> PsClie
             for sink in off.split(',') {
                 match sink {
                     "history" => {
-                        b.event_history(0);
+                        b.telemetry().event_history(0);
                     }
                     "metrics" => {
-                        b.metrics(false);
+                        b.telemetry().metrics(false);
                     }
                     "inflight" => {
-                        b.track_in_flight(false);
+                        b.telemetry().track_in_flight(false);
                     }
                     "trace" => {
-                        b.trace(poolscope::ClientTrace::default());
+                        b.telemetry().trace(poolscope::ClientTrace::default());
                     }
                     "stats" => {
-                        b.stats(poolscope::Stats::default());
+                        b.telemetry().stats(poolscope::Stats::default());
                     }
                     _ => {}
                 }

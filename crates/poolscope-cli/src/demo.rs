@@ -74,6 +74,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let (stats, trace) = rec.hooks();
     let client = opts::builder(&conn)?
         .pool_max_conns_per_host(args.max_conns_per_host)
+        .telemetry()
         .capture_stacks(true)
         .stats(stats)
         .trace(trace)

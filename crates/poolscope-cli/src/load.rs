@@ -698,11 +698,14 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let (stats, trace) = rec.hooks();
     let mut b = opts::builder(&args.conn)?;
     // The live view and the first limit hit's snapshot show each connection's TCP_INFO.
-    b.stats(stats).trace(trace).snapshot_tcp_info(true);
+    b.telemetry()
+        .stats(stats)
+        .trace(trace)
+        .snapshot_tcp_info(true);
     if let Some(addr) = args.metrics_addr {
         let local = crate::metrics_endpoint::serve(addr).await?;
         eprintln!("metrics at http://{local}/metrics");
-        b.metrics(true);
+        b.telemetry().metrics(true);
     }
     if let Some(n) = args.max_conns_per_host {
         b.pool_max_conns_per_host(n);

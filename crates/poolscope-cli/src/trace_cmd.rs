@@ -78,7 +78,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             })
             .build()
     };
-    let client = opts::builder(&args.conn)?.trace(trace).build(connector);
+    let client = opts::builder(&args.conn)?
+        .telemetry()
+        .trace(trace)
+        .build(connector);
     let resp = client
         .request(prepared.request())
         .await

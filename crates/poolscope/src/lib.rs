@@ -14,7 +14,7 @@
 //! [`ConnectKey`](pool::ConnectKey) (scheme, host, port) and never a path or a query; what
 //! shows a request's URL (the in-flight report, the history's `request_started`, the request
 //! span's `url.full`) shows its path and query, through
-//! [`Builder::redact_url`](client::Builder::redact_url) when one is set.
+//! [`TelemetryBuilder::redact_url`](client::TelemetryBuilder::redact_url) when one is set.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -38,6 +38,6 @@ pub mod stats;
 mod sync;
 pub mod trace;
 
-pub use client::{Builder, Client, Error, ResponseBody, ResponseFuture};
+pub use client::{Builder, Client, Error, ResponseBody, ResponseFuture, TelemetryBuilder};
 pub use stats::{PoolSnapshot, Stats};
 pub use trace::ClientTrace;

@@ -2,7 +2,7 @@
 //! metric's label values and a span's name stay bounded whatever methods callers invent.
 //!
 //! By default these are OpenTelemetry's known methods (RFC 9110's eight, and `PATCH`);
-//! [`Builder::known_methods`](crate::Builder::known_methods) replaces the list, as
+//! [`TelemetryBuilder::known_methods`](crate::TelemetryBuilder::known_methods) replaces the list, as
 //! OpenTelemetry's `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` does for other instrumentations.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! What telemetry may show of a URL: never its userinfo. Every place that renders a request's
 //! URI or a connection's target (in-flight reports, the history, the request span, a proxy's
-//! name, an error's target) takes it from here; [`Builder::redact_url`](crate::Builder::redact_url)
+//! name, an error's target) takes it from here; [`TelemetryBuilder::redact_url`](crate::TelemetryBuilder::redact_url)
 //! is the user's further rewriting ([`Redact`]).
 
 use std::sync::Arc;

@@ -65,6 +65,7 @@ fn https_client(
         connector = connector.http1_only();
     }
     let c = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(trace)
         .build(connector);
     (server, c)
@@ -213,6 +214,7 @@ async fn a_trace_in_the_request_extensions_runs_with_the_client_wide_one() {
     let global = TraceLog::default();
     let own = TraceLog::default();
     let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(global.trace())
         .build_http();
     let mut req = http::Request::new(Empty::new());
@@ -230,6 +232,7 @@ async fn an_http2_request_without_a_body_reports_its_write_and_its_timings() {
     let log = TraceLog::default();
     let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
+        .telemetry()
         .trace(log.trace())
         .build_http();
     for _ in 0..2 {
@@ -282,6 +285,7 @@ async fn a_request_body_that_ends_with_trailers_reports_its_write() {
         let log = TraceLog::default();
         let c: Client<_, WithTrailers> = Client::builder(TokioExecutor::new())
             .http2_only(http2)
+            .telemetry()
             .trace(log.trace())
             .build_http();
         let req = http::Request::builder()

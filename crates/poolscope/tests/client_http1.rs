@@ -23,7 +23,7 @@ async fn sequential_requests_reuse_the_idle_connection_instead_of_dialing() {
     let log = TraceLog::default();
     let rec = Recorder::default();
     let c = client(|b| {
-        b.trace(log.trace()).stats(rec.stats());
+        b.telemetry().trace(log.trace()).stats(rec.stats());
     });
     for _ in 0..3 {
         let resp = c.get(server.url("/")).await.unwrap();
@@ -50,7 +50,7 @@ async fn a_cap_of_one_serves_ten_concurrent_requests_on_one_connection() {
     let server = TestServer::start().await;
     let rec = Recorder::default();
     let c = client(|b| {
-        b.pool_max_conns_per_host(1).stats(rec.stats());
+        b.pool_max_conns_per_host(1).telemetry().stats(rec.stats());
     });
     let mut tasks = Vec::new();
     for _ in 0..10 {
@@ -92,7 +92,7 @@ async fn a_get_on_a_connection_the_server_dropped_is_retried_on_a_new_one() {
     .await;
     let log = TraceLog::default();
     let c = client(|b| {
-        b.trace(log.trace());
+        b.telemetry().trace(log.trace());
     });
     assert_eq!(body(c.get(server.url("/")).await.unwrap()).await, "hello");
     // The server takes the second request on that connection and closes it unanswered.
@@ -201,7 +201,7 @@ async fn dropping_the_response_future_while_queued_or_mid_body_leaks_nothing() {
     let server = TestServer::start().await;
     let rec = Recorder::default();
     let c = client(|b| {
-        b.pool_max_conns_per_host(1).stats(rec.stats());
+        b.pool_max_conns_per_host(1).telemetry().stats(rec.stats());
     });
     // One request holds the only slot; another queues behind it and is dropped.
     let holder = tokio::spawn(c.get(server.url("/slow/200")));
@@ -241,7 +241,7 @@ async fn dropping_the_response_future_while_dialing_leaks_nothing() {
     let server = TestServer::start().await;
     let rec = Recorder::default();
     let c = client(|b| {
-        b.pool_max_conns_per_host(1).stats(rec.stats());
+        b.pool_max_conns_per_host(1).telemetry().stats(rec.stats());
     });
     // Poll once: the dial is spawned; then drop the request.
     let mut fut = Box::pin(c.get(server.url("/")));
@@ -272,6 +272,7 @@ async fn hyper_utils_own_connector_works_and_responses_carry_its_http_info() {
     let server = TestServer::start().await;
     let log = TraceLog::default();
     let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(log.trace())
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
     for _ in 0..2 {
@@ -354,6 +355,7 @@ async fn a_100_continue_is_reported_as_a_1xx_response() {
     let server = TestServer::start().await;
     let log = TraceLog::default();
     let c: Client<Http, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(log.trace())
         .build_http();
     let req = Request::builder()
@@ -378,6 +380,7 @@ async fn timings_are_complete_when_only_request_done_is_registered() {
         .on_request_done(move |i| d.lock().unwrap().push(i.timings))
         .build();
     let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(trace)
         .build_http();
     for _ in 0..2 {
@@ -412,7 +415,7 @@ async fn connect_in_authority_form_tunnels_and_the_connection_leaves_the_pool() 
     let server = TestServer::start().await;
     let rec = Recorder::default();
     let c = client(|b| {
-        b.stats(rec.stats());
+        b.telemetry().stats(rec.stats());
     });
     let req = Request::builder()
         .method(Method::CONNECT)

@@ -101,7 +101,7 @@ async fn each_entry_names_the_line_that_issued_it() {
 async fn captured_stacks_name_the_function_that_started_the_request() {
     let server = TestServer::start().await;
     let c = client(|b| {
-        b.capture_stacks(true);
+        b.telemetry().capture_stacks(true);
     });
     let fut = c.get(server.url("/slow/200"));
     let task = tokio::spawn(fut);
@@ -135,7 +135,7 @@ async fn captured_stacks_name_the_function_that_started_the_request() {
 async fn the_report_renders_as_json_and_urls_are_redacted() {
     let server = TestServer::start().await;
     let c = client(|b| {
-        b.redact_url(|u| {
+        b.telemetry().redact_url(|u| {
             let path: String = u
                 .path()
                 .chars()
@@ -179,7 +179,7 @@ async fn tracking_off_reports_nothing() {
     // A request registers when it is made (in `Client::request`), before its first poll: the
     // report can be read at once, no wait needed.
     let on = client(|b| {
-        b.track_in_flight(true);
+        b.telemetry().track_in_flight(true);
     });
     let fut = on.get(server.url("/slow/100"));
     assert_eq!(
@@ -189,7 +189,7 @@ async fn tracking_off_reports_nothing() {
     );
     body(fut.await.unwrap()).await;
     let off = client(|b| {
-        b.track_in_flight(false);
+        b.telemetry().track_in_flight(false);
     });
     let fut = off.get(server.url("/slow/100"));
     assert!(
@@ -209,9 +209,10 @@ async fn tracking_off_reports_nothing() {
 async fn the_event_history_explains_a_pool_timeout() {
     let server = TestServer::start().await;
     let c = client(|b| {
-        b.event_history(64)
-            .pool_max_conns_per_host(1)
-            .pool_wait_timeout(Duration::from_millis(50));
+        b.pool_max_conns_per_host(1)
+            .pool_wait_timeout(Duration::from_millis(50))
+            .telemetry()
+            .event_history(64);
     });
     let slow = tokio::spawn(c.get(server.url("/slow/300")));
     eventually("the slow request has the only slot", || {
@@ -251,7 +252,7 @@ async fn the_event_history_explains_a_pool_timeout() {
 async fn the_history_times_a_request_with_in_flight_tracking_off() {
     let server = TestServer::start().await;
     let c = client(|b| {
-        b.track_in_flight(false).event_history(16);
+        b.telemetry().track_in_flight(false).event_history(16);
     });
     body(c.get(server.url("/slow/50")).await.unwrap()).await;
     let done = c
@@ -283,7 +284,7 @@ async fn the_history_times_a_request_with_in_flight_tracking_off() {
 async fn every_started_request_ends_in_the_history() {
     let server = TestServer::start().await;
     let c = client(|b| {
-        b.event_history(32);
+        b.telemetry().event_history(32);
     });
     // Refused before it starts (no scheme), and dropped while the server takes its time.
     let _ = c
@@ -308,7 +309,7 @@ async fn every_started_request_ends_in_the_history() {
 async fn the_debug_service_answers_its_three_endpoints() {
     let server = TestServer::start().await;
     let c = client(|b| {
-        b.event_history(16);
+        b.telemetry().event_history(16);
     });
     body(c.get(server.url("/")).await.unwrap()).await;
     // Mount the debug service on its own loopback listener.

@@ -114,6 +114,7 @@ fn ten_requests_on_one_connection_give_exact_counts() {
         let server = TestServer::start().await;
         let port = server.addr.port().to_string();
         let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .telemetry()
             .metrics(true)
             .build_http();
         for _ in 0..10 {
@@ -201,8 +202,9 @@ fn limit_hits_waiting_requests_and_errors_are_counted_with_bounded_labels() {
         let server = TestServer::start().await;
         let port = server.addr.port().to_string();
         let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-            .metrics(true)
             .pool_max_conns_per_host(1)
+            .telemetry()
+            .metrics(true)
             .build_http();
         let mut tasks = Vec::new();
         for i in 0..4 {
@@ -283,6 +285,7 @@ fn a_known_methods_list_of_ones_own_names_its_methods() {
     let (snap, _) = with_recorder(|snapshotter| async move {
         let server = TestServer::start().await;
         let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .telemetry()
             .metrics(true)
             .known_methods([
                 http::Method::GET,
@@ -368,6 +371,7 @@ fn dns_lookups_are_timed_by_name_and_a_missing_name_is_host_not_found() {
         let mut http = poolscope::connect::HttpConnector::new();
         http.set_nameservers(&[std::net::IpAddr::from([127, 0, 0, 1])], dns);
         let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .telemetry()
             .metrics(true)
             .build(http);
         let port = server.addr.port();

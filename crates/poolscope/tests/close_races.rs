@@ -589,6 +589,7 @@ async fn http2_goaway_every_50_streams_with_4_streams_per_connection() {
     for run in 0..runs {
         let (stats, opened) = support::counting_opened();
         let client: Client<HttpsConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .telemetry()
             .stats(stats)
             .build(HttpsConnector::with_roots(nginx.roots()));
         let send = exchange_of(client.clone());
@@ -866,7 +867,7 @@ async fn through_haproxy_under_load(name: &str, h2c: bool) {
         })
         .build();
     let send = poolscope(HttpConnector::new(), |b| {
-        b.http2_only(h2c).trace(trace);
+        b.http2_only(h2c).telemetry().trace(trace);
     });
     let failed = load(&send, &proxy.url("/poolscope").to_string(), total, 16).await;
     eprintln!(

@@ -377,6 +377,7 @@ async fn a_custom_resolvers_lookups_report_dns_events() {
     let resolver = Fixed::new(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))]);
     let log = DnsLog::default();
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(log.trace())
         .build(HttpConnector::new_with_resolver(resolver.clone()));
     let resp = client
@@ -461,6 +462,7 @@ async fn a_failing_resolver_is_a_dns_error_caused_by_the_resolvers_error() {
     // Through the client: a DNS-phase error, and `dns_done` reports it.
     let log = DnsLog::default();
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(log.trace())
         .build(http);
     let err = client

@@ -11,7 +11,7 @@ use support::server::TestServer;
 async fn an_axum_router_serves_the_debug_endpoints() {
     let server = TestServer::start().await;
     let watched = support::client(|b| {
-        b.event_history(16);
+        b.telemetry().event_history(16);
     });
     // One request in flight while the endpoints are asked.
     let slow = watched.get(server.url("/slow/3000"));

@@ -82,7 +82,7 @@ async fn a_poisoned_connection_is_closed_and_the_next_request_dials_anew() {
         .on_conn_closed(move |e| seen.lock().unwrap().push(e.reason))
         .build();
     let client = support::client(|b| {
-        b.stats(stats);
+        b.telemetry().stats(stats);
     });
     // A first request: its connection goes idle and would be reused.
     support::body(client.get(server.url("/")).await.unwrap()).await;
@@ -291,7 +291,7 @@ async fn an_upgrade_gives_back_poolscopes_stream() {
     let (addr, server) = upgrade_server().await;
     let client = support::client(|b| {
         // A trace, so that the connection's IO events are on.
-        b.trace(
+        b.telemetry().trace(
             poolscope::ClientTrace::builder()
                 .on_wrote_request(|_| {})
                 .build(),

@@ -98,7 +98,9 @@ async fn cell(proto: Proto, fault: Fault, cap: Option<usize>, check: fn(&str, &C
     let server = FaultServer::start(proto, fault).await;
     let rec = Recorder::default();
     let mut b = Client::builder(TokioExecutor::new());
-    b.stats(rec.stats()).http2_only(proto == Proto::H2c);
+    b.http2_only(proto == Proto::H2c)
+        .telemetry()
+        .stats(rec.stats());
     if let Some(cap) = cap {
         b.pool_max_conns_per_host(cap);
     }

@@ -47,7 +47,7 @@ async fn bounded<F: Future<Output = ()>>(name: &str, body: F) {
 /// An h2c (prior knowledge) client reporting to `rec`, at most `cap` connections per host.
 fn client(rec: &Recorder, cap: Option<usize>) -> C {
     let mut b = Client::builder(TokioExecutor::new());
-    b.http2_only(true).stats(rec.stats());
+    b.http2_only(true).telemetry().stats(rec.stats());
     if let Some(cap) = cap {
         b.pool_max_conns_per_host(cap);
     }

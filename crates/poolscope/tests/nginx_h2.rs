@@ -65,6 +65,7 @@ where
         })
         .build();
     let client = Client::builder(TokioExecutor::new())
+        .telemetry()
         .stats(stats)
         .trace(trace)
         .snapshot_tcp_info(true)

@@ -44,8 +44,9 @@ fn a_runtime_without_timers_runs_the_pool_without_a_reaper_and_without_panics() 
         .unwrap();
     let (stats, opened) = support::counting_opened();
     let client = support::client(|b| {
-        b.stats(stats)
-            .pool_idle_timeout(Duration::from_secs(1))
+        b.pool_idle_timeout(Duration::from_secs(1))
+            .telemetry()
+            .stats(stats)
             .event_history(100);
     });
     rt.block_on(async {

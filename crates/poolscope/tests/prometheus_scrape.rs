@@ -180,6 +180,7 @@ fn a_real_prometheus_scrapes_the_request_counts_and_open_connections() {
     rt.block_on(async move {
         let server = TestServer::start().await;
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .telemetry()
             .metrics(true)
             .build_http();
         let mut made: BTreeMap<(String, String), f64> = BTreeMap::new();

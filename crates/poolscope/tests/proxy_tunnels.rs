@@ -81,8 +81,9 @@ async fn https_through_an_http_proxy_tunnel_reuses_its_connections() {
         // dials (CONNECT, then TLS) that lose to a returned connection go idle: the cap makes
         // the count exact here.
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-            .stats(stats)
             .pool_max_conns_per_host(8)
+            .telemetry()
+            .stats(stats)
             .build(https);
         load(&client, nginx.url("/"), 200, 8).await;
         // Dials the burst started may still be in their CONNECT: counted by the proxy, not
@@ -132,6 +133,7 @@ async fn https_through_a_socks5_proxy_reuses_its_connections() {
         let https = HttpsConnector::with_roots(nginx.roots()).wrap(socks);
         let (stats, opened) = counted();
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .telemetry()
             .stats(stats)
             .build(https);
         load(&client, nginx.url("/"), 200, 8).await;
@@ -188,6 +190,7 @@ async fn proxy_credentials_reach_the_proxy_and_nothing_else() {
             }
             let https = HttpsConnector::with_roots(nginx.roots()).wrap(tunnel);
             let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                .telemetry()
                 .event_history(256)
                 .build(https);
             client
@@ -267,6 +270,7 @@ async fn http_through_a_forward_proxy_with_credentials() {
                 .unwrap();
             let (stats, opened) = counted();
             let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                .telemetry()
                 .stats(stats)
                 .event_history(256)
                 .build(poolscope::connect::ForwardProxy::new(
@@ -400,10 +404,11 @@ async fn builder_proxy_tunnels_https_through_an_http_proxy() {
         let events = ProxyEvents::default();
         let (stats, opened) = counted();
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-            .stats(stats)
-            .trace(events.trace())
             .pool_max_conns_per_host(8)
             .proxy(proxy_all(&format!("http://127.0.0.1:{}", proxy.port)))
+            .telemetry()
+            .stats(stats)
+            .trace(events.trace())
             .build(HttpsConnector::with_roots(nginx.roots()));
         // The first request waits for the dial it started: its timings have the CONNECT.
         let resp = client.get(nginx.url("/")).await.unwrap();
@@ -475,6 +480,7 @@ async fn builder_proxy_forwards_http_and_skips_no_proxy_hosts() {
             .build();
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
             .proxy(p)
+            .telemetry()
             .trace(trace)
             .build(HttpConnector::new());
         let port = origin.addr.port();
@@ -534,9 +540,10 @@ async fn builder_proxy_through_socks5_and_socks5h() {
             let events = ProxyEvents::default();
             let (stats, opened) = counted();
             let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                .proxy(proxy_all(&format!("{scheme}://127.0.0.1:{}", proxy.port)))
+                .telemetry()
                 .stats(stats)
                 .trace(events.trace())
-                .proxy(proxy_all(&format!("{scheme}://127.0.0.1:{}", proxy.port)))
                 .build(HttpsConnector::with_roots(nginx.roots()));
             load(&client, nginx.url("/"), 200, 8).await;
             let opened = opened.load(Ordering::SeqCst);
@@ -581,9 +588,10 @@ async fn a_refusing_proxy_fails_with_its_status_and_shows_no_credentials() {
         let events = ProxyEvents::default();
         let client_via = |uri: String| {
             let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                .proxy(proxy_all(&uri))
+                .telemetry()
                 .event_history(256)
                 .trace(events.trace())
-                .proxy(proxy_all(&uri))
                 .build(HttpsConnector::with_roots(nginx.roots()));
             client
         };

@@ -56,6 +56,7 @@ async fn a_full_accept_backlog_is_a_connect_timeout() {
         })
         .build();
     let c: C = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(trace)
         .build(http);
     let err = tokio::time::timeout(
@@ -179,6 +180,7 @@ async fn a_body_that_ends_with_trailers_ends_there_and_its_connection_is_reused(
         .on_response_body_done(move |i| seen.lock().unwrap().push(i.error.clone()))
         .build();
     let c: C = Client::builder(TokioExecutor::new())
+        .telemetry()
         .trace(trace)
         .build_http();
     for _ in 0..2 {
@@ -207,6 +209,7 @@ async fn a_cancellation_storm_leaks_nothing() {
     let rec = Recorder::default();
     let c: C = Client::builder(TokioExecutor::new())
         .pool_max_conns_per_host(4)
+        .telemetry()
         .stats(rec.stats())
         .build_http();
     let url: http::Uri = server.url("/").parse().unwrap();
@@ -260,6 +263,7 @@ async fn stress_with_random_cancellations_keeps_the_invariants() {
     let cap = 3;
     let c: C = Client::builder(TokioExecutor::new())
         .pool_max_conns_per_host(cap)
+        .telemetry()
         .stats(rec.stats())
         .build_http();
     let url: http::Uri = server.url("/").parse().unwrap();

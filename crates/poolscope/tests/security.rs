@@ -49,6 +49,7 @@ fn userinfo_never_reaches_events_reports_errors_or_metric_labels() {
                     .on_conn_closed(log!())
                     .build();
                 let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+                    .telemetry()
                     .trace(trace)
                     .stats(stats)
                     .event_history(64)

@@ -245,7 +245,7 @@ async fn three_connections_two_idle_one_busy_match_what_the_server_saw() {
 async fn tcp_info_shows_the_round_trip_and_the_bytes_of_an_upload() {
     let server = Server::start(None).await;
     let mut b = Client::builder(TokioExecutor::new());
-    b.snapshot_tcp_info(true);
+    b.telemetry().snapshot_tcp_info(true);
     let client: Client<_, Full<Bytes>> = b.build_http();
 
     let resp = client
@@ -334,7 +334,7 @@ async fn the_probe_closes_its_descriptor_with_the_connection() {
     // descriptor, for as long as the process runs).
     let server = Server::start(None).await;
     let mut b = Client::builder(TokioExecutor::new());
-    b.snapshot_tcp_info(true);
+    b.telemetry().snapshot_tcp_info(true);
     let client: Client<_, Empty<Bytes>> = b.build_http();
     let resp = client.get(server.url("/")).await.unwrap();
     resp.into_body().collect().await.unwrap();
@@ -428,6 +428,7 @@ async fn the_snapshot_a_limit_hit_hook_gets_has_the_described_rows() {
         .build();
     let mut b = Client::builder(TokioExecutor::new());
     b.pool_max_conns_per_host(1)
+        .telemetry()
         .stats(stats)
         .snapshot_tcp_info(true);
     let client: Client<_, Empty<Bytes>> = b.build_http();

@@ -28,7 +28,7 @@ async fn release_stacks_start_at_the_caller_and_show_no_machinery() {
     }
     let server = TestServer::start().await;
     let c = client(|b| {
-        b.capture_stacks(true);
+        b.telemetry().capture_stacks(true);
     });
     let task = tokio::spawn(issue_from_here(&c, server.url("/slow/300")));
     eventually("in flight", || c.in_flight().len() == 1).await;

@@ -206,7 +206,7 @@ async fn tcp_info_on_an_impaired_path() {
     };
 
     let mut b = Client::builder(TokioExecutor::new());
-    b.snapshot_tcp_info(true);
+    b.telemetry().snapshot_tcp_info(true);
     let client: Client<_, Full<Bytes>> = b.build_http();
     let url: http::Uri = format!("http://{addr}/").parse().unwrap();
     // 4 MiB up, in 1 MiB requests on one keep-alive connection: about 2,900 segments, of

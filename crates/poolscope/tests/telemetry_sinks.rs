@@ -90,7 +90,8 @@ fn run() -> BTreeMap<String, u64> {
                 let counts = c2;
                 let server = TestServer::start().await;
                 let client = support::client(|b| {
-                    b.stats(stats(&counts))
+                    b.telemetry()
+                        .stats(stats(&counts))
                         .trace(trace(&counts))
                         .metrics(true)
                         .event_history(1024)

@@ -87,7 +87,8 @@ fn request_spans_carry_the_http_client_conventions() {
         block_on(async {
             let server = TestServer::start().await;
             let c = support::client(|b| {
-                b.redact_url(|u| u.to_string().replace("secret", "[redacted]"));
+                b.telemetry()
+                    .redact_url(|u| u.to_string().replace("secret", "[redacted]"));
             });
             let url = format!("http://user:pw@127.0.0.1:{}/secret", server.addr.port());
             support::body(c.get(url.parse().unwrap()).await.unwrap()).await;
@@ -358,7 +359,7 @@ fn the_request_spans_context_goes_out_as_traceparent() {
         block_on(async {
             let server = TestServer::start().await;
             let c = support::client(|b| {
-                b.inject_trace_context(|span, headers| {
+                b.telemetry().inject_trace_context(|span, headers| {
                     let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
                     propagator.inject_context(&span.context(), &mut Headers(headers));
                 });
@@ -447,6 +448,7 @@ fn pool_events_are_tracing_events_as_many_as_the_stats_hooks_see() {
             let server = TestServer::start().await;
             let c = support::client(|b| {
                 b.pool_max_conns_per_host(1)
+                    .telemetry()
                     .pool_event_level(Level::INFO)
                     .stats(stats);
             });

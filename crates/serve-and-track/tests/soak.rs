@@ -53,9 +53,10 @@ fn soak(total: u64) -> (u64, Vec<(u64, u64)>) {
         let e1 = events.clone();
         let e2 = events.clone();
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .pool_max_conns_per_host(16)
+            .telemetry()
             .metrics(true)
             .event_history(1024)
-            .pool_max_conns_per_host(16)
             .stats(
                 Stats::builder()
                     .on_conn_opened(move |_| {

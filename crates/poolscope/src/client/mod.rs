@@ -83,7 +83,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response, Uri};
 
 pub use body::ResponseBody;
-pub use builder::Builder;
+pub use builder::{Builder, TelemetryBuilder};
 pub use capture::{capture_connection, CaptureConnection, ConnectionInfo};
 pub use error::Error;
 pub use exec::BoxSendFuture;

@@ -20,7 +20,7 @@
 //!     - my_app::fetch::run() - src/fetch.rs:64
 //! ```
 //!
-//! URLs never show userinfo; [`Builder::redact_url`](crate::Builder::redact_url) rewrites
+//! URLs never show userinfo; [`TelemetryBuilder::redact_url`](crate::TelemetryBuilder::redact_url) rewrites
 //! them further (ids, tokens in queries).
 
 mod report;

@@ -1,5 +1,5 @@
 //! Metrics through the `metrics` facade (feature `metrics`, on by default; enabled per client
-//! with [`Builder::metrics(true)`](crate::Builder::metrics)).
+//! with [`TelemetryBuilder::metrics(true)`](crate::TelemetryBuilder::metrics)).
 //!
 //! Names and attributes are OpenTelemetry's HTTP client conventions
 //! (`http.client.request.duration` with `http.request.method`, `server.address`…), and
@@ -12,7 +12,7 @@
 //!
 //! Handles are registered once per host (scheme, host, port) and reused: a request's updates
 //! are then an atomic each, with no label building. A host that has had no connection and no
-//! request for [`Builder::metrics_idle_timeout`](crate::Builder::metrics_idle_timeout) has
+//! request for [`TelemetryBuilder::metrics_idle_timeout`](crate::TelemetryBuilder::metrics_idle_timeout) has
 //! its handles dropped, so a client that talks to many hosts does not grow without bound.
 //!
 //! What this module does not do: install a recorder. The application installs one
@@ -193,7 +193,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// A client's metrics when `enabled` (`Builder::metrics`); the names are described to
+    /// A client's metrics when `enabled` (`TelemetryBuilder::metrics`); the names are described to
     /// the recorder then.
     pub(crate) fn build(
         enabled: bool,

@@ -2,7 +2,7 @@
 //! attributes, for `tracing-opentelemetry` to export.
 //!
 //! - **`HTTP` / `{method}`**: one span per request (target `poolscope::request`, kind CLIENT,
-//!   at [`Builder::request_span_level`](crate::Builder::request_span_level), INFO by default),
+//!   at [`TelemetryBuilder::request_span_level`](crate::TelemetryBuilder::request_span_level), INFO by default),
 //!   a child of the caller's current span. Made when the request is issued, filled in at its
 //!   milestones by its telemetry, and ended
 //!   when the response body ends, fails or is dropped, or when the request fails.
@@ -50,8 +50,8 @@ pub(crate) use self::off::{
 };
 
 /// The level of poolscope's spans or events
-/// ([`Builder::request_span_level`](crate::Builder::request_span_level),
-/// [`Builder::pool_event_level`](crate::Builder::pool_event_level)). With the `tracing`
+/// ([`TelemetryBuilder::request_span_level`](crate::TelemetryBuilder::request_span_level),
+/// [`TelemetryBuilder::pool_event_level`](crate::TelemetryBuilder::pool_event_level)). With the `tracing`
 /// feature, a `tracing::Level` converts into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Level {

@@ -10,7 +10,7 @@ use http::{Method, StatusCode, Uri, Version};
 use crate::pool::{ConnId, ConnectKey, LeaseInfo};
 use crate::stats::EventSink;
 
-/// Never made: `Builder::inject_trace_context` needs the feature.
+/// Never made: `TelemetryBuilder::inject_trace_context` needs the feature.
 #[derive(Clone)]
 pub(crate) enum InjectContext {}
 

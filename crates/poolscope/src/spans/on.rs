@@ -25,7 +25,7 @@ impl super::Level {
     }
 }
 
-/// [`Builder::inject_trace_context`](crate::Builder::inject_trace_context)'s function.
+/// [`TelemetryBuilder::inject_trace_context`](crate::TelemetryBuilder::inject_trace_context)'s function.
 pub(crate) type InjectContext = Arc<dyn Fn(&Span, &mut http::HeaderMap) + Send + Sync>;
 
 /// `tracing::span!` at a level known only at run time: one callsite per level.

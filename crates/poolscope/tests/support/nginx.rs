@@ -416,6 +416,7 @@ impl Nginx {
         let mut own_conns = self.own_conns.lock().await;
         let (stats, opened) = super::counting_opened();
         let client: Client<HttpsConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .telemetry()
             .stats(stats)
             .build(HttpsConnector::with_roots(self.roots()));
         let resp = client

@@ -11,7 +11,7 @@ pub(crate) struct DialConfig {
     pub(crate) h2: http2::Builder<Exec>,
     pub(crate) http2_only: bool,
     pub(crate) exec: Exec,
-    /// Keep a handle for reading `TCP_INFO` in snapshots (`Builder::snapshot_tcp_info`).
+    /// Keep a handle for reading `TCP_INFO` in snapshots (`TelemetryBuilder::snapshot_tcp_info`).
     pub(crate) tcp_info: bool,
 }
 

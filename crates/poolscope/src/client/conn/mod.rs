@@ -41,7 +41,7 @@ pub(crate) struct ConnFacts {
     pub(crate) tls: Option<TlsInfo>,
     /// How the dial picked `remote_addr` (poolscope's connectors).
     pub(crate) dial: Option<crate::stats::DialSummary>,
-    /// The socket, for `TCP_INFO` in snapshots (`Builder::snapshot_tcp_info`).
+    /// The socket, for `TCP_INFO` in snapshots (`TelemetryBuilder::snapshot_tcp_info`).
     pub(crate) probe: Option<Arc<crate::connect::stream::TcpProbe>>,
     /// The connector said it reached a proxy (`Connected::proxy`): HTTP/1 requests go out in
     /// absolute form.

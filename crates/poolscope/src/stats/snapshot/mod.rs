@@ -80,7 +80,7 @@ impl ConnState {
 /// The pool fills what it counts (state, age, requests, streams); the connection itself
 /// ([`Poolable::describe`](crate::pool::Poolable::describe)) fills the rest: poolscope's
 /// client gives its version, addresses, how its dial went and, with
-/// `Builder::snapshot_tcp_info(true)`, the kernel's [`TcpInfo`].
+/// `TelemetryBuilder::snapshot_tcp_info(true)`, the kernel's [`TcpInfo`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnSnapshot {

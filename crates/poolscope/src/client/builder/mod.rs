@@ -1,11 +1,17 @@
 //! `Builder`: every option of hyper-util's legacy `Builder`, same names and argument types,
-//! plus the pool limits and hooks that are poolscope's own.
+//! plus the pool limits that are poolscope's own; its telemetry settings are behind
+//! [`Builder::telemetry`] (`telemetry.rs`).
 
 use std::fmt;
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper::rt::Timer;
+
+mod telemetry;
+
+pub use telemetry::TelemetryBuilder;
+use telemetry::TelemetryConfig;
 
 use super::conn::DialConfig;
 use super::exec::{BoxSendFuture, Exec};
@@ -14,10 +20,6 @@ use crate::connect::HttpConnector;
 use crate::history::History;
 use crate::inflight::Registry;
 use crate::pool::{self, Pool};
-use crate::redact::Redact;
-use crate::stats::Stats;
-use crate::trace::ClientTrace;
-use http::Uri;
 
 /// Builds a [`Client`]: `Client::builder(TokioExecutor::new())…build(connector)`.
 ///
@@ -49,19 +51,8 @@ pub struct Builder {
     set_host: bool,
     pool: pool::Config,
     pool_timer: Option<crate::pool::PoolTimer>,
-    stats: Stats,
-    trace: ClientTrace,
-    track_in_flight: bool,
-    capture_stacks: bool,
-    snapshot_tcp_info: bool,
-    redact_url: Option<Redact>,
-    event_history: usize,
     proxy: Option<crate::connect::Proxy>,
-    known_methods: crate::methods::KnownMethods,
-    metrics: bool,
-    metrics_idle_timeout: Duration,
-    levels: crate::spans::Levels,
-    inject: Option<crate::spans::InjectContext>,
+    telemetry: TelemetryConfig,
 }
 
 impl Builder {
@@ -80,19 +71,8 @@ impl Builder {
             set_host: true,
             pool: pool::Config::default(),
             pool_timer: None,
-            stats: Stats::default(),
-            trace: ClientTrace::default(),
-            track_in_flight: true,
-            capture_stacks: false,
-            snapshot_tcp_info: false,
-            redact_url: None,
-            event_history: 0,
             proxy: None,
-            known_methods: Default::default(),
-            metrics: false,
-            metrics_idle_timeout: crate::metrics::DEFAULT_IDLE_TIMEOUT,
-            levels: Default::default(),
-            inject: None,
+            telemetry: TelemetryConfig::default(),
         }
     }
 
@@ -183,132 +163,31 @@ impl Builder {
         self
     }
 
-    // ----- hooks ------------------------------------------------------------------------
+    // ----- telemetry --------------------------------------------------------------------
 
-    /// Transport-level hooks (see [`Stats`]). poolscope only.
-    pub fn stats(&mut self, stats: Stats) -> &mut Self {
-        self.stats = stats;
-        self
-    }
-
-    /// Per-request hooks run for every request (see [`ClientTrace`]). poolscope only.
-    pub fn trace(&mut self, trace: ClientTrace) -> &mut Self {
-        self.trace = trace;
-        self
-    }
-
-    /// Keep a registry of the requests in flight, for [`Client::in_flight`]. Default: `true`;
-    /// off, requests pay nothing for it. poolscope only.
-    pub fn track_in_flight(&mut self, enabled: bool) -> &mut Self {
-        self.track_in_flight = enabled;
-        self
-    }
-
-    /// Capture the stack that started each request, shown by [`Client::in_flight`]. Captured
-    /// unresolved (a few microseconds) and resolved only when a report is rendered. Default:
-    /// `false`. poolscope only.
-    pub fn capture_stacks(&mut self, enabled: bool) -> &mut Self {
-        self.capture_stacks = enabled;
-        self
-    }
-
-    /// Rewrites URLs for in-flight reports, the event history and the request span's
-    /// `url.full` (e.g. ids to `[oid]`). The function gets the URI without userinfo, when a
-    /// report is rendered, an event is read or a recorded span is made.
-    /// Default: the URI without userinfo. poolscope only.
-    pub fn redact_url<F>(&mut self, f: F) -> &mut Self
-    where
-        F: Fn(&Uri) -> String + Send + Sync + 'static,
-    {
-        self.redact_url = Some(std::sync::Arc::new(f));
-        self
-    }
-
-    /// Read the kernel's `TCP_INFO` (round-trip time, retransmissions, congestion window,
-    /// bytes acknowledged, TCP state) of each connection when a pool snapshot is taken:
-    /// [`Client::pool_snapshot`], the snapshots at limit hits, `/debug/pool`. Default:
-    /// `false`. Linux; connections made by poolscope's connectors, not through a proxy.
+    /// poolscope's own telemetry settings: hooks, the in-flight registry, the event history,
+    /// metrics, spans. Returns a mutable view of them, as hyper-util's `server::conn::auto`
+    /// builder does for HTTP/1 and HTTP/2; hyper-util's own settings stay flat here.
     ///
-    /// Each connection then keeps a duplicate of its socket's descriptor (closed with the
-    /// connection), so the process holds two descriptors per connection, and each snapshot
-    /// makes one `getsockopt` per connection (about a microsecond each; see
-    /// `docs/benchmarks.md`). poolscope only.
-    pub fn snapshot_tcp_info(&mut self, enabled: bool) -> &mut Self {
-        self.snapshot_tcp_info = enabled;
-        self
-    }
-
-    /// Keep the last `n` pool and request events for [`Client::recent_events`]. Default: 0
-    /// (none kept). poolscope only.
-    pub fn event_history(&mut self, n: usize) -> &mut Self {
-        self.event_history = n;
-        self
-    }
-
-    /// Report to the `metrics` facade (whatever recorder the application installed): request
-    /// durations, time in queue, open connections, limit hits… (see `docs/metrics.md`).
-    /// Default: `false`. poolscope only; needs the `metrics` feature (on by default): without
-    /// it, this setting has no effect.
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use hyper_util::rt::TokioExecutor;
+    /// use poolscope::{Client, Stats};
     ///
-    /// Building a client with metrics on also calls `poolscope::metrics::describe`, so the
-    /// recorder installed then has every metric's unit and description.
-    pub fn metrics(&mut self, enabled: bool) -> &mut Self {
-        self.metrics = enabled;
-        self
-    }
-
-    /// How long a host may have no connection and no request before its metric handles are
-    /// dropped (they are made again if it comes back; the recorder keeps its series). Bounds
-    /// the memory of a client that talks to many hosts. Default: 5 minutes. poolscope only;
-    /// no effect without the `metrics` feature.
-    pub fn metrics_idle_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.metrics_idle_timeout = timeout;
-        self
-    }
-
-    /// The level of the request spans (and their `wait_for_connection` and the dials'
-    /// `connection_setup` spans). Default: INFO. A `tracing::Level` converts. No effect
-    /// without the `tracing` feature.
-    pub fn request_span_level(&mut self, level: impl Into<crate::spans::Level>) -> &mut Self {
-        self.levels.spans = level.into();
-        self
-    }
-
-    /// The level of the pool's `tracing` events (target `poolscope::pool`): dials, closes,
-    /// waits and limit hits. Connections entering and leaving the idle lists are always at
-    /// TRACE. Default: DEBUG. A `tracing::Level` converts. No effect without the `tracing`
-    /// feature.
-    pub fn pool_event_level(&mut self, level: impl Into<crate::spans::Level>) -> &mut Self {
-        self.levels.pool = level.into();
-        self
-    }
-
-    /// Calls `f` with each request's span and its headers when the request is issued, before
-    /// it is sent (and so for every retry of it), for trace-context propagation: with
-    /// `tracing-opentelemetry`, inject the span's context as W3C `traceparent` so the server's
-    /// span is the child of this CLIENT span (see `docs/tracing.md`). Not called when the
-    /// span is disabled. Needs the `tracing` feature (its argument is a `tracing::Span`): the
-    /// one builder method that a feature removes.
-    #[cfg(feature = "tracing")]
-    pub fn inject_trace_context<F>(&mut self, f: F) -> &mut Self
-    where
-        F: Fn(&tracing::Span, &mut http::HeaderMap) + Send + Sync + 'static,
-    {
-        self.inject = Some(std::sync::Arc::new(f));
-        self
-    }
-
-    /// The HTTP methods metrics and spans name as they are; any other is `_OTHER` (and a
-    /// span's name `HTTP`), so label values stay bounded. Default: OpenTelemetry's list,
-    /// `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `CONNECT`, `OPTIONS`, `TRACE`, `PATCH`; this
-    /// replaces it, as `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` does elsewhere. poolscope
-    /// only.
-    pub fn known_methods<I>(&mut self, methods: I) -> &mut Self
-    where
-        I: IntoIterator<Item = http::Method>,
-    {
-        self.known_methods = crate::methods::KnownMethods::new(methods);
-        self
+    /// let stats = Stats::builder()
+    ///     .on_max_conns_per_host_hit(|snapshot| eprintln!("{snapshot}"))
+    ///     .build();
+    /// let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+    ///     .pool_max_conns_per_host(32)
+    ///     .telemetry()
+    ///     .stats(stats)
+    ///     .event_history(256)
+    ///     .build_http();
+    /// # drop(client);
+    /// ```
+    pub fn telemetry(&mut self) -> TelemetryBuilder<'_> {
+        TelemetryBuilder { inner: self }
     }
 
     // ----- client behaviour -------------------------------------------------------------
@@ -372,33 +251,30 @@ impl Builder {
         B: http_body::Body + Send + 'static,
         B::Data: Send,
     {
-        let history = (self.event_history > 0).then(|| {
-            std::sync::Arc::new(History::new(self.event_history, self.redact_url.clone()))
-        });
-        let mut stats = self.stats.clone();
+        let t = &self.telemetry;
+        let history = (t.event_history > 0)
+            .then(|| std::sync::Arc::new(History::new(t.event_history, t.redact_url.clone())));
+        let mut stats = t.stats.clone();
         if let Some(h) = &history {
             stats = stats.with_sink(h.clone());
         }
-        let metrics = crate::metrics::Metrics::build(
-            self.metrics,
-            &self.known_methods,
-            self.metrics_idle_timeout,
-        );
+        let metrics =
+            crate::metrics::Metrics::build(t.metrics, &t.known_methods, t.metrics_idle_timeout);
         let mut metrics_trace = None;
         if let Some(m) = &metrics {
             stats = stats.with_sink(crate::metrics::pool_sink(m));
             metrics_trace = Some(crate::metrics::dial_trace(m));
         }
-        if let Some(sink) = crate::spans::pool_events(self.levels.pool) {
+        if let Some(sink) = crate::spans::pool_events(t.levels.pool) {
             stats = stats.with_sink(sink);
         }
         Client {
             shared: std::sync::Arc::new(Shared {
                 pool: Pool::with_timer(self.pool.clone(), stats, self.pool_timer.clone()),
-                inflight: self.track_in_flight.then(|| {
+                inflight: t.track_in_flight.then(|| {
                     std::sync::Arc::new(Registry::with_redaction(
-                        self.capture_stacks,
-                        self.redact_url.clone(),
+                        t.capture_stacks,
+                        t.redact_url.clone(),
                     ))
                 }),
                 history,
@@ -407,18 +283,18 @@ impl Builder {
                     h2: self.h2.clone(),
                     http2_only: self.http2_only,
                     exec: self.exec.clone(),
-                    tcp_info: self.snapshot_tcp_info,
+                    tcp_info: t.snapshot_tcp_info,
                 },
-                trace: self.trace.clone(),
+                trace: t.trace.clone(),
                 metrics_trace,
                 metrics,
                 retry_canceled_requests: self.retry_canceled_requests,
                 set_host: self.set_host,
                 next_request: std::sync::atomic::AtomicU64::new(1),
-                redact: self.redact_url.clone(),
-                methods: self.known_methods.clone(),
-                levels: self.levels,
-                inject: self.inject.clone(),
+                redact: t.redact_url.clone(),
+                methods: t.known_methods.clone(),
+                levels: t.levels,
+                inject: t.inject.clone(),
                 origins: super::origin::Origins::new(self.proxy.clone()),
             }),
             connector,
@@ -500,9 +376,7 @@ impl fmt::Debug for Builder {
             .field("retry_canceled_requests", &self.retry_canceled_requests)
             .field("set_host", &self.set_host)
             .field("pool", &self.pool)
-            .field("track_in_flight", &self.track_in_flight)
-            .field("capture_stacks", &self.capture_stacks)
-            .field("event_history", &self.event_history)
+            .field("telemetry", &self.telemetry)
             .finish()
     }
 }
