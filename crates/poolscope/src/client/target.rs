@@ -26,11 +26,19 @@ pub(super) fn dial_uri(key: &ConnectKey) -> Result<Uri, Error> {
 
 /// A `Connection` header lists `close` (among other tokens, perhaps).
 pub(super) fn says_close(headers: &http::HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
+    let close = |v: &http::HeaderValue| {
         v.as_bytes()
             .split(|&b| b == b',')
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+    };
+    // A few headers are scanned (a standard name compares as one byte) instead of hashed.
+    if headers.len() <= 16 {
+        headers
+            .iter()
+            .any(|(name, value)| name == CONNECTION && close(value))
+    } else {
+        headers.get_all(CONNECTION).iter().any(close)
+    }
 }
 
 /// Takes userinfo out of a URI that is sent with its authority (HTTP/2's `:authority`, the
@@ -128,4 +136,38 @@ pub(super) fn for_connection<T>(
         origin_form(req.uri_mut());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::says_close;
+    use http::header::{HeaderName, HeaderValue, CONNECTION};
+    use http::HeaderMap;
+
+    /// `headers` with `n` other headers (whose values say `close`, which must not count)
+    /// before the given `Connection` values.
+    fn with(n: usize, values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for i in 0..n {
+            let name = HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap();
+            h.insert(name, HeaderValue::from_static("close"));
+        }
+        for v in values {
+            h.append(CONNECTION, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn close_is_found_among_tokens_and_values_whether_the_headers_are_scanned_or_hashed() {
+        // 3 headers are scanned, 40 looked up by hash: both ways give the same answers.
+        for n in [0, 3, 40] {
+            assert!(!says_close(&with(n, &[])), "{n}");
+            assert!(!says_close(&with(n, &["keep-alive"])), "{n}");
+            assert!(!says_close(&with(n, &["closed, upgrade"])), "{n}");
+            assert!(says_close(&with(n, &["close"])), "{n}");
+            assert!(says_close(&with(n, &["Upgrade , CLOSE "])), "{n}");
+            assert!(says_close(&with(n, &["keep-alive", "close"])), "{n}");
+        }
+    }
 }
