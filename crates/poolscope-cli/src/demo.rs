@@ -85,7 +85,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         let client = client.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            client.in_flight()
+            // Resolving the stacks' symbols reads debug info: on a blocking thread, not on
+            // a worker the load runs on.
+            tokio::task::spawn_blocking(move || client.in_flight())
+                .await
+                .unwrap_or_default()
         })
     };
     let plan = Plan {

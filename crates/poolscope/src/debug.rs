@@ -11,7 +11,8 @@
 //! Mount them on a loopback or admin-only listener.
 
 use std::convert::Infallible;
-use std::future::Ready;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -82,7 +83,8 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
 }
 
 impl<C, B: Send + 'static> DebugService<C, B> {
-    /// Answers one debug request.
+    /// Answers one debug request on the calling thread (an in-flight report resolves its
+    /// stacks' symbols here). The service's `call` runs this on a blocking thread.
     pub fn answer<ReqB>(&self, req: &Request<ReqB>) -> Response<Full<Bytes>> {
         let json = req
             .uri()
@@ -128,33 +130,64 @@ impl<C, B: Send + 'static> DebugService<C, B> {
     }
 }
 
+impl<C, B> DebugService<C, B>
+where
+    C: Clone + Send + Sync + 'static,
+    B: Send + 'static,
+{
+    /// Answers on a blocking thread: a report resolves its stacks' symbols (reading debug
+    /// info, milliseconds the first time), which must not occupy a runtime worker.
+    fn answer_off_worker<ReqB>(&self, req: &Request<ReqB>) -> AnswerFuture {
+        let mut head = Request::new(());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req.uri().clone();
+        let svc = self.clone();
+        let answer = tokio::task::spawn_blocking(move || svc.answer(&head));
+        Box::pin(async move {
+            Ok(answer.await.unwrap_or_else(|_| {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "the runtime is shutting down\n".into(),
+                )
+            }))
+        })
+    }
+}
+
+/// The future of a [`DebugService`]'s answer.
+pub type AnswerFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
 impl<C, B, ReqB> hyper::service::Service<Request<ReqB>> for DebugService<C, B>
 where
+    C: Clone + Send + Sync + 'static,
     B: Send + 'static,
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
+    type Future = AnswerFuture;
 
     fn call(&self, req: Request<ReqB>) -> Self::Future {
-        std::future::ready(Ok(self.answer(&req)))
+        self.answer_off_worker(&req)
     }
 }
 
 impl<C, B, ReqB> tower_service::Service<Request<ReqB>> for DebugService<C, B>
 where
+    C: Clone + Send + Sync + 'static,
     B: Send + 'static,
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
+    type Future = AnswerFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        std::future::ready(Ok(self.answer(&req)))
+        self.answer_off_worker(&req)
     }
 }
 
@@ -171,7 +204,7 @@ pub fn dump_on_signal<C, B>(
     signal: tokio::signal::unix::SignalKind,
 ) -> std::io::Result<tokio::task::JoinHandle<()>>
 where
-    C: Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
     B: Send + 'static,
 {
     dump_on_signal_with(client, signal, |dump| eprintln!("{dump}"))
@@ -190,14 +223,22 @@ pub fn dump_on_signal_with<C, B, F>(
     write: F,
 ) -> std::io::Result<tokio::task::JoinHandle<()>>
 where
-    C: Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
     B: Send + 'static,
     F: Fn(String) + Send + 'static,
 {
     let mut stream = tokio::signal::unix::signal(signal)?;
     Ok(tokio::spawn(async move {
         while stream.recv().await.is_some() {
-            write(format!("{}{}", client.in_flight(), client.pool_snapshot()));
+            // Resolving the stacks' symbols runs on a blocking thread, not on a worker.
+            let client = client.clone();
+            let dump = tokio::task::spawn_blocking(move || {
+                format!("{}{}", client.in_flight(), client.pool_snapshot())
+            });
+            match dump.await {
+                Ok(dump) => write(dump),
+                Err(_) => return,
+            }
         }
     }))
 }

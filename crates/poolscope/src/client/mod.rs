@@ -225,6 +225,13 @@ impl<C, B: Send + 'static> Client<C, B> {
     /// In-flight HTTP requests:
     ///   servicing GET "http://127.0.0.1:8080/slow" for 56.705274ms
     /// ```
+    ///
+    /// With `capture_stacks(true)`, the report resolves the stacks' symbols on the calling
+    /// thread (reading debug info: milliseconds the first time, then cached). Requests never
+    /// wait for it: capturing a stack takes no lock that resolving holds. From async code,
+    /// call it in `tokio::task::spawn_blocking`, as [`debug::service`](crate::debug::service)
+    /// and [`debug::dump_on_signal`](crate::debug::dump_on_signal) do, so that it does not
+    /// occupy a runtime worker.
     pub fn in_flight(&self) -> InFlightReport {
         self.shared
             .inflight

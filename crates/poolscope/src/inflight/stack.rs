@@ -25,17 +25,19 @@ pub(crate) struct RawStack {
 }
 
 impl RawStack {
-    /// The calling thread's stack, down to [`CAPTURE_DEPTH`] frames. Inlined into its
-    /// caller, so that it adds no frame to unwind.
+    /// The calling thread's stack, down to [`CAPTURE_DEPTH`] frames, taking no lock.
+    /// Inlined into its caller, so that it adds no frame to unwind.
     #[inline(always)]
     pub(crate) fn capture() -> RawStack {
         let mut stack = RawStack {
             ips: [0; CAPTURE_DEPTH],
             len: 0,
         };
-        backtrace::trace(|frame| {
+        // No process-wide lock (`stack-capture`): a report resolving symbols on another
+        // thread never holds up a request.
+        stack_capture::trace(|ip| {
             if let Some(slot) = stack.ips.get_mut(stack.len) {
-                *slot = frame.ip() as usize;
+                *slot = ip;
                 stack.len += 1;
             }
             stack.len < CAPTURE_DEPTH
@@ -59,6 +61,7 @@ pub(super) struct Symbol {
 /// Crates whose frames are left out of a stack: the machinery between the caller and here.
 const HIDDEN: &[&str] = &[
     "backtrace::",
+    "stack_capture::",
     // poolscope's own modules (a binary crate named `poolscope` keeps its frames).
     "poolscope::client::",
     "poolscope::pool::",
