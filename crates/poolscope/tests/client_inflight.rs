@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use poolscope::inflight::Phase;
 use support::server::TestServer;
 use support::{body, client, eventually};
@@ -312,20 +311,7 @@ async fn the_debug_service_answers_its_three_endpoints() {
         b.telemetry().event_history(16);
     });
     body(c.get(server.url("/")).await.unwrap()).await;
-    // Mount the debug service on its own loopback listener.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let debug_addr = listener.local_addr().unwrap();
-    let debug_client = c.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let svc = poolscope::debug::service(debug_client.clone());
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
+    let debug_addr = support::serve_debug(c.clone()).await;
     let other = client(|_| {});
     let get = |path: &str| other.get(format!("http://{debug_addr}{path}").parse().unwrap());
     let resp = get("/debug/inflight").await.unwrap();

@@ -10,7 +10,6 @@ mod support;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::server::TestServer;
 use support::{body, client, eventually};
 
@@ -101,19 +100,7 @@ async fn the_debug_service_resolves_stacks_off_the_runtime_thread() {
             == 1
     })
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let debug_addr = listener.local_addr().unwrap();
-    let debug_client = c.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let svc = poolscope::debug::service(debug_client.clone());
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
+    let debug_addr = support::serve_debug(c.clone()).await;
     let busy = SymbolizerBusy::hold();
     // The report now waits for the lock; the runtime's one thread must stay free meanwhile.
     let other = client(|_| {});

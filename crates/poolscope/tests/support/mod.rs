@@ -35,6 +35,25 @@ pub fn client(
     b.build_http()
 }
 
+/// Serves `poolscope::debug::service(client)` on a loopback port of its own; its address.
+pub async fn serve_debug(
+    client: Client<poolscope::connect::HttpConnector, Empty<Bytes>>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let svc = poolscope::debug::service(client.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// Waits (at most 2 s) until `client` has no dial in progress: a dial still running has
 /// been seen by the server (or proxy) but not yet by `on_conn_opened`.
 #[allow(dead_code)]
