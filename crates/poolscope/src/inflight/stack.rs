@@ -107,15 +107,16 @@ pub const MAX_FRAMES: usize = 6;
 
 /// Whether `file` is machinery rather than the caller's code: a dependency in cargo's
 /// registry or git checkouts (poolscope itself too, when it comes from crates.io), the Rust
-/// standard library (`/rustc/…`), or poolscope's own source. Judged by the file, not by the
-/// name: in release builds with line tables, inlined frames have short names without their
-/// module path.
+/// standard library (`/rustc/…`), or poolscope's own source or `stack-capture`'s. Judged by
+/// the file, not by the name: in release builds with line tables, inlined frames have short
+/// names without their module path.
 fn machinery_file(file: &std::path::Path) -> bool {
     let f = file.to_string_lossy();
     f.contains("/registry/src/")
         || f.contains("/git/checkouts/")
         || f.starts_with("/rustc/")
         || f.starts_with(concat!(env!("CARGO_MANIFEST_DIR"), "/src/"))
+        || f.starts_with(stack_capture::SOURCE_DIR)
 }
 
 /// `name` as `module::function`: without generic parameters, the trait of a trait method
