@@ -81,3 +81,64 @@ async fn release_stacks_start_at_the_caller_and_show_no_machinery() {
     }
     body(task.await.unwrap().unwrap()).await;
 }
+
+type TestClient =
+    poolscope::Client<poolscope::connect::HttpConnector, http_body_util::Empty<bytes::Bytes>>;
+
+async fn outer(c: TestClient, url: http::Uri) -> bytes::Bytes {
+    let b = middle(&c, url).await;
+    std::hint::black_box(&b);
+    b
+}
+
+async fn middle(c: &TestClient, url: http::Uri) -> bytes::Bytes {
+    let b = inner(c, url).await;
+    std::hint::black_box(&b);
+    b
+}
+
+async fn inner(c: &TestClient, url: http::Uri) -> bytes::Bytes {
+    let resp = c.get(url).await.unwrap();
+    body(resp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run in release by .ci/run"]
+async fn a_chain_of_async_fns_is_shown_by_name_innermost_first() {
+    if cfg!(debug_assertions) {
+        panic!("run this test with --release: it checks what release builds show");
+    }
+    let server = TestServer::start().await;
+    let c = client(|b| {
+        b.telemetry().capture_stacks(true);
+    });
+    let task = tokio::spawn(outer(c.clone(), server.url("/slow/300")));
+    eventually("in flight", || c.in_flight().len() == 1).await;
+    let report = c.in_flight();
+    let text = report.to_string();
+    eprintln!("{text}");
+    let entry = report.iter().next().unwrap();
+    let names: Vec<&str> = entry.stack.iter().map(|f| f.function.as_str()).collect();
+    let at = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name || n.ends_with(&format!("::{name}")))
+            .unwrap_or_else(|| panic!("no frame named {name}:\n{text}"))
+    };
+    let (i, m, o) = (at("inner"), at("middle"), at("outer"));
+    assert_eq!(
+        (i, m, o),
+        (0, 1, 2),
+        "inner, middle, outer, in that order:\n{text}"
+    );
+    for f in &entry.stack[..3] {
+        assert!(
+            f.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("stacks_release.rs"))
+                && f.line.is_some(),
+            "each with file:line:\n{text}"
+        );
+    }
+    task.await.unwrap();
+}

@@ -23,6 +23,7 @@
 //! URLs never show userinfo; [`TelemetryBuilder::redact_url`](crate::TelemetryBuilder::redact_url) rewrites
 //! them further (ids, tokens in queries).
 
+mod dwarf;
 mod report;
 mod stack;
 

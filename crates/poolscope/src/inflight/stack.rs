@@ -174,6 +174,20 @@ impl Registry {
         if let Some(s) = self.symbols.lock().get(&ip) {
             return s.clone();
         }
+        // The executable's own frames from its DWARF (which names async fns); the rest
+        // (the C library, other objects) through `backtrace`.
+        if let Some(frames) = super::dwarf::frames(ip) {
+            let found: Arc<[Symbol]> = frames
+                .into_iter()
+                .map(|f| Symbol {
+                    name: f.name,
+                    file: f.file,
+                    line: f.line,
+                })
+                .collect();
+            self.symbols.lock().insert(ip, found.clone());
+            return found;
+        }
         let mut found = Vec::new();
         backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {
             if let Some(name) = sym.name() {
@@ -214,7 +228,10 @@ impl Registry {
             }
         }
         // The same function appears once per closure level of an async fn: keep the first.
-        frames.dedup_by(|a, b| a.function == b.function && a.file == b.file);
+        // Frames left unnamed (`(async block)`) are told apart by their lines.
+        frames.dedup_by(|a, b| {
+            a.function == b.function && a.file == b.file && !a.function.starts_with('(')
+        });
         frames.truncate(MAX_FRAMES);
         frames
     }
