@@ -205,7 +205,11 @@ fn enclosing_fn_in_source(
         if let Some(name) = declared_fn(l) {
             return Some(name);
         }
-        limit = indent(l);
+        // The end of a signature laid over several lines (`) -> bool {`, `where`): its
+        // `fn` line is as indented as it is.
+        let t = l.trim_start();
+        let continues = t.starts_with(')') || t.starts_with('>') || t.starts_with("where");
+        limit = indent(l) + usize::from(continues);
     }
     None
 }
@@ -260,7 +264,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("poolscope-src-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("lib.rs");
-        let src = "async fn outer() {\n    helper();\n    fn helper() {}\n    let x = async {\n        work().await\n    };\n}\n";
+        let src = "async fn outer() {\n    helper();\n    fn helper() {}\n    let x = async {\n        work().await\n    };\n}\n\npub async fn long(\n    a: u8,\n) -> bool {\n    let b = async {\n        go().await\n    };\n}\n";
         std::fs::write(&path, src).unwrap();
         let mut cache = HashMap::new();
         // Line 5 is inside the async block of `outer`; the nested `fn helper` above it is
@@ -272,6 +276,11 @@ mod tests {
         assert_eq!(
             enclosing_fn_in_source(&mut cache, &path, 2).as_deref(),
             Some("outer")
+        );
+        // A signature over several lines: line 13 is in `long`'s async block.
+        assert_eq!(
+            enclosing_fn_in_source(&mut cache, &path, 13).as_deref(),
+            Some("long")
         );
         assert_eq!(
             enclosing_fn_in_source(&mut cache, &dir.join("missing.rs"), 2),
