@@ -8,9 +8,11 @@
 //!
 //! Stacks are captured as raw return addresses, and only the top [`CAPTURE_DEPTH`] frames:
 //! the unwinder stops there instead of walking the runtime's frames down to the thread's
-//! start. Addresses are resolved only when a report is rendered, each once per registry
-//! (resolved frames are cached by address). Frames of poolscope, tokio, hyper, futures and
-//! std are left out so the caller's frames come first.
+//! start; the walk takes no lock (`stack-capture`). Addresses are resolved only when a
+//! report is rendered, each once per registry (resolved frames are cached by address): the
+//! executable's through its DWARF (`dwarf.rs`, which names async fns), others through
+//! `backtrace`. Frames of poolscope, tokio, hyper, futures and std are left out so the
+//! caller's frames come first.
 //!
 //! [`InFlightReport`]'s `Display` follows the shape of the Go tracker this is modelled on:
 //!
