@@ -248,6 +248,44 @@ fn load_bias(file: &object::File<'_>, path: &Path) -> Option<u64> {
 mod tests {
     use super::*;
 
+    #[inline(never)]
+    fn here() -> usize {
+        let mut ips = Vec::new();
+        stack_capture::trace(|ip| {
+            ips.push(ip);
+            ips.len() < 8
+        });
+        // The first frame this file has: this function's call into the unwinder.
+        ips.into_iter()
+            .find(|&ip| {
+                frames(ip).is_some_and(|f| {
+                    f.iter().any(|f| {
+                        f.file
+                            .as_ref()
+                            .is_some_and(|p| p.ends_with("inflight/dwarf.rs"))
+                    })
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_executables_own_addresses_resolve_to_their_function_file_and_line() {
+        let ip = here();
+        assert_ne!(ip, 0, "no captured address resolved to this file");
+        let f = frames(ip).unwrap();
+        let mine = f
+            .iter()
+            .find(|f| {
+                f.file
+                    .as_ref()
+                    .is_some_and(|p| p.ends_with("inflight/dwarf.rs"))
+            })
+            .unwrap();
+        assert!(mine.name.contains("here"), "{}", mine.name);
+        assert!(mine.line.is_some_and(|l| l > 200), "{:?}", mine.line);
+    }
+
     #[test]
     fn a_line_declaring_a_fn_gives_its_name() {
         assert_eq!(
