@@ -15,6 +15,9 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod framehop_unwind;
+
 /// This crate's source directory: a release build's line tables name [`trace`], inlined
 /// into its caller, by its short name and this file, so a report that hides machinery
 /// frames recognizes it by the file.
@@ -31,6 +34,10 @@ pub const LOCK_FREE: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
 /// record the address: symbols are resolved later, elsewhere.
 #[inline(always)]
 pub fn trace<F: FnMut(usize) -> bool>(mut f: F) {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    if framehop_unwind::trace(&mut f) {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `trace_unsynchronized` is unsafe only because it does not take the crate's
     // global lock, which serializes unwinding on platforms whose unwinder is not
@@ -60,6 +67,42 @@ mod tests {
             ips.len() < n
         });
         ips
+    }
+
+    /// framehop's walk and libgcc's agree, frame for frame, from the caller down.
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[test]
+    fn the_fast_walk_finds_the_same_frames_as_libgcc() {
+        #[inline(never)]
+        fn both() -> (Vec<usize>, Vec<usize>) {
+            let mut fast = Vec::new();
+            let used = framehop_unwind::trace(&mut |ip| {
+                fast.push(ip);
+                fast.len() < 64
+            });
+            assert!(used, "the fast path is not available");
+            let mut slow = Vec::new();
+            // SAFETY: see `trace`.
+            unsafe {
+                backtrace::trace_unsynchronized(|f| {
+                    slow.push(f.ip() as usize);
+                    slow.len() < 64
+                })
+            };
+            (fast, slow)
+        }
+        let (fast, slow) = both();
+        // The first frames are each unwinder's own; from the first address both saw (in
+        // `both`), the two lists must be the same.
+        let i = fast
+            .iter()
+            .position(|ip| slow.contains(ip))
+            .expect("a common frame");
+        let j = slow.iter().position(|ip| *ip == fast[i]).unwrap();
+        let (a, b) = (&fast[i..], &slow[j..]);
+        let n = a.len().min(b.len());
+        assert!(n >= 5, "{fast:x?}\n{slow:x?}");
+        assert_eq!(&a[..n], &b[..n], "\nframehop {fast:x?}\nlibgcc   {slow:x?}");
     }
 
     #[test]
