@@ -7,16 +7,14 @@ use std::sync::Arc;
 use super::report::StackFrame;
 use super::Registry;
 
-/// How many frames a registration unwinds. The client captures in `Client::request` itself, so
-/// the machinery above the caller is the unwinder's own frame and `request` (with `get`
-/// inlined into it): 2 frames in a release build, 5 in a debug build (where nothing is
-/// inlined). This reaches the caller's frame and the one that called it in a release build (5
-/// in a debug build); the runtime's frames further down, often dozens, are never walked. The
-/// caller's exact line is known without a stack (`#[track_caller]`); the stack adds whose code
-/// that is and who called it. Each frame costs the unwinder (libgcc's DWARF interpreter) about
-/// as much as the rest of a request, so the depth is what stack capture costs (measured in
-/// `docs/benchmarks.md`).
-pub const CAPTURE_DEPTH: usize = if cfg!(debug_assertions) { 10 } else { 4 };
+/// How many physical frames a registration unwinds. The client captures in `Client::request`
+/// itself, so the machinery above the caller is the unwinder's own frame and `request`: 2
+/// frames in a release build. An async fn chain inlined into its task's poll is one physical
+/// frame however many fns it holds (each is shown), so 12 reach from the caller through its
+/// task's callers in the usual service; the runtime's frames further down are not walked.
+/// framehop with a per-thread rule cache (`stack-capture`) costs about 180 instructions a
+/// frame (libgcc's DWARF interpreter took 1.9k), measured in `docs/benchmarks.md`.
+pub const CAPTURE_DEPTH: usize = if cfg!(debug_assertions) { 24 } else { 12 };
 
 /// The return addresses of the top frames of a stack, unresolved.
 pub(crate) struct RawStack {
@@ -102,8 +100,8 @@ fn hidden(name: &str) -> bool {
     HIDDEN.iter().any(|p| name.starts_with(p)) || name.starts_with("F as ") || LIBC.contains(&name)
 }
 
-/// How many frames a report shows per request: the caller's, and a few below.
-pub const MAX_FRAMES: usize = 6;
+/// How many frames a report shows per request, innermost first, machinery left out.
+pub const MAX_FRAMES: usize = 16;
 
 /// Whether `file` is machinery rather than the caller's code: a dependency in cargo's
 /// registry or git checkouts (poolscope itself too, when it comes from crates.io), the Rust
