@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 
-/// Section data borrowed from the process's own mapped objects.
-type Data = &'static [u8];
+/// Section data, copied out of the loaded objects when the unwinder is built: a library
+/// `dlclose`d later takes its mapping with it, never these bytes.
+type Data = Box<[u8]>;
 
 /// The unwinder over the objects loaded when the first stack was captured (`None`: none
 /// could be read, and the caller falls back to libgcc). Objects `dlopen`ed later are
@@ -110,15 +111,15 @@ struct Object {
 }
 
 fn load() -> Option<UnwinderX86_64<Data>> {
-    let mut objects: Vec<Object> = Vec::new();
+    let mut modules: Vec<Module<Data>> = Vec::new();
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
         // SAFETY: the loader passes a valid `dl_phdr_info` for the duration of the call, and
-        // `data` is the `Vec<Object>` passed to dl_iterate_phdr below.
-        let (info, objects) = unsafe { (&*info, &mut *(data as *mut Vec<Object>)) };
+        // `data` is the `Vec<Module<Data>>` passed to dl_iterate_phdr below.
+        let (info, modules) = unsafe { (&*info, &mut *(data as *mut Vec<Module<Data>>)) };
         let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
             &[]
         } else {
@@ -153,28 +154,29 @@ fn load() -> Option<UnwinderX86_64<Data>> {
                 _ => {}
             }
         }
-        objects.push(object);
+        // Copied now, while the loader's lock (held across this callback) keeps the object
+        // from being unloaded.
+        if let Some(m) = module(object) {
+            modules.push(m);
+        }
         0
     }
     // SAFETY: `each` matches the callback's signature and only reads what it is given.
     unsafe {
         libc::dl_iterate_phdr(
             Some(each),
-            &mut objects as *mut Vec<Object> as *mut libc::c_void,
+            &mut modules as *mut Vec<Module<Data>> as *mut libc::c_void,
         );
     }
     let mut unwinder = UnwinderX86_64::new();
-    let mut added = 0;
-    for o in objects {
-        if let Some(module) = module(o) {
-            unwinder.add_module(module);
-            added += 1;
-        }
+    let added = modules.len();
+    for m in modules {
+        unwinder.add_module(m);
     }
     (added > 0).then_some(unwinder)
 }
 
-/// A module for framehop: `.eh_frame_hdr` and `.eh_frame`, read in place.
+/// A module for framehop: `.eh_frame_hdr` and `.eh_frame`, copied out of the mapping.
 fn module(o: Object) -> Option<Module<Data>> {
     let hdr = o.eh_frame_hdr.clone()?;
     let text = o.text.clone()?;
@@ -186,12 +188,13 @@ fn module(o: Object) -> Option<Module<Data>> {
             .find(|l| l.start <= r.start && r.end <= l.end)
     };
     within(&hdr)?;
-    // SAFETY: the range lies inside a PT_LOAD segment of a loaded object, mapped readable
-    // for as long as the object stays loaded (the main program and its start-up libraries
-    // for the process's life).
+    // SAFETY: the range lies inside a PT_LOAD segment of an object dl_iterate_phdr is
+    // reporting: mapped, and kept so by the loader's lock for the duration of the callback
+    // this runs in; the bytes are copied before it returns.
     let hdr_bytes: Data = unsafe {
         std::slice::from_raw_parts(hdr.start as *const u8, (hdr.end - hdr.start) as usize)
-    };
+    }
+    .into();
     // `.eh_frame_hdr`: version 1, then the encoding of `eh_frame_ptr` (0x1b: pc-relative
     // signed 4 bytes, what linkers write; 0x03: absolute unsigned 4 bytes).
     if hdr_bytes.len() < 8 || hdr_bytes[0] != 1 {
@@ -208,13 +211,14 @@ fn module(o: Object) -> Option<Module<Data>> {
         .iter()
         .find(|l| l.start <= eh_frame_start && eh_frame_start < l.end)?;
     let eh_frame = eh_frame_start..seg.end;
-    // SAFETY: as above: inside a mapped PT_LOAD segment, up to its end.
+    // SAFETY: as above: inside a mapped PT_LOAD segment, up to its end; copied at once.
     let eh_frame_bytes: Data = unsafe {
         std::slice::from_raw_parts(
             eh_frame.start as *const u8,
             (eh_frame.end - eh_frame.start) as usize,
         )
-    };
+    }
+    .into();
     let svma = |r: &Range<u64>| r.start - o.bias..r.end - o.bias;
     let info = ExplicitModuleSectionInfo {
         base_svma: 0,
