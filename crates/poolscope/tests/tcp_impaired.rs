@@ -209,9 +209,11 @@ async fn tcp_info_on_an_impaired_path() {
     b.telemetry().snapshot_tcp_info(true);
     let client: Client<_, Full<Bytes>> = b.build_http();
     let url: http::Uri = format!("http://{addr}/").parse().unwrap();
-    // 4 MiB up, in 1 MiB requests on one keep-alive connection: about 2,900 segments, of
-    // which 5% are dropped.
-    for _ in 0..4 {
+    // 16 MiB up, in 1 MiB requests on one keep-alive connection. The veth pair carries
+    // GSO packets of up to 64 KiB, so the nft rule sees as few as 16 packets per MiB: with
+    // 4 MiB, no drop at all happened in about 1 run in 30 (0.95^64; seen twice in CI); with
+    // 16 MiB, 0.95^256, about 2 in a million.
+    for _ in 0..16 {
         let body = Full::new(Bytes::from(vec![b'x'; 1024 * 1024]));
         let req = Request::post(url.clone()).body(body).unwrap();
         let resp = tokio::time::timeout(Duration::from_secs(60), client.request(req))
