@@ -25,16 +25,10 @@ use gimli::EndianArcSlice;
 use gimli::{Reader as _, RunTimeEndian};
 use object::{Object, ObjectSection, ObjectSegment};
 
+use super::stack::Symbol;
 use crate::sync::Mutex;
 
 type Reader = EndianArcSlice<RunTimeEndian>;
-
-/// One frame at an address (an address in inlined code has several, innermost first).
-pub(super) struct Frame {
-    pub(super) name: String,
-    pub(super) file: Option<PathBuf>,
-    pub(super) line: Option<u32>,
-}
 
 struct Exe {
     ctx: addr2line::Context<Reader>,
@@ -51,7 +45,8 @@ struct Exe {
 static EXE: OnceLock<Option<Mutex<Exe>>> = OnceLock::new();
 
 /// The frames at return address `ip` if it is in the executable and its DWARF has them.
-pub(super) fn frames(ip: usize) -> Option<Vec<Frame>> {
+/// (An address in inlined code has several, innermost first.)
+pub(super) fn frames(ip: usize) -> Option<Vec<Symbol>> {
     let exe = EXE.get_or_init(|| Exe::load().map(Mutex::new)).as_ref()?;
     exe.lock().frames(ip)
 }
@@ -85,7 +80,7 @@ impl Exe {
         })
     }
 
-    fn frames(&mut self, ip: usize) -> Option<Vec<Frame>> {
+    fn frames(&mut self, ip: usize) -> Option<Vec<Symbol>> {
         let Exe {
             ctx,
             bias,
@@ -119,7 +114,7 @@ impl Exe {
                     name = format!("{owner}::{name}");
                 }
             }
-            out.push(Frame { name, file, line });
+            out.push(Symbol { name, file, line });
         }
         (!out.is_empty()).then_some(out)
     }

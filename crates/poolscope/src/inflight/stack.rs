@@ -51,9 +51,9 @@ impl RawStack {
 /// One symbol an address resolved to (an address of inlined code has several).
 #[derive(Clone)]
 pub(super) struct Symbol {
-    name: String,
-    file: Option<std::path::PathBuf>,
-    line: Option<u32>,
+    pub(super) name: String,
+    pub(super) file: Option<std::path::PathBuf>,
+    pub(super) line: Option<u32>,
 }
 
 /// Crates whose frames are left out of a stack: the machinery between the caller and here.
@@ -174,29 +174,21 @@ impl Registry {
         }
         // The executable's own frames from its DWARF (which names async fns); the rest
         // (the C library, other objects) through `backtrace`.
-        if let Some(frames) = super::dwarf::frames(ip) {
-            let found: Arc<[Symbol]> = frames
-                .into_iter()
-                .map(|f| Symbol {
-                    name: f.name,
-                    file: f.file,
-                    line: f.line,
-                })
-                .collect();
-            self.symbols.lock().insert(ip, found.clone());
-            return found;
-        }
-        let mut found = Vec::new();
-        backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {
-            if let Some(name) = sym.name() {
-                found.push(Symbol {
-                    name: format!("{name:#}"),
-                    file: sym.filename().map(|f| f.to_path_buf()),
-                    line: sym.lineno(),
+        let found: Arc<[Symbol]> = super::dwarf::frames(ip)
+            .unwrap_or_else(|| {
+                let mut found = Vec::new();
+                backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {
+                    if let Some(name) = sym.name() {
+                        found.push(Symbol {
+                            name: format!("{name:#}"),
+                            file: sym.filename().map(|f| f.to_path_buf()),
+                            line: sym.lineno(),
+                        });
+                    }
                 });
-            }
-        });
-        let found: Arc<[Symbol]> = found.into();
+                found
+            })
+            .into();
         self.symbols.lock().insert(ip, found.clone());
         found
     }
